@@ -1,0 +1,191 @@
+"""In-memory datasets, deterministic, nothing downloaded.
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (1,797 real images, 10 classes), optionally
+  upscaled so receptive fields have room to grow.
+- ``shapes``: generated grayscale images of simple shapes at random positions, sizes and noise,
+  each with its ground-truth mask (attribution localisation scores against it).
+- ``spirals``, ``moons``, ``circles``, ``xor``: 2-D point sets for MLPs.
+
+Splits are fixed (70/15/15) by `DataConfig.data_seed`; the training seed only shuffles batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import ConfigError
+
+IMAGE_DATASETS = ("digits", "shapes")
+POINT_DATASETS = ("spirals", "moons", "circles", "xor")
+DATASETS = IMAGE_DATASETS + POINT_DATASETS
+SHAPE_CLASSES = ("square", "disk", "triangle", "cross")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, at what size and noise. Validated by `validate()`."""
+
+    name: str = "digits"  # one of DATASETS
+    input_size: int = 8  # image side: 8 keeps digits native, larger upsamples; shapes are drawn at it
+    noise: float = 0.1  # pixel noise std (shapes) or point jitter (2-D sets)
+    n_samples: int = 2000  # generated sets only (shapes and 2-D); digits always has 1,797
+    data_seed: int = 0  # fixes the generated data and the train/val/test split
+
+    def validate(self) -> DataConfig:
+        if self.name not in DATASETS:
+            raise ConfigError("dataset", f"must be one of {', '.join(DATASETS)}; got {self.name!r}")
+        if self.name in IMAGE_DATASETS and not 8 <= self.input_size <= 64:
+            raise ConfigError("input_size", f"must be from 8 to 64 pixels; got {self.input_size}")
+        if not 0.0 <= self.noise <= 2.0 or math.isnan(self.noise):
+            raise ConfigError("noise", f"must be in [0, 2]; got {self.noise}")
+        if not 100 <= self.n_samples <= 20000:
+            raise ConfigError("n_samples", f"must be from 100 to 20000; got {self.n_samples}")
+        return self
+
+    @property
+    def is_image(self) -> bool:
+        return self.name in IMAGE_DATASETS
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tensors of one dataset, split. Images are (N, C, H, W) float32; points are (N, 2)."""
+
+    config: DataConfig
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    masks_test: torch.Tensor | None = None  # (N, H, W) bool ground truth, shapes only
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.x_train.shape[-1]) if self.x_train.dim() == 4 else 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def family(self) -> str:
+        return "cnn" if self.x_train.dim() == 4 else "mlp"
+
+    def model_fields(self) -> dict[str, object]:
+        """The ModelConfig fields that the data decides."""
+        return {
+            "family": self.family,
+            "in_channels": self.in_channels,
+            "input_size": self.input_size or 8,
+            "num_classes": self.num_classes,
+        }
+
+
+def _split(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    perm = rng.permutation(n)
+    n_test = n_val = round(0.15 * n)
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
+
+
+def _digits(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    if cfg.input_size != 8:
+        x = F.interpolate(torch.from_numpy(x), size=cfg.input_size, mode="bilinear", align_corners=False).numpy()
+    return x, d.target.astype(np.int64), None, tuple(str(i) for i in range(10))
+
+
+def _shapes(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Shapes of random size and position on a dark noisy canvas; the mask marks the shape's pixels."""
+    rng = np.random.default_rng(cfg.data_seed)
+    s = cfg.input_size
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
+    n = cfg.n_samples
+    labels = np.arange(n) % len(SHAPE_CLASSES)
+    rng.shuffle(labels)
+    masks = np.zeros((n, s, s), dtype=bool)
+    for i, label in enumerate(labels):
+        r = rng.uniform(0.18, 0.32) * s  # half-size of the shape
+        cx, cy = rng.uniform(r + 0.5, s - r - 0.5, size=2)
+        dx, dy = xx - cx, yy - cy
+        name = SHAPE_CLASSES[label]
+        if name == "square":
+            m = (np.abs(dx) <= r * 0.85) & (np.abs(dy) <= r * 0.85)
+        elif name == "disk":
+            m = dx**2 + dy**2 <= r**2
+        elif name == "triangle":  # apex up, base down
+            m = (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
+        else:  # cross: two bars
+            bar = max(r * 0.3, 0.6)
+            m = ((np.abs(dx) <= bar) & (np.abs(dy) <= r)) | ((np.abs(dy) <= bar) & (np.abs(dx) <= r))
+        masks[i] = m
+    intensity = rng.uniform(0.6, 1.0, size=(n, 1, 1)).astype(np.float32)
+    x = masks * intensity + rng.normal(0.0, cfg.noise, size=masks.shape).astype(np.float32)
+    return x[:, None].astype(np.float32), labels.astype(np.int64), masks, SHAPE_CLASSES
+
+
+def _points(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
+    rng = np.random.default_rng(cfg.data_seed)
+    n = cfg.n_samples
+    y = np.arange(n) % 2
+    if cfg.name == "spirals":  # two interleaved arms, 1.5 turns each
+        t = rng.uniform(0.0, 1.0, n) ** 0.5 * 3 * math.pi
+        angle = t + y * math.pi
+        pts = np.stack([t * np.cos(angle), t * np.sin(angle)], axis=1) / (3 * math.pi) * 2
+    elif cfg.name == "moons":
+        t = rng.uniform(0.0, math.pi, n)
+        pts = np.where(
+            y[:, None] == 0,
+            np.stack([np.cos(t), np.sin(t)], 1),
+            np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1),
+        ) - np.array([0.5, 0.25])
+    elif cfg.name == "circles":
+        t = rng.uniform(0.0, 2 * math.pi, n)
+        radius = np.where(y == 0, 1.0, 0.5)
+        pts = np.stack([radius * np.cos(t), radius * np.sin(t)], 1)
+    else:  # xor: quadrants
+        pts = rng.uniform(-1.0, 1.0, (n, 2))
+        y = ((pts[:, 0] > 0) ^ (pts[:, 1] > 0)).astype(np.int64)
+    pts = pts + rng.normal(0.0, cfg.noise * 0.5, pts.shape)
+    return pts.astype(np.float32), y.astype(np.int64), None, ("class 0", "class 1")
+
+
+@lru_cache(maxsize=16)
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load or generate a dataset (cached: tensors are shared read-only by every run)."""
+    cfg.validate()
+    maker = {"digits": _digits, "shapes": _shapes}.get(cfg.name, _points)
+    x, y, masks, classes = maker(cfg)
+    train, val, test = _split(len(y), np.random.default_rng(cfg.data_seed + 1))
+    if cfg.is_image:  # standardise with training-set statistics
+        mean, std = float(x[train].mean()), float(x[train].std()) + 1e-8
+        x = (x - mean) / std
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    return Dataset(
+        config=cfg,
+        x_train=xt[train],
+        y_train=yt[train],
+        x_val=xt[val],
+        y_val=yt[val],
+        x_test=xt[test],
+        y_test=yt[test],
+        classes=classes,
+        masks_test=torch.from_numpy(masks[test]) if masks is not None else None,
+    )

@@ -1,0 +1,428 @@
+"""Plain and residual networks that differ only in their shortcuts.
+
+One `ModelConfig` builds either a CIFAR-style CNN (He et al. 2015, Sec. 4.2: a 3x3 stem, three
+stages of widths w, 2w, 4w, global average pooling, a linear head) or a residual MLP for 2-D data.
+Turning `skip` off gives the plain net of the same config: the very same modules, so with
+parameter-free identity shortcuts (He et al. 2015, option A) a plain and a residual net built from
+one seed start from identical weights, which makes the comparison controlled.
+
+Every block computes ``out = f(x) + alpha * shortcut(x)`` where alpha is the skip scale: 0 is the
+plain net, 1 the ResNet, and it may change while training (`set_skip_scale`).
+
+Every weighted layer and block has one stable name (``stem.conv``, ``stage2.block3.conv1``,
+``head``); `layer_names` and `block_names` list them in network order, and every probe, table and
+chart uses them. Each activation is its own `nn.ReLU` and nothing is inplace, so Captum's hooks
+and our probes see every tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+Family = Literal["cnn", "mlp"]
+BlockKind = Literal["basic", "bottleneck"]
+Shortcut = Literal["identity", "projection"]
+Norm = Literal["batch", "none"]
+Order = Literal["post", "pre"]
+Init = Literal["kaiming", "xavier", "pytorch"]
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "family": ("cnn", "mlp"),
+    "block": ("basic", "bottleneck"),
+    "shortcut": ("identity", "projection"),
+    "norm": ("batch", "none"),
+    "order": ("post", "pre"),
+    "init": ("kaiming", "xavier", "pytorch"),
+}
+MIN_DEPTH, MAX_DEPTH = 4, 200
+BOTTLENECK_EXPANSION = 4  # output channels of a bottleneck block = 4 x its inner width (He et al. 2015)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration value; `field` names the offending field for the UI and the CLI."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a network. Validated by `validate()`; `build_model` calls it."""
+
+    family: Family = "cnn"  # "cnn" for images, "mlp" for 2-D point data
+    depth: int = 20  # weighted layers on the main path: 6n+2 (basic), 9n+2 (bottleneck), 2n+2 (mlp)
+    width: int = 16  # channels of the first stage (cnn) or hidden units (mlp)
+    block: BlockKind = "basic"  # basic: 3x3-3x3; bottleneck: 1x1-3x3-1x1 (cnn only)
+    skip: bool = True  # shortcuts on (ResNet) or off (plain net: alpha forced to 0)
+    skip_scale: float = 1.0  # alpha in [0, 1] multiplying every shortcut while skip is on
+    shortcut: Shortcut = "identity"  # identity with zero-padding (option A) or 1x1 projection (option B)
+    norm: Norm = "batch"  # BatchNorm after each weighted layer, or no normalisation
+    order: Order = "post"  # post: original He et al. 2015; pre: full pre-activation, He et al. 2016
+    init: Init = "kaiming"  # weight init: Kaiming normal (fan_out), Xavier normal, or PyTorch's default
+    zero_init_last: bool = False  # zero the last BN gamma (or last weight) of each residual block
+    in_channels: int = 1  # image channels (cnn) or input features (mlp); set from the dataset
+    input_size: int = 8  # image side in pixels (cnn); set from the dataset
+    num_classes: int = 10  # outputs of the head; set from the dataset
+
+    @property
+    def alpha(self) -> float:
+        """The effective skip scale: `skip_scale` with skips on, 0 for a plain net."""
+        return self.skip_scale if self.skip else 0.0
+
+    @property
+    def blocks_per_stage(self) -> int:
+        per_block = {"mlp": 2, "basic": 6, "bottleneck": 9}["mlp" if self.family == "mlp" else self.block]
+        return (self.depth - 2) // per_block
+
+    def allowed_depths(self, limit: int = MAX_DEPTH) -> list[int]:
+        """Depths this family/block accepts, e.g. 8, 14, 20, ... for basic CNN blocks."""
+        step = {"mlp": 2, "basic": 6, "bottleneck": 9}["mlp" if self.family == "mlp" else self.block]
+        return [step * n + 2 for n in range(1, limit) if step * n + 2 <= limit]
+
+    def validate(self) -> ModelConfig:
+        """Raise `ConfigError` naming the field and the allowed values; return self when valid."""
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+        if self.family == "mlp" and self.block != "basic":
+            raise ConfigError("block", "mlp nets use basic blocks (Linear-act-Linear); got 'bottleneck'")
+        depths = self.allowed_depths()
+        if not isinstance(self.depth, int) or self.depth not in depths:
+            rule = {"mlp": "2n+2", "basic": "6n+2", "bottleneck": "9n+2"}[
+                "mlp" if self.family == "mlp" else self.block
+            ]
+            raise ConfigError(
+                "depth",
+                f"must be {rule} between {depths[0]} and {depths[-1]} for {self.family}/{self.block} "
+                f"({', '.join(map(str, depths[:6]))}, ...); got {self.depth}",
+            )
+        if not isinstance(self.width, int) or not 1 <= self.width <= 512:
+            raise ConfigError("width", f"must be an integer from 1 to 512; got {self.width}")
+        if not 0.0 <= float(self.skip_scale) <= 1.0 or math.isnan(float(self.skip_scale)):
+            raise ConfigError("skip_scale", f"must be in [0, 1]; got {self.skip_scale}")
+        if self.in_channels < 1 or self.num_classes < 2:
+            raise ConfigError("num_classes", "needs at least 1 input channel and 2 classes")
+        if self.family == "cnn" and self.input_size < 4:
+            raise ConfigError("input_size", f"must be at least 4 pixels; got {self.input_size}")
+        return self
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ModelConfig:
+        """Build from a dict (JSON, URL params), ignoring unknown keys; validates."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known}).validate()
+
+    def with_skip(self, skip: bool) -> ModelConfig:
+        """The same net with shortcuts on or off: the plain/residual pair of one config."""
+        return replace(self, skip=skip)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shortcuts
+
+
+class IdentityShortcut(nn.Module):
+    """Parameter-free shortcut (He et al. 2015, option A): subsample by the stride, zero-pad channels."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, spatial: bool) -> None:
+        super().__init__()
+        self.pad, self.stride, self.spatial = out_ch - in_ch, stride, spatial
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial and self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad:
+            pad = (0, 0, 0, 0, 0, self.pad) if self.spatial else (0, self.pad)
+            x = F.pad(x, pad)
+        return x
+
+
+class ProjectionShortcut(nn.Module):
+    """1x1 convolution (or linear map) plus norm where the shape changes (He et al. 2015, option B)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, spatial: bool, norm: Norm) -> None:
+        super().__init__()
+        if spatial:
+            self.conv: nn.Module = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+            self.bn: nn.Module = nn.BatchNorm2d(out_ch) if norm == "batch" else nn.Identity()
+        else:
+            self.conv = nn.Linear(in_ch, out_ch, bias=norm == "none")
+            self.bn = nn.BatchNorm1d(out_ch) if norm == "batch" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks
+
+
+class ResidualBlock(nn.Module):
+    """A stack of weighted layers ``f`` plus a scaled shortcut: ``out = f(x) + alpha * shortcut(x)``.
+
+    The layers are given as (weighted layer, its norm) pairs. With ``order="post"`` (He et al. 2015)
+    each layer is weight-norm-ReLU except that the last ReLU comes after the addition; with
+    ``order="pre"`` (He et al. 2016, full pre-activation) each layer is norm-ReLU-weight and nothing
+    follows the addition, which keeps the shortcut path a pure identity.
+    Norm modules are injected so the same block serves convolutions and linear layers.
+    """
+
+    def __init__(
+        self,
+        layers: list[tuple[str, nn.Module, nn.Module]],
+        shortcut: nn.Module,
+        order: Order,
+        alpha: float,
+    ) -> None:
+        super().__init__()
+        self.order = order
+        self.alpha = alpha
+        self.layer_keys: list[str] = []
+        for i, (name, weighted, norm) in enumerate(layers, start=1):
+            setattr(self, name, weighted)
+            setattr(self, f"bn{i}", norm)
+            setattr(self, f"relu{i}", nn.ReLU())
+            self.layer_keys.append(name)
+        self.shortcut = shortcut
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual function f(x) (the whole block output for a plain net)."""
+        n = len(self.layer_keys)
+        for i, key in enumerate(self.layer_keys, start=1):
+            weighted, norm, act = getattr(self, key), getattr(self, f"bn{i}"), getattr(self, f"relu{i}")
+            if self.order == "pre":
+                x = weighted(act(norm(x)))
+            else:
+                x = norm(weighted(x))
+                if i < n:
+                    x = act(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        if self.alpha != 0.0:
+            out = out + self.alpha * self.shortcut(x)
+        if self.order == "post":
+            out = getattr(self, f"relu{len(self.layer_keys)}")(out)
+        return out
+
+
+def _norm(kind: Norm, channels: int, spatial: bool) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    return nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
+
+
+def _make_block(cfg: ModelConfig, cin: int, mid: int, cout: int, stride: int) -> ResidualBlock:
+    spatial = cfg.family == "cnn"
+    bias = cfg.norm == "none"  # without BN, layers keep their biases
+    # In pre-activation order the norm sits before each weighted layer, so it sees the input width.
+    if cfg.family == "mlp":
+        widths = [(cin, mid), (mid, cout)]
+        weighted = [nn.Linear(a, b, bias=bias) for a, b in widths]
+        names = ["fc1", "fc2"]
+    elif cfg.block == "basic":
+        widths = [(cin, mid), (mid, cout)]
+        weighted = [_conv(cin, mid, 3, stride, bias), _conv(mid, cout, 3, 1, bias)]
+        names = ["conv1", "conv2"]
+    else:
+        widths = [(cin, mid), (mid, mid), (mid, cout)]
+        weighted = [_conv(cin, mid, 1, 1, bias), _conv(mid, mid, 3, stride, bias), _conv(mid, cout, 1, 1, bias)]
+        names = ["conv1", "conv2", "conv3"]
+    norms = [_norm(cfg.norm, a if cfg.order == "pre" else b, spatial) for a, b in widths]
+    shape_changes = stride != 1 or cin != cout
+    if cfg.shortcut == "projection" and cfg.skip and shape_changes:
+        shortcut: nn.Module = ProjectionShortcut(cin, cout, stride, spatial, cfg.norm)
+    else:
+        shortcut = IdentityShortcut(cin, cout, stride, spatial)
+    return ResidualBlock(list(zip(names, weighted, norms, strict=True)), shortcut, cfg.order, cfg.alpha)
+
+
+class Stem(nn.Module):
+    """First weighted layer. In pre-activation nets it is the bare layer: the first block normalises."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        spatial = cfg.family == "cnn"
+        bias = cfg.norm == "none"
+        if spatial:
+            self.conv: nn.Module = _conv(cfg.in_channels, cfg.width, 3, 1, bias)
+        else:
+            self.conv = nn.Linear(cfg.in_channels, cfg.width, bias=bias)
+        post = cfg.order == "post"
+        self.bn = _norm(cfg.norm, cfg.width, spatial) if post else nn.Identity()
+        self.relu = nn.ReLU() if post else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class Net(nn.Module):
+    """Stem, stages of residual blocks, (pre-activation: final norm-ReLU), pooling, linear head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        spatial = cfg.family == "cnn"
+        self.stem = Stem(cfg)
+        n = cfg.blocks_per_stage
+        cin = cfg.width
+        stage_widths = [cfg.width, 2 * cfg.width, 4 * cfg.width] if spatial else [cfg.width]
+        for s, mid in enumerate(stage_widths, start=1):
+            cout = mid * BOTTLENECK_EXPANSION if spatial and cfg.block == "bottleneck" else mid
+            blocks = OrderedDict()
+            for b in range(1, n + 1):
+                stride = 2 if spatial and s > 1 and b == 1 else 1
+                blocks[f"block{b}"] = _make_block(cfg, cin, mid, cout, stride)
+                cin = cout
+            self.add_module(f"stage{s}", nn.Sequential(blocks))
+        self.num_stages = len(stage_widths)
+        self.features = cin
+        pre = cfg.order == "pre"
+        self.final_bn = _norm(cfg.norm, cin, spatial) if pre else nn.Identity()
+        self.final_relu = nn.ReLU() if pre else nn.Identity()
+        self.head = nn.Linear(cin, cfg.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for s in range(1, self.num_stages + 1):
+            x = getattr(self, f"stage{s}")(x)
+        return self.final_relu(self.final_bn(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        if x.dim() == 4:
+            x = x.mean(dim=(2, 3))
+        return self.head(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Names, skip scale, init, size
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """Residual blocks in network order: ``stage1.block1``, ``stage1.block2``, ..."""
+    return [name for name, m in model.named_modules() if isinstance(m, ResidualBlock)]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Weighted layers (conv/linear) on the main path, in network order: ``stem.conv`` ... ``head``.
+
+    Projection shortcuts are left out: they are not counted in the depth (He et al. 2015).
+    """
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and ".shortcut." not in name
+    ]
+
+
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """Main-path layers with a spatial kernel > 1 (the 3x3 convs), or hidden linear layers of an MLP."""
+    out = []
+    for name in layer_names(model):
+        m = model.get_submodule(name)
+        if (isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1) or (isinstance(m, nn.Linear) and name != "head"):
+            out.append(name)
+    return out
+
+
+def set_skip_scale(model: nn.Module, alpha: float) -> None:
+    """Change the skip scale of every block, e.g. while training. Takes effect on the next forward."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
+    for m in model.modules():
+        if isinstance(m, ResidualBlock):
+            m.alpha = float(alpha)
+
+
+def _init_weights(model: Net, generator: torch.Generator) -> None:
+    """Initialise every parameter from `generator`, main path first and shortcuts last.
+
+    Shortcuts come last so that a residual net with projection shortcuts still shares every
+    main-path weight with its plain twin built from the same seed.
+    """
+    cfg = model.config
+    modules = [(n, m) for n, m in model.named_modules() if ".shortcut" not in n]
+    modules += [(n, m) for n, m in model.named_modules() if ".shortcut" in n]
+    for _, m in modules:
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.reset_running_stats()
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d | nn.Linear):
+            if cfg.init == "kaiming" and m is not model.head:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            elif cfg.init == "xavier":
+                nn.init.xavier_normal_(m.weight, generator=generator)
+            else:  # PyTorch's own default (what reset_parameters does), but from our generator
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in) if cfg.init == "pytorch" or m is model.head else 0.0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    if cfg.zero_init_last and cfg.skip:
+        # Goyal et al. 2017 / timm zero_init_last: each residual block starts as the identity.
+        for m in model.modules():
+            if isinstance(m, ResidualBlock):
+                last_norm = getattr(m, f"bn{len(m.layer_keys)}")
+                if isinstance(last_norm, nn.BatchNorm1d | nn.BatchNorm2d) and m.order == "post":
+                    nn.init.zeros_(last_norm.weight)
+                else:  # pre-activation or no norm: the last weighted layer itself
+                    last = getattr(m, m.layer_keys[-1])
+                    nn.init.zeros_(last.weight)
+                    if last.bias is not None:
+                        nn.init.zeros_(last.bias)
+
+
+def build_model(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "cpu") -> Net:
+    """Build and initialise a net without touching PyTorch's global RNG.
+
+    Modules are created on the meta device (so their constructors draw no random numbers) and
+    then initialised from a private generator seeded with `seed`.
+    """
+    cfg.validate()
+    with torch.device("meta"):
+        model = Net(cfg)
+    model = model.to_empty(device="cpu")
+    _init_weights(model, torch.Generator().manual_seed(seed))
+    return model.to(device)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_example(model: nn.Module, cfg: ModelConfig) -> int:
+    """Forward FLOPs for one example, counted by `torch.utils.flop_counter.FlopCounterMode`.
+
+    Counts multiply-adds as 2 FLOPs (matmul/conv only, as FlopCounterMode does).
+    """
+    shape = (1, cfg.in_channels, cfg.input_size, cfg.input_size) if cfg.family == "cnn" else (1, cfg.in_channels)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(shape, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
