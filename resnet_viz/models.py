@@ -99,9 +99,7 @@ class ModelConfig:
             raise ConfigError("block", "mlp nets use basic blocks (Linear-act-Linear); got 'bottleneck'")
         depths = self.allowed_depths()
         if not isinstance(self.depth, int) or self.depth not in depths:
-            rule = {"mlp": "2n+2", "basic": "6n+2", "bottleneck": "9n+2"}[
-                "mlp" if self.family == "mlp" else self.block
-            ]
+            rule = {"mlp": "2n+2", "basic": "6n+2", "bottleneck": "9n+2"}["mlp" if self.family == "mlp" else self.block]
             raise ConfigError(
                 "depth",
                 f"must be {rule} between {depths[0]} and {depths[-1]} for {self.family}/{self.block} "
@@ -330,9 +328,7 @@ def layer_names(model: nn.Module) -> list[str]:
     Projection shortcuts are left out: they are not counted in the depth (He et al. 2015).
     """
     return [
-        name
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Linear) and ".shortcut." not in name
+        name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and ".shortcut." not in name
     ]
 
 

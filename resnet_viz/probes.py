@@ -1,0 +1,97 @@
+"""Per-step instruments: gradient norms, residual-stream gradients, layer responses, update ratios.
+
+A `Probe` attaches to one model and measures, on the steps it is armed for:
+
+- ``grad_norm``: the L2 norm of each weighted layer's weight gradient (what shrinks to nothing in a
+  deep plain net without normalisation, and explodes in one with BatchNorm);
+- ``block_grad_norm``: the L2 norm of the loss gradient with respect to each block's output, i.e. the
+  gradient flowing back through the residual stream (He et al. 2016, Eq. 5: the shortcut carries
+  dL/dx_L to every earlier block unchanged);
+- ``act_std``: the std of each block's residual-branch response f(x), after its last norm and before
+  the addition and ReLU: the "layer responses" of He et al. 2015, Fig. 7;
+- ``update_ratio``: ||w_after - w_before|| / ||w_before|| per weighted layer (a learning-rate health
+  check: around 1e-3 is the usual rule of thumb).
+
+Hooks only read tensors (detached, no inplace), so a probed run computes exactly what an unprobed one
+does. All norms are computed with `torch._foreach_norm` and read back to Python once per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .models import ResidualBlock, block_names, layer_names
+
+METRICS = ("grad_norm", "update_ratio", "block_grad_norm", "act_std")
+LAYER_METRICS = ("grad_norm", "update_ratio")  # indexed by layer_names; the others by block_names
+
+
+def residual_output(block: ResidualBlock) -> nn.Module:
+    """The module whose output is the block's residual branch f(x) (last norm, or last weighted layer)."""
+    n = len(block.layer_keys)
+    return getattr(block, block.layer_keys[-1]) if block.order == "pre" else getattr(block, f"bn{n}")
+
+
+class Probe:
+    """Measures one model's internals on armed steps. Call `arm()` before forward, `read()` after step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = layer_names(model)
+        self.blocks = block_names(model)
+        self.weights = [model.get_submodule(n).weight for n in self.layers]
+        self.armed = False
+        self._stds: list[torch.Tensor] = []
+        self._block_grads: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []
+        self._grad_norms: list[torch.Tensor] = []
+        self._handles = []
+        for name in self.blocks:
+            block = model.get_submodule(name)
+            self._handles.append(residual_output(block).register_forward_hook(self._on_response))
+            self._handles.append(block.register_forward_hook(self._on_block_output))
+
+    def _on_response(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        if self.armed and torch.is_grad_enabled():
+            self._stds.append(output.detach().std())
+
+    def _on_block_output(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        if self.armed and torch.is_grad_enabled() and output.requires_grad:
+            output.register_hook(self._on_block_grad)
+
+    def _on_block_grad(self, grad: torch.Tensor) -> None:
+        self._block_grads.append(torch.linalg.vector_norm(grad))
+
+    def arm(self) -> None:
+        """Measure the next forward/backward/step."""
+        self.armed = True
+        self._stds, self._block_grads = [], []
+
+    def before_step(self) -> None:
+        """After backward, before the optimizer step: read gradients, keep the weights."""
+        if self.armed:
+            self._grad_norms = torch._foreach_norm([w.grad for w in self.weights])
+            self._before = [w.detach().clone() for w in self.weights]
+
+    def read(self) -> dict[str, list[float]] | None:
+        """After the optimizer step: the measurements of this step (None when not armed)."""
+        if not self.armed:
+            return None
+        self.armed = False
+        after = [w.detach() for w in self.weights]
+        update = torch._foreach_norm(torch._foreach_sub(after, self._before))
+        size = torch._foreach_norm(self._before)
+        ratio = torch.stack(update) / torch.stack(size).clamp_min(1e-12)
+        # Backward visits blocks last-to-first; store them in network order.
+        return {
+            "grad_norm": torch.stack(self._grad_norms).tolist(),
+            "update_ratio": ratio.tolist(),
+            "block_grad_norm": torch.stack(self._block_grads[::-1]).tolist() if self._block_grads else [],
+            "act_std": torch.stack(self._stds).tolist() if self._stds else [],
+        }
+
+    def close(self) -> None:
+        """Remove every hook: the model is left exactly as it was found."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []

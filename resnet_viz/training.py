@@ -1,0 +1,430 @@
+"""The training engine: one or several models trained in lockstep, as an iterator of step records.
+
+`Trainer.run()` yields, for every optimizer step, one `StepRecord` per model. Several models see the
+identical batch sequence and, where their parameters match, start from identical weights (one seed
+builds them all): the plain/residual comparison is then controlled, as in He et al. 2015, Fig. 1.
+
+The engine knows nothing about a UI. It stops between steps when its stop event is set, stops a
+model whose loss turns NaN or inf (status ``diverged``, its records kept), applies skip-scale changes
+between steps, and keeps a bounded number of weight snapshots for later pages. It touches no global
+RNG: batch order comes from its own `torch.Generator`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import DataConfig, Dataset, load_dataset
+from .models import (
+    ConfigError,
+    ModelConfig,
+    Net,
+    block_names,
+    build_model,
+    conv_layer_names,
+    count_params,
+    layer_names,
+    set_skip_scale,
+)
+from .probes import LAYER_METRICS, METRICS, Probe
+
+Status = Literal["queued", "running", "finished", "stopped", "diverged", "failed"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Validated by `validate()`."""
+
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 128  # examples per step
+    optimizer: Literal["sgd", "adam"] = "sgd"  # SGD with momentum (He et al.) or Adam
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (ignored by Adam)
+    weight_decay: float = 1e-4  # L2 penalty, as in He et al. 2015
+    warmup_steps: int = 20  # linear warm-up from ~0 to lr; deep nets need it (He et al. 2015, ResNet-110)
+    schedule: Literal["constant", "cosine", "step"] = "cosine"  # after warm-up; step: x0.1 at 50% and 75%
+    seed: int = 0  # initial weights and batch order
+    val_every: int = 0  # steps between validation passes; 0 validates at epoch ends only
+    probe_every: int = 1  # measure gradients/responses every k steps; 0 switches probes off
+    max_snapshots: int = 12  # weight snapshots kept per model (init and final included)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            ("epochs", 1 <= self.epochs <= 1000, "an integer from 1 to 1000"),
+            ("batch_size", 2 <= self.batch_size <= 4096, "an integer from 2 to 4096"),
+            ("optimizer", self.optimizer in ("sgd", "adam"), "one of sgd, adam"),
+            ("lr", 0 < self.lr <= 1000 and math.isfinite(self.lr), "a number > 0 (and at most 1000)"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", 0 <= self.weight_decay <= 1, "in [0, 1]"),
+            ("warmup_steps", 0 <= self.warmup_steps <= 100_000, "an integer from 0 to 100000"),
+            ("schedule", self.schedule in ("constant", "cosine", "step"), "one of constant, cosine, step"),
+            ("seed", 0 <= self.seed < 2**31, "an integer from 0 to 2^31-1"),
+            ("val_every", self.val_every >= 0, "an integer >= 0"),
+            ("probe_every", self.probe_every >= 0, "an integer >= 0"),
+            ("max_snapshots", 2 <= self.max_snapshots <= 100, "an integer from 2 to 100"),
+            ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(name, f"must be {allowed}; got {getattr(self, name)!r}")
+        return self
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def fit_to_data(cfg: ModelConfig, dataset: Dataset) -> ModelConfig:
+    """The model config with its input/output fields (family, channels, size, classes) set by the data."""
+    return replace(cfg, **dataset.model_fields()).validate()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was asked for but no CUDA device is present; use auto or cpu")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name.replace("auto", "cpu"))
+
+
+def lr_at(train: TrainConfig, step: int, total: int) -> float:
+    """Learning rate for 0-based `step`: linear warm-up, then the schedule over the remaining steps."""
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    t = (step - train.warmup_steps) / max(1, total - train.warmup_steps)
+    if train.schedule == "cosine":
+        return train.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if train.schedule == "step":  # He et al. 2015, Sec. 4.2: divide by 10 at 32k and 48k of 64k iterations
+        return train.lr * (0.1 if t >= 0.5 else 1.0) * (0.1 if t >= 0.75 else 1.0)
+    return train.lr
+
+
+@dataclass
+class StepRecord:
+    """What one model did in one optimizer step. Probe lists follow the run's layer/block names."""
+
+    model: str  # the model's key in the run ("A", "plain", ...)
+    step: int  # optimizer steps done, from 1
+    epoch: float  # fractional epochs done
+    lr: float  # learning rate used for this step
+    loss: float  # training loss of this batch
+    acc: float  # training accuracy of this batch
+    skip_scale: float  # alpha in force during this step
+    seconds: float  # wall time since the run started
+    val_loss: float | None = None  # set on validation steps
+    val_acc: float | None = None  # set on validation steps
+    probes: dict[str, list[float]] | None = None  # METRICS -> values; None on unprobed steps
+
+
+@dataclass
+class Snapshot:
+    """A model's weights (and BN statistics) after `step` optimizer steps; step 0 is the init."""
+
+    step: int
+    state: dict[str, torch.Tensor]
+    skip_scale: float  # alpha in force when it was taken
+
+
+@dataclass
+class ModelState:
+    """Status of one model in a run."""
+
+    status: Status = "queued"
+    step: int = 0  # last completed step
+    message: str = ""  # why it stopped (divergence step, error)
+
+
+class Trainer:
+    """Trains one or more models in lockstep on identical batches."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        train: TrainConfig,
+        data: DataConfig,
+        stop: threading.Event | None = None,
+    ) -> None:
+        if not models:
+            raise ConfigError("models", "needs at least one model")
+        self.train = train.validate()
+        self.dataset = load_dataset(data.validate())
+        self.device = resolve_device(train.device)
+        self.configs = {key: fit_to_data(cfg, self.dataset) for key, cfg in models.items()}
+        self.models: dict[str, Net] = {
+            key: build_model(cfg, seed=train.seed, device=self.device) for key, cfg in self.configs.items()
+        }
+        self.stop = stop or threading.Event()
+        self.states = {key: ModelState() for key in models}
+        self.snapshots: dict[str, list[Snapshot]] = {key: [] for key in models}
+        self.skip_events: list[tuple[str, int, float]] = []  # (model, step it took effect, alpha)
+        self._pending_alpha: dict[str, float] = {}
+        self._lock = threading.Lock()
+        n = len(self.dataset.y_train)
+        self.steps_per_epoch = n // train.batch_size + (1 if n % train.batch_size >= 2 else 0)
+        self.total_steps = self.steps_per_epoch * train.epochs
+        self.snapshot_steps = set(
+            np.linspace(0, self.total_steps, min(train.max_snapshots, self.total_steps + 1)).round().astype(int)
+        )
+
+    def history(self) -> History:
+        """An empty history whose probe lists follow this run's layer and block names."""
+        return History(
+            {k: layer_names(m) for k, m in self.models.items()},
+            {k: block_names(m) for k, m in self.models.items()},
+        )
+
+    def set_skip_scale(self, key: str, alpha: float) -> None:
+        """Change a model's skip scale; thread-safe, applied before the next step."""
+        if key not in self.models:
+            raise ConfigError("model", f"must be one of {', '.join(self.models)}; got {key!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
+        with self._lock:
+            self._pending_alpha[key] = float(alpha)
+
+    def skip_scale(self, key: str) -> float:
+        blocks = [m for m in self.models[key].modules() if hasattr(m, "alpha")]
+        return float(blocks[0].alpha) if blocks else 0.0
+
+    def _apply_skip_changes(self, step: int) -> None:
+        with self._lock:
+            pending, self._pending_alpha = self._pending_alpha, {}
+        for key, alpha in pending.items():
+            if alpha != self.skip_scale(key):
+                set_skip_scale(self.models[key], alpha)
+                self.skip_events.append((key, step, alpha))
+
+    def _snapshot(self, key: str, step: int) -> Snapshot:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.models[key].state_dict().items()}
+        return Snapshot(step, state, self.skip_scale(key))
+
+    def _snapshot_running(self, step: int) -> None:
+        for key in self.models:
+            if self.states[key].status == "running":
+                self.snapshots[key].append(self._snapshot(key, step))
+
+    @torch.no_grad()
+    def evaluate(self, key: str, split: str = "val") -> tuple[float, float]:
+        """Loss and accuracy of one model on a split, in eval mode (BN running statistics)."""
+        model = self.models[key]
+        x, y = getattr(self.dataset, f"x_{split}"), getattr(self.dataset, f"y_{split}")
+        was_training = model.training
+        model.eval()
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(y), 1024):
+            xb, yb = x[i : i + 1024].to(self.device), y[i : i + 1024].to(self.device)
+            logits = model(xb)
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += (logits.argmax(1) == yb).sum().item()
+        model.train(was_training)
+        return total_loss / len(y), correct / len(y)
+
+    def _batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        n = len(self.dataset.y_train)
+        for _ in range(self.train.epochs):
+            perm = torch.randperm(n, generator=generator)
+            for i in range(self.steps_per_epoch):
+                yield perm[i * self.train.batch_size : (i + 1) * self.train.batch_size]
+
+    def run(self) -> Iterator[list[StepRecord]]:
+        """Train to the end (or stop/divergence), yielding one record per running model per step."""
+        t0 = time.perf_counter()
+        train = self.train
+        opts: dict[str, torch.optim.Optimizer] = {}
+        probes: dict[str, Probe] = {}
+        for key, model in self.models.items():
+            model.train()
+            if train.optimizer == "sgd":
+                opts[key] = torch.optim.SGD(
+                    model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+                )
+            else:
+                opts[key] = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+            if train.probe_every:
+                probes[key] = Probe(model)
+            self.states[key].status = "running"
+        x_all, y_all = self.dataset.x_train.to(self.device), self.dataset.y_train.to(self.device)
+        self._snapshot_running(0)
+        try:
+            for index, idx in enumerate(self._batches(torch.Generator().manual_seed(train.seed))):
+                if self.stop.is_set():
+                    break
+                step = index + 1
+                self._apply_skip_changes(step)
+                lr = lr_at(train, index, self.total_steps)
+                xb, yb = x_all[idx.to(self.device)], y_all[idx.to(self.device)]
+                armed = bool(train.probe_every) and index % train.probe_every == 0
+                epoch_end = step % self.steps_per_epoch == 0
+                validate = epoch_end or (train.val_every and step % train.val_every == 0)
+                records = []
+                for key, model in self.models.items():
+                    if self.states[key].status != "running":
+                        continue
+                    record = self._step(key, model, opts[key], probes.get(key), armed, xb, yb, lr, step)
+                    if record is None:
+                        continue
+                    if validate:
+                        record.val_loss, record.val_acc = self.evaluate(key)
+                    record.seconds = time.perf_counter() - t0
+                    self.states[key].step = step
+                    records.append(record)
+                if step in self.snapshot_steps:
+                    self._snapshot_running(step)
+                if not records:
+                    break
+                yield records
+        finally:
+            for probe in probes.values():
+                probe.close()
+        for key, state in self.states.items():
+            if state.status == "running":
+                state.status = "stopped" if self.stop.is_set() else "finished"
+                snaps = self.snapshots[key]
+                if snaps[-1].step != state.step:  # stopped early: keep where it got to
+                    snaps.append(self._snapshot(key, state.step))
+                    if len(snaps) > self.train.max_snapshots:
+                        del snaps[-2]
+
+    def _step(
+        self,
+        key: str,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        probe: Probe | None,
+        armed: bool,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        lr: float,
+        step: int,
+    ) -> StepRecord | None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if probe is not None and armed:
+            probe.arm()
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            state = self.states[key]
+            state.status = "diverged"
+            state.message = f"loss became {loss_value} at step {state.step + 1}; training of {key} stopped"
+            if probe is not None:
+                probe.armed = False
+            return None
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if probe is not None:
+            probe.before_step()
+        opt.step()
+        acc = (logits.detach().argmax(1) == yb).float().mean().item()
+        return StepRecord(
+            model=key,
+            step=step,
+            epoch=step / self.steps_per_epoch,
+            lr=lr,
+            loss=loss_value,
+            acc=acc,
+            skip_scale=self.skip_scale(key),
+            seconds=0.0,
+            probes=probe.read() if probe is not None else None,
+        )
+
+
+@dataclass
+class History:
+    """All records of a run, with the names their probe lists follow; converts to tidy DataFrames."""
+
+    layer_names: dict[str, list[str]]  # model -> weighted layers in network order
+    block_names: dict[str, list[str]]  # model -> blocks in network order
+    records: list[StepRecord] = field(default_factory=list)
+
+    def add(self, records: list[StepRecord]) -> None:
+        self.records.extend(records)
+
+    def steps_frame(self) -> pd.DataFrame:
+        """One row per model and step: model, step, epoch, lr, loss, acc, skip_scale, seconds, val_*."""
+        cols = ["model", "step", "epoch", "lr", "loss", "acc", "skip_scale", "seconds", "val_loss", "val_acc"]
+        rows = [[getattr(r, c) for c in cols] for r in self.records]
+        frame = pd.DataFrame(rows, columns=cols)
+        return frame.astype({"val_loss": float, "val_acc": float})
+
+    def layers_frame(self) -> pd.DataFrame:
+        """Long table: model, step, layer, metric, value, depth_index (position in network order)."""
+        model, step, layer, metric, value, index = [], [], [], [], [], []
+        for r in self.records:
+            if not r.probes:
+                continue
+            for name in METRICS:
+                values = r.probes.get(name) or []
+                names = (self.layer_names if name in LAYER_METRICS else self.block_names)[r.model]
+                model += [r.model] * len(values)
+                step += [r.step] * len(values)
+                layer += names[: len(values)]
+                metric += [name] * len(values)
+                value += values
+                index += list(range(len(values)))
+        return pd.DataFrame(
+            {"model": model, "step": step, "layer": layer, "metric": metric, "value": value, "depth_index": index}
+        )
+
+
+def summarize(trainer: Trainer, history: History, key: str) -> dict[str, object]:
+    """Summary of one model: final losses, status, size and the gradient ratio at the start.
+
+    ``final_train_loss`` is the mean training loss over the last epoch's steps (less noisy than one
+    batch). ``first/last_layer_grad_norm`` are the weight-gradient norms of the first and last 3x3
+    conv (hidden linear layer for MLPs), averaged over the first 10 steps.
+    """
+    recs = [r for r in history.records if r.model == key]
+    state = trainer.states[key]
+    last_epoch = [r.loss for r in recs if r.step > state.step - trainer.steps_per_epoch]
+    vals = [r for r in recs if r.val_loss is not None]
+    names = history.layer_names[key]
+    convs = conv_layer_names(trainer.models[key])
+    first, last = names.index(convs[0]), names.index(convs[-1])
+    early = [r.probes["grad_norm"] for r in recs[:10] if r.probes]
+    return {
+        "model": key,
+        "status": state.status,
+        "message": state.message,
+        "steps": state.step,
+        "params": count_params(trainer.models[key]),
+        "final_train_loss": float(np.mean(last_epoch)) if last_epoch else float("nan"),
+        "final_train_acc": float(np.mean([r.acc for r in recs[-len(last_epoch) :]])) if last_epoch else float("nan"),
+        "final_val_loss": vals[-1].val_loss if vals else float("nan"),
+        "final_val_acc": vals[-1].val_acc if vals else float("nan"),
+        "first_layer_grad_norm": float(np.mean([g[first] for g in early])) if early else float("nan"),
+        "last_layer_grad_norm": float(np.mean([g[last] for g in early])) if early else float("nan"),
+        "seconds": recs[-1].seconds if recs else 0.0,
+    }
+
+
+def train_models(
+    models: Mapping[str, ModelConfig],
+    train: TrainConfig,
+    data: DataConfig,
+    stop: threading.Event | None = None,
+) -> tuple[Trainer, History]:
+    """Run to the end without a UI; returns the trainer (models, states, snapshots) and its history."""
+    trainer = Trainer(models, train, data, stop)
+    history = trainer.history()
+    for records in trainer.run():
+        history.add(records)
+    return trainer, history
+
+
+def model_at(trainer: Trainer, key: str, snapshot: Snapshot) -> Net:
+    """A fresh copy of model `key` with the weights of `snapshot` (never the live training model)."""
+    model = build_model(trainer.configs[key], seed=trainer.train.seed, device="cpu")
+    set_skip_scale(model, snapshot.skip_scale)
+    model.load_state_dict(snapshot.state)
+    return model.eval()
