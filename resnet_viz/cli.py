@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from safetensors.torch import save_file
 
@@ -101,8 +101,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
 class Progress:
     """A one-line progress bar on stderr: steps, epoch, loss, steps/s, ETA."""
 
-    def __init__(self, total: int, stream=sys.stderr) -> None:
-        self.total, self.stream, self.t0 = total, stream, time.perf_counter()
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total, self.stream, self.t0 = total, stream or sys.stderr, time.perf_counter()
 
     def update(self, step: int, epoch: float, losses: dict[str, float]) -> None:
         elapsed = time.perf_counter() - self.t0

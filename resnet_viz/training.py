@@ -5,7 +5,7 @@ identical batch sequence and, where their parameters match, start from identical
 builds them all): the plain/residual comparison is then controlled, as in He et al. 2015, Fig. 1.
 
 The engine knows nothing about a UI. It stops between steps when its stop event is set, stops a
-model whose loss turns NaN or inf (status ``diverged``, its records kept), applies skip-scale changes
+model whose loss turns NaN, inf or huge (status ``diverged``, its records kept), applies skip-scale changes
 between steps, and keeps a bounded number of weight snapshots for later pages. It touches no global
 RNG: batch order comes from its own `torch.Generator`.
 """
@@ -38,6 +38,10 @@ from .models import (
     set_skip_scale,
 )
 from .probes import LAYER_METRICS, METRICS, Probe
+
+# A cross-entropy this large means logits a million apart: the run has blown up. BatchNorm nets can
+# keep such a loss finite (BN rescales the exploded weights) for many steps, but they do not recover.
+DIVERGED_LOSS = 1e6
 
 Status = Literal["queued", "running", "finished", "stopped", "diverged", "failed"]
 
@@ -313,10 +317,10 @@ class Trainer:
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
+        if not math.isfinite(loss_value) or loss_value > DIVERGED_LOSS:
             state = self.states[key]
             state.status = "diverged"
-            state.message = f"loss became {loss_value} at step {state.step + 1}; training of {key} stopped"
+            state.message = f"loss became {loss_value:.4g} at step {step}; training of {key} stopped"
             if probe is not None:
                 probe.armed = False
             return None

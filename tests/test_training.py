@@ -1,0 +1,266 @@
+"""Training engine: probes vs autograd, determinism, reference checks, divergence, stop, skip changes."""
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_viz.data import DataConfig, load_dataset
+from resnet_viz.jobs import Job, JobLimiter
+from resnet_viz.models import ConfigError, ModelConfig, block_names, build_model, layer_names
+from resnet_viz.probes import residual_output
+from resnet_viz.training import TrainConfig, Trainer, lr_at, model_at, summarize, train_models
+
+
+def _first_step(models, train, data=None):
+    stop = threading.Event()
+    trainer = Trainer(models, train, data or DataConfig(), stop)
+    records = next(trainer.run())
+    return trainer, records
+
+
+def test_probes_agree_with_independent_autograd(tiny_train):
+    cfg = ModelConfig(depth=14, width=8)
+    trainer, records = _first_step({"m": cfg}, tiny_train)
+    probes = records[0].probes
+    # Independently: the same init, the same first batch, gradients by autograd on a fresh copy.
+    ds = load_dataset(DataConfig())
+    idx = torch.randperm(len(ds.y_train), generator=torch.Generator().manual_seed(tiny_train.seed))[:128]
+    model = build_model(trainer.configs["m"], seed=tiny_train.seed).train()
+    outputs, responses = [], []
+    for name in block_names(model):
+        block = model.get_submodule(name)
+        block.register_forward_hook(lambda m, i, o: outputs.append(o))
+        residual_output(block).register_forward_hook(lambda m, i, o: responses.append(o.detach().std().item()))
+    loss = F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx])
+    weights = [model.get_submodule(n).weight for n in layer_names(model)]
+    grads = torch.autograd.grad(loss, weights + outputs)
+    expected = [g.norm().item() for g in grads[: len(weights)]]
+    expected_blocks = [g.norm().item() for g in grads[len(weights) :]]
+    assert records[0].loss == pytest.approx(loss.item(), rel=1e-6)
+    assert probes["grad_norm"] == pytest.approx(expected, rel=1e-4)
+    assert probes["block_grad_norm"] == pytest.approx(expected_blocks, rel=1e-4)
+    assert probes["act_std"] == pytest.approx(responses, rel=1e-5)
+    # update ratio: SGD's first step with momentum is lr * (grad + wd * w).
+    w0 = weights[1].detach()
+    update = tiny_train.lr * (grads[1] + tiny_train.weight_decay * w0)
+    assert probes["update_ratio"][1] == pytest.approx((update.norm() / w0.norm()).item(), rel=1e-3)
+
+
+def test_probes_do_not_change_training(tiny_models, tiny_train, digits):
+    _, with_probes = train_models(tiny_models, tiny_train, digits)
+    _, without = train_models(tiny_models, TrainConfig(**{**tiny_train.to_dict(), "probe_every": 0}), digits)
+    assert [r.loss for r in with_probes.records] == [r.loss for r in without.records]
+    assert all(r.probes is None for r in without.records)
+
+
+def test_probe_sampling_every_k_steps(tiny_models, digits):
+    _, history = train_models(tiny_models, TrainConfig(epochs=1, probe_every=3), digits)
+    probed = sorted({r.step for r in history.records if r.probes})
+    assert probed == list(range(1, 11, 3))
+
+
+def test_same_config_and_seed_give_identical_records(tiny_models, tiny_train, digits):
+    _, a = train_models(tiny_models, tiny_train, digits)
+    _, b = train_models(tiny_models, tiny_train, digits)
+    assert [(r.loss, r.acc, r.val_loss, r.probes) for r in a.records] == [
+        (r.loss, r.acc, r.val_loss, r.probes) for r in b.records
+    ]
+    _, c = train_models(tiny_models, TrainConfig(**{**tiny_train.to_dict(), "seed": 1}), digits)
+    assert [r.loss for r in a.records] != [r.loss for r in c.records]
+
+
+def test_lockstep_models_start_identical_and_see_the_same_batches(tiny_train):
+    # Two identical residual nets in lockstep must produce identical records: same init, same batches.
+    cfg = ModelConfig(depth=8, width=8)
+    _, history = train_models({"x": cfg, "y": cfg}, tiny_train, DataConfig())
+    xs = [r.loss for r in history.records if r.model == "x"]
+    ys = [r.loss for r in history.records if r.model == "y"]
+    assert xs == ys and len(xs) == 10
+
+
+def test_he2015_fig1_deep_plain_nets_degrade_residual_nets_do_not(digits):
+    # He et al. 2015, Fig. 1 and Fig. 6: with the same budget, a deeper plain net ends with *higher
+    # training* error than a shallower one (degradation, not overfitting), while a deeper ResNet does not.
+    train = TrainConfig(epochs=10)
+    models = {
+        "plain8": ModelConfig(depth=8, skip=False),
+        "plain56": ModelConfig(depth=56, skip=False),
+        "res56": ModelConfig(depth=56),
+    }
+    trainer, history = train_models(models, train, digits)
+    loss = {k: summarize(trainer, history, k)["final_train_loss"] for k in models}
+    assert loss["plain56"] > loss["plain8"] + 0.5
+    assert loss["plain56"] > 1.0  # near chance (ln 10 = 2.30)
+    assert loss["res56"] < 0.1
+    assert loss["res56"] < loss["plain56"] / 10
+
+
+@pytest.mark.parametrize("depth", [32, 56])
+def test_gradient_flow_at_init_without_normalisation(depth, tiny_train):
+    # Vanishing gradients (Hochreiter 1991; Glorot & Bengio 2010; He et al. 2016, Eq. 5): without
+    # normalisation, the loss gradient reaching the first block of a plain net is orders of magnitude
+    # below the one at its last block, and so are the first layers' weight gradients compared to a
+    # residual net's. The shortcut carries dL/dx_L to every block, so the residual net's does not vanish.
+    models = {"plain": ModelConfig(depth=depth, norm="none", skip=False), "res": ModelConfig(depth=depth, norm="none")}
+    _, records = _first_step(models, tiny_train)
+    plain, res = (r.probes for r in records)
+    assert plain["block_grad_norm"][0] / plain["block_grad_norm"][-1] < 1e-2
+    assert res["block_grad_norm"][0] / res["block_grad_norm"][-1] > 0.1
+    assert plain["grad_norm"][1] < 1e-3 * res["grad_norm"][1]
+
+
+def test_plain_net_with_batchnorm_explodes_at_init(tiny_train):
+    # The textbook story says deep plain nets vanish; with BatchNorm they explode instead: BN keeps
+    # the forward signal at unit scale, and the backward pass through each BN multiplies the
+    # gradient (Yang et al. 2019, "A Mean Field Theory of Batch Normalization"). At depth 56 the first
+    # 3x3 conv's gradient is more than 100x the last one's; the residual net stays within about 10x.
+    models = {"plain": ModelConfig(depth=56, skip=False), "res": ModelConfig(depth=56)}
+    _, records = _first_step(models, tiny_train)
+    plain, res = (r.probes["grad_norm"] for r in records)
+    assert plain[1] / plain[-2] > 100
+    assert res[1] / res[-2] < 10
+
+
+def test_divergence_stops_with_status_and_keeps_records(digits):
+    trainer, history = train_models(
+        {"m": ModelConfig(depth=8, width=8)}, TrainConfig(epochs=3, lr=100, warmup_steps=0), digits
+    )
+    state = trainer.states["m"]
+    assert state.status == "diverged"
+    assert "step" in state.message and str(state.step + 1) in state.message
+    assert len(history.records) == state.step < trainer.total_steps
+    assert all(r.loss == r.loss for r in history.records)  # no NaN kept
+
+
+def test_one_diverging_model_does_not_stop_the_other(digits):
+    # Without normalisation a deep residual net's activations grow with depth; lr 5 blows it up.
+    models = {"calm": ModelConfig(depth=8, width=8), "wild": ModelConfig(depth=8, width=8, norm="none")}
+    trainer, _ = train_models(models, TrainConfig(epochs=2, lr=5, warmup_steps=0), digits)
+    assert trainer.states["wild"].status == "diverged"
+    assert trainer.states["calm"].status == "finished"
+    assert trainer.states["calm"].step == trainer.total_steps
+
+
+def test_stop_mid_epoch(tiny_models, digits):
+    stop = threading.Event()
+    trainer = Trainer(tiny_models, TrainConfig(epochs=2), digits, stop)
+    seen = []
+    for records in trainer.run():
+        seen.append(records[0].step)
+        if len(seen) == 3:
+            stop.set()
+    assert seen == [1, 2, 3] and trainer.steps_per_epoch > 3
+    assert {s.status for s in trainer.states.values()} == {"stopped"}
+    assert trainer.snapshots["plain"][-1].step == 3  # the stopped model is kept where it got to
+
+
+def test_skip_scale_changes_live_and_is_recorded(tiny_train, digits):
+    trainer = Trainer({"m": ModelConfig(depth=8, width=8)}, TrainConfig(epochs=1), digits)
+    scales = []
+    for records in trainer.run():
+        scales.append(records[0].skip_scale)
+        if records[0].step == 4:
+            trainer.set_skip_scale("m", 0.0)
+    assert scales[:4] == [1.0] * 4 and scales[4:] == [0.0] * (len(scales) - 4)
+    assert trainer.skip_events == [("m", 5, 0.0)]
+    with pytest.raises(ConfigError, match="skip_scale"):
+        trainer.set_skip_scale("m", 2.0)
+
+
+def test_snapshots_are_bounded_and_restore_the_model(digits):
+    trainer, _ = train_models({"m": ModelConfig(depth=8, width=8)}, TrainConfig(epochs=3, max_snapshots=4), digits)
+    snaps = trainer.snapshots["m"]
+    assert [s.step for s in snaps] == [0, 10, 20, 30]
+    restored = model_at(trainer, "m", snaps[-1])
+    live = trainer.models["m"].eval()
+    x = load_dataset(digits).x_test[:16]
+    assert torch.equal(restored(x), live(x))
+    assert restored is not live
+
+
+def test_validation_and_frames(tiny_models, digits):
+    trainer, history = train_models(tiny_models, TrainConfig(epochs=2, val_every=4), digits)
+    steps = history.steps_frame()
+    assert set(steps.model) == {"plain", "residual"}
+    validated = steps.dropna(subset=["val_loss"]).step.unique().tolist()
+    assert validated == [4, 8, 10, 12, 16, 20]  # every 4 steps and at the epoch ends (10 steps/epoch)
+    layers = history.layers_frame()
+    assert set(layers.metric) == {"grad_norm", "update_ratio", "block_grad_norm", "act_std"}
+    first = layers[(layers.model == "plain") & (layers.step == 1) & (layers.metric == "grad_norm")]
+    assert first.layer.tolist() == layer_names(trainer.models["plain"])
+    assert first.depth_index.tolist() == list(range(8))
+
+
+def test_warmup_and_schedules():
+    t = TrainConfig(lr=0.1, warmup_steps=10, schedule="cosine")
+    assert lr_at(t, 0, 110) == pytest.approx(0.01)
+    assert lr_at(t, 9, 110) == pytest.approx(0.1)
+    assert lr_at(t, 60, 110) == pytest.approx(0.05)
+    step = TrainConfig(lr=0.1, warmup_steps=0, schedule="step")  # He et al.: /10 at 50% and 75%
+    assert [lr_at(step, s, 100) for s in (0, 49, 50, 75)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_adam_and_mlp_on_spirals_learn():
+    data = DataConfig(name="spirals", noise=0.1)
+    trainer, history = train_models(
+        {"m": ModelConfig(family="mlp", depth=8, width=32)},
+        TrainConfig(epochs=15, optimizer="adam", lr=0.01, batch_size=64, warmup_steps=0),
+        data,
+    )
+    summary = summarize(trainer, history, "m")
+    assert summary["final_val_acc"] > 0.8
+    assert trainer.configs["m"].in_channels == 2 and trainer.configs["m"].num_classes == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"lr": 0}, "lr"), ({"epochs": 0}, "epochs"), ({"optimizer": "rmsprop"}, "optimizer"), ({"lr": -1}, "lr")],
+)
+def test_invalid_train_config(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**kwargs).validate()
+    assert err.value.field == field
+
+
+def test_jobs_queue_behind_the_limiter_and_stop(tiny_models, digits):
+    limiter = JobLimiter(1)
+    first_started = threading.Event()
+    first = Job(tiny_models, TrainConfig(epochs=50), digits, limiter=limiter)
+    second = Job(tiny_models, TrainConfig(epochs=1), digits, limiter=limiter)
+    # Block the first job right after its first step so the queue state is deterministic.
+    release = threading.Event()
+    original = first.trainer.run
+
+    def gated_run():
+        for records in original():
+            yield records
+            first_started.set()
+            release.wait()
+
+    first.trainer.run = gated_run
+    first.start()
+    assert first_started.wait(30)
+    second.start()
+    while second.view().queue_position == 0 and second.status == "queued":
+        first_started.wait(0.01)  # yield to the second thread until it has joined the queue
+    view = second.view()
+    assert view.status == "queued" and view.queue_position == 1
+    assert first.view().status == "running" and limiter.running == 1
+    first.stop()
+    release.set()
+    first.join(30)
+    second.join(60)
+    assert first.status == "stopped" and first.view().step < first.trainer.total_steps
+    assert second.status == "finished" and second.view().step == second.trainer.total_steps
+    assert limiter.running == 0
+
+
+def test_job_stopped_while_queued_leaves_the_queue(tiny_models, digits):
+    limiter = JobLimiter(0)  # no slots: the job can only wait
+    job = Job(tiny_models, TrainConfig(epochs=1), digits, limiter=limiter).start()
+    job.stop()
+    job.join(10)
+    assert job.status == "stopped" and job.message == "stopped while queued"
+    assert limiter.position(job) == 0
