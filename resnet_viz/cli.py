@@ -1,7 +1,9 @@
-"""Command line: ``python -m resnet_viz train|compare ...``.
+"""Command line: ``python -m resnet_viz train|compare|sweep ...``.
 
 Every config field has a flag. Invalid input prints one line naming the field and what is allowed,
-and exits with status 2; no traceback.
+and exits with status 2; no traceback. ``--store DIR`` (or ``--use-store`` for the default folder)
+loads a run trained before with the same configs instead of training it again; ``sweep`` always
+uses the store, so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from safetensors.torch import save_file
 
-from .data import DATASETS, DataConfig
+from .data import DATASETS, POINT_DATASETS, DataConfig
 from .models import CHOICES, ConfigError, ModelConfig
-from .training import History, TrainConfig, Trainer, summarize
+from .store import RunStore, StoreError, get_or_train
+from .sweep import BASIC_DEPTHS, SweepConfig, SweepJob, SweepView, classroom_sweep
+from .training import History, StepRecord, TrainConfig, Trainer, summarize
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,11 +134,33 @@ def run_training(models: dict[str, ModelConfig], train: TrainConfig, data: DataC
     bar = None if quiet else Progress(trainer.total_steps)
     for records in trainer.run():
         history.add(records)
-        if bar and (records[0].step % 5 == 0 or records[0].step == trainer.total_steps):
-            bar.update(records[0].step, records[0].epoch, {r.model: r.loss for r in records})
+        if bar:
+            _show_step(bar, records)
     if bar:
         bar.close()
     return trainer, history
+
+
+def _show_step(bar: Progress, records: list[StepRecord]) -> None:
+    if records[0].step % 5 == 0 or records[0].step == bar.total:
+        bar.update(records[0].step, records[0].epoch, {r.model: r.loss for r in records})
+
+
+def run_stored(store: RunStore, models: dict[str, ModelConfig], train: TrainConfig, data: DataConfig, quiet: bool):
+    """Load the run from the store, or train it with a progress bar and store it; returns the StoredRun."""
+    bars: list[Progress] = []
+
+    def on_step(trainer: Trainer, records: list[StepRecord]) -> None:
+        if not bars:
+            bars.append(Progress(trainer.total_steps))
+        _show_step(bars[0], records)
+
+    run = get_or_train(store, models, train, data, on_step=None if quiet else on_step)
+    if bars:
+        bars[0].close()
+    if run is not None and run.cached and not quiet:
+        print(f"loaded from the run store {store.path} (key {run.key[:12]})", file=sys.stderr)
+    return run
 
 
 def write_outputs(out: Path, trainer: Trainer, history: History, summaries: dict[str, dict]) -> None:
@@ -156,8 +185,17 @@ def _fmt(v: object) -> str:
 
 
 def print_table(summaries: dict[str, dict]) -> None:
-    keys = ["status", "steps", "params", "final_train_loss", "final_val_loss", "final_val_acc",
-            "first_layer_grad_norm", "last_layer_grad_norm", "seconds"]  # fmt: skip
+    keys = [
+        "status",
+        "steps",
+        "params",
+        "final_train_loss",
+        "final_val_loss",
+        "final_val_acc",
+        "first_layer_grad_norm",
+        "last_layer_grad_norm",
+        "seconds",
+    ]
     width = max(len(k) for k in keys)
     print(f"{'':{width}}  " + "  ".join(f"{m:>14}" for m in summaries))
     for k in keys:
@@ -166,10 +204,17 @@ def print_table(summaries: dict[str, dict]) -> None:
 
 def _train(args: argparse.Namespace, models: Callable[[ModelConfig], dict[str, ModelConfig]]) -> int:
     model, train, data = configs_from_args(args)
-    trainer, history = run_training(models(model), train, data, quiet=args.json)
-    summaries = {k: summarize(trainer, history, k) for k in trainer.models}
-    if args.out:
-        write_outputs(Path(args.out), trainer, history, summaries)
+    if args.store or args.use_store:
+        store = RunStore(args.store)
+        run = run_stored(store, models(model), train, data, quiet=args.json)
+        summaries = run.summaries  # nothing sets a stop event here, so the run is never None
+        if args.out:
+            store.export(run.key, Path(args.out))
+    else:
+        trainer, history = run_training(models(model), train, data, quiet=args.json)
+        summaries = {k: summarize(trainer, history, k) for k in trainer.models}
+        if args.out:
+            write_outputs(Path(args.out), trainer, history, summaries)
     if args.json:
         payload = next(iter(summaries.values())) if len(summaries) == 1 else summaries
         print(json.dumps(payload))
@@ -178,6 +223,131 @@ def _train(args: argparse.Namespace, models: Callable[[ModelConfig], dict[str, M
         for s in summaries.values():
             if s["message"]:
                 print(f"{s['model']}: {s['message']}")
+    return 0
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """``8,14,20`` -> (8, 14, 20); argparse turns the ValueError into a one-line error."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 8,14,20; got {text!r}") from None
+
+
+def _seeds(text: str) -> int | tuple[int, ...]:
+    """``3`` -> a count (3 seeds from --seed); ``0,7`` or ``5,`` -> those seeds."""
+    seeds = _int_list(text)
+    if "," in text:
+        return seeds
+    if len(seeds) != 1:
+        raise argparse.ArgumentTypeError(f"must be a count or comma-separated seeds, e.g. 2 or 0,7; got {text!r}")
+    return seeds[0]
+
+
+class SweepProgress:
+    """A one-line progress bar on stderr: runs done (and cached), the current run's steps, the sweep's ETA."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._runs_done = -1
+
+    def update(self, view: SweepView) -> None:
+        changed = view.runs_done != self._runs_done
+        if not changed and view.step % 5 and view.step != view.total_steps:
+            return
+        self._runs_done = view.runs_done
+        part = view.step / view.total_steps if view.current and view.total_steps else 0.0
+        filled = int(30 * (view.runs_done + part) / view.total_runs)
+        where = (
+            f" depth {view.current[0]} seed {view.current[1]} step {view.step}/{view.total_steps}"
+            if view.current
+            else ""
+        )
+        eta = "?" if math.isnan(view.eta_seconds) else f"{view.eta_seconds:.0f}s"
+        line = (
+            f"[{'#' * filled}{'.' * (30 - filled)}] run {view.runs_done}/{view.total_runs} ({view.cached_runs} cached)"
+        )
+        self.stream.write(f"\r{line}{where} ETA {eta}".ljust(100))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+
+
+def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
+    """A validated SweepConfig from the sweep flags; raises ConfigError naming the field.
+
+    ``--depth`` and ``--skip`` are refused (the grid sets them); ``--classroom`` takes the preset and
+    refuses every other config flag, so nobody believes a flag changed the preset when it did not.
+    """
+    if args.classroom:
+        defaults = vars(build_parser().parse_args(["sweep"]))
+        changed = [k for k, v in vars(args).items() if k not in ("classroom", "store", "json") and v != defaults[k]]
+        if changed:
+            flag = "--" + changed[0].replace("_", "-")
+            raise ConfigError("classroom", f"the preset fixes the configuration; leave out {flag}")
+        return classroom_sweep()
+    if args.depth is not None:
+        raise ConfigError("depth", "a sweep trains every depth of --depths; leave out --depth")
+    if args.skip is not None:
+        raise ConfigError("skip", "a sweep trains both the plain and the residual net; leave out --skip/--no-skip")
+    family = "mlp" if args.dataset in POINT_DATASETS else "cnn"
+    first = ModelConfig(family=family, block=args.block).allowed_depths()[0]  # --depths is checked below
+    model, train, data = configs_from_args(argparse.Namespace(**(vars(args) | {"depth": first, "skip": True})))
+    seeds = args.seeds if isinstance(args.seeds, tuple) else tuple(range(train.seed, train.seed + args.seeds))
+    return SweepConfig(depths=args.depths, seeds=seeds, model=model, train=train, data=data).validate()
+
+
+@contextmanager
+def _ctrl_c_stops(job: SweepJob) -> Iterator[None]:
+    """The first Ctrl-C stops the sweep between steps (finished runs are stored already); a second one
+    interrupts as usual. A signal handler, not KeyboardInterrupt, so training is never cut mid-step."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        job.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    config = sweep_config_from_args(args)
+    bar = None if args.json else SweepProgress()
+    job = SweepJob(config, RunStore(args.store), on_progress=bar.update if bar else None)
+    with _ctrl_c_stops(job):
+        view = job.run()
+    if bar:
+        bar.close()
+    frame = view.results_frame()
+    if args.json:
+        results = json.loads(frame.to_json(orient="records"))  # NaN -> null: strict JSON
+        print(json.dumps({"status": view.status, "message": view.message, "results": results}))
+    elif len(frame):
+        cols = [
+            "depth",
+            "seed",
+            "model",
+            "final_train_loss",
+            "final_train_error",
+            "final_val_error",
+            "params",
+            "seconds",
+            "cached",
+        ]
+        print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if view.status == "failed":
+        print(f"error: {view.message}", file=sys.stderr)
+        return 1
+    if view.status == "stopped":
+        print(f"{view.message}; finished runs are stored: run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -192,6 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(p)
         p.add_argument("--out", default=None, help="folder for config, tables (CSV) and weights (safetensors)")
         p.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+        p.add_argument("--store", metavar="DIR", default=None, help="run store folder: load the run if stored")
+        p.add_argument("--use-store", action="store_true", help="use the default run store folder")
+    p = sub.add_parser("sweep", help="plain and residual pairs at several depths, one budget (He et al. 2015)")
+    add_config_flags(p)
+    p.set_defaults(depth=None, skip=None)  # the grid sets both: giving either is an error
+    p.add_argument("--depths", type=_int_list, default=BASIC_DEPTHS, help="comma list (default 8,14,20,32,44,56)")
+    p.add_argument("--seeds", type=_seeds, default=1, help="N: N seeds from --seed; or a comma list (at most 3)")
+    p.add_argument("--classroom", action="store_true", help="the classroom preset (digits, depths 8-56, 10 epochs)")
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        default=None,
+        help="run store folder (default: $RESNET_VIZ_DATA_DIR "
+        "or ~/.local/share/resnet-viz); finished runs load from it, so a rerun resumes",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line with the results table at the end")
     return parser
 
 
@@ -200,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, lambda m: {"model": m})
+        if args.command == "sweep":
+            return _sweep(args)
         return _train(args, lambda m: {"plain": m.with_skip(False), "residual": m.with_skip(True)})
-    except ConfigError as err:
+    except (ConfigError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

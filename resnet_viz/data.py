@@ -55,6 +55,13 @@ class DataConfig:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def model_fields(self) -> dict[str, object]:
+        """The ModelConfig fields this data decides (known without loading it)."""
+        classes = {"digits": 10, "shapes": len(SHAPE_CLASSES)}.get(self.name, 2)
+        if self.is_image:
+            return {"family": "cnn", "in_channels": 1, "input_size": self.input_size, "num_classes": classes}
+        return {"family": "mlp", "in_channels": 2, "input_size": 8, "num_classes": classes}
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -88,12 +95,7 @@ class Dataset:
 
     def model_fields(self) -> dict[str, object]:
         """The ModelConfig fields that the data decides."""
-        return {
-            "family": self.family,
-            "in_channels": self.in_channels,
-            "input_size": self.input_size or 8,
-            "num_classes": self.num_classes,
-        }
+        return self.config.model_fields()
 
 
 def _split(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

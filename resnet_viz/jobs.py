@@ -18,6 +18,7 @@ from typing import Literal
 
 from .data import DataConfig
 from .models import ModelConfig
+from .probes import decision_grid
 from .training import History, ModelState, StepRecord, TrainConfig, Trainer
 
 JobStatus = Literal["queued", "running", "finished", "stopped", "failed"]
@@ -89,6 +90,8 @@ class JobView:
     skip_events: list[tuple[str, int, float]]  # (model, step, alpha) for each live skip change
     layer_names: dict[str, list[str]] = field(default_factory=dict)
     block_names: dict[str, list[str]] = field(default_factory=dict)
+    boundaries: dict[str, tuple] = field(default_factory=dict)  # 2-D data: model -> (xs, ys, P(class 1))
+    boundary_step: int = 0  # step the boundaries were computed at
 
     def history(self) -> History:
         return History(self.layer_names, self.block_names, list(self.records))
@@ -104,6 +107,7 @@ class Job:
         data: DataConfig,
         limiter: JobLimiter = LIMITER,
         on_done: Callable[[Job], None] | None = None,
+        boundary_every: int = 10,
     ) -> None:
         self.stop_event = threading.Event()
         self.trainer = Trainer(models, train, data, self.stop_event)  # validates: raises ConfigError early
@@ -113,6 +117,10 @@ class Job:
         self.message = ""
         self._history = self.trainer.history()
         self._lock = threading.Lock()
+        # 2-D data: the decision boundaries are recomputed every `boundary_every` steps, between steps.
+        self.boundary_every = boundary_every if self.trainer.dataset.family == "mlp" else 0
+        self._boundaries: dict[str, tuple] = {}
+        self._boundary_step = 0
         self._started_at = 0.0
         self._thread = threading.Thread(target=self._work, name="resnet-viz-job", daemon=True)
 
@@ -146,6 +154,9 @@ class Job:
             for records in self.trainer.run():
                 with self._lock:
                     self._history.add(records)
+                step = records[0].step
+                if self.boundary_every and (step % self.boundary_every == 0 or step == self.trainer.total_steps):
+                    self._update_boundaries(step)
             self.status = "stopped" if self.stop_event.is_set() else "finished"
         except Exception as exc:  # a job must never take the server down; the UI shows the message
             self.status = "failed"
@@ -162,6 +173,19 @@ class Job:
             except Exception:  # saving a finished run must not turn it into a failed one
                 traceback.print_exc()
 
+    def _update_boundaries(self, step: int) -> None:
+        points = self.trainer.dataset.x_train
+        low = tuple((points.min(0).values - 0.3).tolist())
+        high = tuple((points.max(0).values + 0.3).tolist())
+        grids = {
+            k: decision_grid(m, low, high)
+            for k, m in self.trainer.models.items()
+            if self.trainer.states[k].status == "running"
+        }
+        with self._lock:
+            self._boundaries.update(grids)
+            self._boundary_step = step
+
     def history(self) -> History:
         """A copy of the history so far."""
         with self._lock:
@@ -170,6 +194,7 @@ class Job:
     def view(self) -> JobView:
         with self._lock:
             records = list(self._history.records)
+            boundaries, boundary_step = dict(self._boundaries), self._boundary_step
         step = records[-1].step if records else 0
         elapsed = time.perf_counter() - self._started_at if self._started_at else 0.0
         rate = step / elapsed if elapsed > 0 and step else 0.0
@@ -188,4 +213,6 @@ class Job:
             skip_events=list(self.trainer.skip_events),
             layer_names=self._history.layer_names,
             block_names=self._history.block_names,
+            boundaries=boundaries,
+            boundary_step=boundary_step,
         )

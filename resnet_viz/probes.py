@@ -18,6 +18,7 @@ does. All norms are computed with `torch._foreach_norm` and read back to Python 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,3 +96,23 @@ class Probe:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+@torch.no_grad()
+def decision_grid(
+    model: nn.Module, low: tuple[float, float], high: tuple[float, float], n: int = 80
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(class 1) of a 2-D classifier on an n x n grid: (xs, ys, probs[y, x]), in eval mode.
+
+    Runs in the thread that trains the model (between steps), so it never races the optimizer.
+    """
+    xs = torch.linspace(low[0], high[0], n)
+    ys = torch.linspace(low[1], high[1], n)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    logits = model(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).to(device))
+    model.train(was_training)
+    probs = torch.softmax(logits, 1)[:, 1].reshape(n, n).cpu().numpy()
+    return xs.numpy(), ys.numpy(), probs

@@ -1,0 +1,116 @@
+"""Instrumentation overhead: the engine (probes on every step) against a bare PyTorch loop.
+
+Both train the same model from the same init on the same batches, in one process, alternating
+repeats so that machine noise hits both alike. The bare loop also validates at each epoch end, as
+the engine does, so the ratio isolates probes, records, snapshots and bookkeeping.
+Peak RSS of one depth-56 run is measured in a fresh child process.
+
+    python benchmarks/bench_training.py            # prints one JSON object
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from resnet_viz.data import DataConfig, load_dataset
+from resnet_viz.models import ModelConfig, build_model
+from resnet_viz.training import Trainer, TrainConfig, fit_to_data, lr_at
+
+EPOCHS = 5
+REPEATS = 3
+
+
+def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
+    """Steps per second of a minimal loop: same model, init, batches, optimizer and schedule."""
+    ds = load_dataset(data)
+    cfg = fit_to_data(cfg, ds)
+    model = build_model(cfg, seed=train.seed).train()
+    opt = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    gen = torch.Generator().manual_seed(train.seed)
+    n, bs = len(ds.y_train), train.batch_size
+    steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)
+    total, step = steps_per_epoch * train.epochs, 0
+    t0 = time.perf_counter()
+    for _ in range(train.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(train, step, total)
+            loss = F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()
+            step += 1
+        model.eval()
+        with torch.no_grad():
+            F.cross_entropy(model(ds.x_val), ds.y_val).item()
+        model.train()
+    return step / (time.perf_counter() - t0)
+
+
+def engine(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
+    trainer = Trainer({"m": cfg}, train, data)
+    history = trainer.history()
+    t0 = time.perf_counter()
+    for records in trainer.run():
+        history.add(records)
+    return trainer.total_steps / (time.perf_counter() - t0)
+
+
+def compare(depth: int) -> dict[str, float]:
+    cfg, data = ModelConfig(depth=depth, width=16), DataConfig(name="digits")
+    train = TrainConfig(epochs=EPOCHS, batch_size=128, probe_every=1)
+    bare_loop(cfg, TrainConfig(epochs=1), data)  # warm-up: allocator, kernels
+    bare, inst = [], []
+    for _ in range(REPEATS):
+        bare.append(bare_loop(cfg, train, data))
+        inst.append(engine(cfg, train, data))
+    b, e = statistics.median(bare), statistics.median(inst)
+    return {"bare_steps_per_s": round(b, 2), "engine_steps_per_s": round(e, 2), "ratio": round(e / b, 3)}
+
+
+def peak_rss_child() -> None:
+    """Child mode: one depth-56 run with probes on every step, then print peak RSS in MB."""
+    trainer = Trainer({"m": ModelConfig(depth=56)}, TrainConfig(epochs=10), DataConfig())
+    history = trainer.history()
+    for records in trainer.run():
+        history.add(records)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--rss-child"]:
+        peak_rss_child()
+        return
+    torch.set_num_threads(2)
+    result: dict[str, object] = {
+        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+        "setup": f"digits 8x8, batch 128, width 16, {EPOCHS} epochs, median of {REPEATS}, probes every step",
+        "depth20": compare(20),
+        "depth56": compare(56),
+    }
+    child = subprocess.run([sys.executable, __file__, "--rss-child"], capture_output=True, text=True, check=True)
+    rss = float(child.stdout.strip().splitlines()[-1])
+    result["depth56_peak_rss_mb"] = round(rss, 1)
+    result["goals"] = {
+        "ratio_at_least": 0.90,
+        "met_depth20": result["depth20"]["ratio"] >= 0.90,
+        "met_depth56": result["depth56"]["ratio"] >= 0.90,
+        "peak_rss_under_mb": 1024,
+        "met_rss": rss < 1024,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Pure figure builders: tidy data in, Plotly figure out. No Streamlit, no training.
+
+Every figure has a title that says what it shows, labelled axes with units, a log scale where
+magnitudes span decades, and the same colour per model everywhere (`COLORS`). Figures set
+`uirevision` so a user's zoom survives the once-a-second redraws of a live run, and long traces are
+downsampled (short runs keep every point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# Okabe-Ito colour-blind-safe pair: vermillion for the first model (A, plain), blue for the second.
+COLORS = {"A": "#D55E00", "B": "#0072B2", "plain": "#D55E00", "residual": "#0072B2"}
+FALLBACK_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+MAX_POINTS = 600  # per trace; longer traces are thinned evenly (first and last point kept)
+MAX_HEATMAP_COLUMNS = 240
+
+
+def color(key: str, index: int = 0) -> str:
+    return COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 360) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        template="plotly_white",
+        height=height,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        uirevision="keep",
+        hovermode="closest",
+    )
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    return fig
+
+
+def thin(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """Every row for short traces; evenly spaced rows (first and last kept) for long ones."""
+    if len(frame) <= max_points:
+        return frame
+    idx = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
+    return frame.iloc[idx]
+
+
+def _positive(values: pd.Series) -> pd.Series:
+    """Log axes cannot show 0: clamp to a tiny floor so a vanished gradient is still drawn."""
+    return values.clip(lower=1e-12)
+
+
+def loss_figure(
+    steps: pd.DataFrame,
+    labels: Mapping[str, str],
+    skip_events: Sequence[tuple[str, int, float]] = (),
+    diverged: Mapping[str, int] | None = None,
+) -> go.Figure:
+    """Training loss per step (solid) and validation loss (dashed, markers), log y, both models."""
+    fig = go.Figure()
+    for i, (key, label) in enumerate(labels.items()):
+        rows = steps[steps.model == key]
+        train = thin(rows)
+        fig.add_trace(
+            go.Scatter(
+                x=train.step,
+                y=_positive(train.loss),
+                name=f"{label}: train",
+                mode="lines",
+                line={"color": color(key, i), "width": 2},
+            )
+        )
+        val = rows.dropna(subset=["val_loss"])
+        fig.add_trace(
+            go.Scatter(
+                x=val.step,
+                y=_positive(val.val_loss),
+                name=f"{label}: validation",
+                mode="lines+markers",
+                line={"color": color(key, i), "dash": "dash", "width": 1.5},
+                marker={"size": 6},
+            )
+        )
+    _mark_skip_events(fig, skip_events, labels)
+    for key, step in (diverged or {}).items():
+        fig.add_vline(
+            x=step, line={"color": color(key), "width": 2}, annotation_text=f"{labels.get(key, key)} diverged"
+        )
+    return _layout(
+        fig, "Loss: training (solid) and validation (dashed)", "step", "cross-entropy loss (nats, log)", log_y=True
+    )
+
+
+def _mark_skip_events(fig: go.Figure, events: Sequence[tuple[str, int, float]], labels: Mapping[str, str]) -> None:
+    for key, step, alpha in events:
+        fig.add_vline(
+            x=step,
+            line={"color": color(key), "dash": "dot", "width": 1.5},
+            annotation_text=f"{key}: α={alpha:g}",
+            annotation_position="top left",
+        )
+
+
+def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
+    """Training accuracy (smoothed over 10 steps) and validation accuracy, in percent."""
+    fig = go.Figure()
+    for i, (key, label) in enumerate(labels.items()):
+        rows = steps[steps.model == key]
+        smooth = rows.assign(acc=rows.acc.rolling(10, min_periods=1).mean())
+        train = thin(smooth)
+        fig.add_trace(
+            go.Scatter(
+                x=train.step,
+                y=100 * train.acc,
+                name=f"{label}: train (10-step mean)",
+                mode="lines",
+                line={"color": color(key, i), "width": 2},
+            )
+        )
+        val = rows.dropna(subset=["val_acc"])
+        fig.add_trace(
+            go.Scatter(
+                x=val.step,
+                y=100 * val.val_acc,
+                name=f"{label}: validation",
+                mode="lines+markers",
+                line={"color": color(key, i), "dash": "dash", "width": 1.5},
+            )
+        )
+    fig = _layout(fig, "Accuracy: training and validation", "step", "accuracy (%)")
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
+def layer_order(layers: pd.DataFrame) -> list[str]:
+    """Layer/block names in network order, for a category axis shared by models of different depth."""
+    ranked = layers.groupby("layer", sort=False).depth_index.max()
+    relative = layers.groupby("model").depth_index.transform("max")
+    position = (layers.depth_index / relative.replace(0, 1)).groupby(layers.layer).mean()
+    return sorted(ranked.index, key=lambda name: (position[name], ranked[name]))
+
+
+def latest(layers: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of `metric` at each model's latest probed step."""
+    rows = layers[layers.metric == metric]
+    if rows.empty:
+        return rows
+    last = rows.groupby("model").step.transform("max")
+    return rows[rows.step == last]
+
+
+def profile_figure(
+    layers: pd.DataFrame, labels: Mapping[str, str], metric: str, title: str, y_title: str, *, log_y: bool = True
+) -> go.Figure:
+    """One value per layer (network order on x) at each model's latest probed step."""
+    rows = latest(layers, metric)
+    fig = go.Figure()
+    for i, (key, label) in enumerate(labels.items()):
+        part = rows[rows.model == key].sort_values("depth_index")
+        step = int(part.step.max()) if len(part) else 0
+        fig.add_trace(
+            go.Scatter(
+                x=part.layer,
+                y=_positive(part.value) if log_y else part.value,
+                name=f"{label} (step {step})",
+                mode="lines+markers",
+                line={"color": color(key, i), "width": 2},
+                marker={"size": 5},
+            )
+        )
+    fig = _layout(fig, title, "layer (input → output)", y_title, log_y=log_y)
+    fig.update_xaxes(categoryorder="array", categoryarray=layer_order(rows) if len(rows) else [], tickangle=-45)
+    return fig
+
+
+def grad_profile_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
+    return profile_figure(layers, labels, "grad_norm", "Gradient norm per layer, now", "‖∂L/∂W‖ (log)")
+
+
+def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str = "grad_norm") -> go.Figure:
+    """Layer x step heatmap of log10(metric) for each model, one shared colour scale."""
+    rows = layers[layers.metric == metric]
+    keys = list(labels)
+    fig = make_subplots(
+        rows=1, cols=len(keys), shared_yaxes=False, subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.12
+    )
+    logs = np.log10(rows.value.clip(lower=1e-12)) if len(rows) else pd.Series(dtype=float)
+    zmin, zmax = (float(logs.min()), float(logs.max())) if len(logs) else (0.0, 1.0)
+    for col, key in enumerate(keys, start=1):
+        part = rows[rows.model == key]
+        if part.empty:
+            continue
+        grid = part.assign(log=np.log10(part.value.clip(lower=1e-12))).pivot_table(
+            index="depth_index", columns="step", values="log"
+        )
+        names = part.drop_duplicates("depth_index").set_index("depth_index").layer.reindex(grid.index)
+        grid = _bin_columns(grid)
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.values,
+                x=grid.columns,
+                y=names.values,
+                coloraxis="coloraxis",
+                hovertemplate="step %{x}<br>%{y}<br>log10 = %{z:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=len(names) <= 40)
+        fig.update_xaxes(title_text="step", row=1, col=col)
+    fig.update_layout(
+        coloraxis={
+            "colorscale": "Viridis",
+            "cmin": zmin,
+            "cmax": zmax,
+            "colorbar": {"title": {"text": "log10 ‖∂L/∂W‖"}},
+        }
+    )
+    fig = _layout(fig, "Gradient norm per layer over training (log colour, shared scale)", "step", "", height=420)
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="")
+    fig.update_yaxes(title_text="layer (input at top)", row=1, col=1)
+    return fig
+
+
+def _bin_columns(grid: pd.DataFrame) -> pd.DataFrame:
+    """Average neighbouring steps so a long run still fits MAX_HEATMAP_COLUMNS columns."""
+    if grid.shape[1] <= MAX_HEATMAP_COLUMNS:
+        return grid
+    bins = np.linspace(0, grid.shape[1], MAX_HEATMAP_COLUMNS + 1).astype(int)
+    cols = [grid.iloc[:, a:b].mean(axis=1) for a, b in zip(bins[:-1], bins[1:], strict=True)]
+    steps = [int(grid.columns[b - 1]) for b in bins[1:]]
+    return pd.DataFrame(np.stack(cols, axis=1), index=grid.index, columns=steps)
+
+
+def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
+    """Two panels per block: the gradient through the block output, and the std of its response."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.12,
+        subplot_titles=("‖∂L/∂x‖ at each block output (log)", "std of each block's residual-branch response"),
+    )
+    grads, stds = latest(layers, "block_grad_norm"), latest(layers, "act_std")
+    for i, (key, label) in enumerate(labels.items()):
+        for col, rows in ((1, grads), (2, stds)):
+            part = rows[rows.model == key].sort_values("depth_index")
+            fig.add_trace(
+                go.Scatter(
+                    x=part.layer,
+                    y=_positive(part.value),
+                    name=label,
+                    legendgroup=key,
+                    showlegend=col == 1,
+                    mode="lines+markers",
+                    line={"color": color(key, i), "width": 2},
+                ),
+                row=1,
+                col=col,
+            )
+    fig = _layout(fig, "Residual stream: gradient and response per block, now", "block", "", height=380)
+    fig.update_yaxes(type="log", row=1, col=1, title_text="gradient norm")
+    fig.update_yaxes(type="log", row=1, col=2, title_text="response std")
+    order = layer_order(pd.concat([grads, stds])) if len(grads) or len(stds) else []
+    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
+    return fig
+
+
+def decision_boundary_figure(
+    grids: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    points: np.ndarray,
+    targets: np.ndarray,
+    labels: Mapping[str, str],
+) -> go.Figure:
+    """P(class 1) over the plane for each model, with the training points on top."""
+    keys = [k for k in labels if k in grids]
+    fig = make_subplots(
+        rows=1, cols=max(1, len(keys)), subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.08
+    )
+    for col, key in enumerate(keys, start=1):
+        xs, ys, probs = grids[key]
+        fig.add_trace(
+            go.Heatmap(
+                x=xs,
+                y=ys,
+                z=probs,
+                zmin=0,
+                zmax=1,
+                colorscale="RdBu",
+                coloraxis="coloraxis",
+                hovertemplate="x %{x:.2f}, y %{y:.2f}<br>P(class 1) = %{z:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        for cls, symbol in ((0, "circle"), (1, "diamond")):
+            pts = points[targets == cls]
+            fig.add_trace(
+                go.Scatter(
+                    x=pts[:, 0],
+                    y=pts[:, 1],
+                    mode="markers",
+                    name=f"class {cls}",
+                    showlegend=col == 1,
+                    legendgroup=str(cls),
+                    marker={
+                        "size": 4,
+                        "symbol": symbol,
+                        "color": "#B2182B" if cls == 0 else "#2166AC",
+                        "line": {"width": 0.5, "color": "white"},
+                    },
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="x₁", row=1, col=col)
+        fig.update_yaxes(title_text="x₂" if col == 1 else "", row=1, col=col, scaleanchor=f"x{col if col > 1 else ''}")
+    fig.update_layout(
+        coloraxis={"colorscale": "RdBu", "cmin": 0, "cmax": 1, "colorbar": {"title": {"text": "P(class 1)"}}}
+    )
+    fig = _layout(fig, "Decision boundary: each model's P(class 1) over the plane", "x₁", "x₂", height=420)
+    fig.update_xaxes(title_text="x₁")
+    return fig
