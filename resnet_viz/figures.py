@@ -242,17 +242,18 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
-        horizontal_spacing=0.12,
-        subplot_titles=("‖∂L/∂x‖ at each block output (log)", "std of each block's residual-branch response"),
+        horizontal_spacing=0.14,
+        subplot_titles=("gradient at each block output", "std of each block's F(x)"),
     )
     grads, stds = latest(layers, "block_grad_norm"), latest(layers, "act_std")
     for i, (key, label) in enumerate(labels.items()):
         for col, rows in ((1, grads), (2, stds)):
             part = rows[rows.model == key].sort_values("depth_index")
+            y = _positive(part.value) if col == 1 else part.value
             fig.add_trace(
                 go.Scatter(
                     x=part.layer,
-                    y=_positive(part.value),
+                    y=y,
                     name=label,
                     legendgroup=key,
                     showlegend=col == 1,
@@ -262,11 +263,16 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
                 row=1,
                 col=col,
             )
-    fig = _layout(fig, "Residual stream: gradient and response per block, now", "block", "", height=380)
-    fig.update_yaxes(type="log", row=1, col=1, title_text="gradient norm")
-    fig.update_yaxes(type="log", row=1, col=2, title_text="response std")
+    fig = _layout(fig, "Residual stream per block, now", "block", "", height=400)
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.45, "xanchor": "left", "x": 0.0}, margin={"b": 110}
+    )
+    fig.update_yaxes(type="log", row=1, col=1, title_text="‖∂L/∂x‖ (log)")
+    # Linear from 0: after BatchNorm every response starts at std 1; what matters is how it moves.
+    top = float(stds.value.max()) * 1.15 if len(stds) else 1.0
+    fig.update_yaxes(type="linear", row=1, col=2, title_text="response std", range=[0, max(top, 1e-6)])
     order = layer_order(pd.concat([grads, stds])) if len(grads) or len(stds) else []
-    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
+    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45, title_text="block")
     return fig
 
 

@@ -1,0 +1,42 @@
+"""Home: what a residual block is, what each page shows, and one-click presets."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from resnet_viz.lab import PRESETS, encode
+
+ASSETS = Path(__file__).parent.parent / "assets"
+
+PAGES = {
+    "Training lab": "two models trained live side by side: loss, accuracy, gradient flow per layer and "
+    "per block, a live skip-connection slider, decision boundaries on 2-D data.",
+}
+
+
+def presets() -> None:
+    st.subheader("Start with a demo")
+    st.caption("Each button opens the training lab configured; press Train there.")
+    cols = st.columns(len(PRESETS))
+    for col, preset in zip(cols, PRESETS.values(), strict=True):
+        with col, st.container(border=True):
+            st.markdown(f"**{preset.title}**")
+            st.caption(preset.point)
+            params = {**encode(preset.config.normalized()), "preset": preset.key}
+            st.page_link("pages/lab.py", label="Open", icon=":material/play_arrow:", query_params=params)
+
+
+def main() -> None:
+    st.title("Why skip connections matter")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.markdown((ASSETS / "home.md").read_text())
+    with right:
+        st.image(str(ASSETS / "residual_block.svg"), caption="A basic residual block (He et al. 2015, Fig. 2).")
+    presets()
+    st.subheader("Pages")
+    for name, text in PAGES.items():
+        st.markdown(f"- **{name}**: {text}")
+
+
+main()

@@ -1,0 +1,270 @@
+"""Shared widgets: the lab configuration form, URL sync, charts with captions, the sidebar status."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from resnet_viz.data import DATASETS, DataConfig
+from resnet_viz.jobs import JobView
+from resnet_viz.lab import PRESETS, LabConfig, decode, encode
+from resnet_viz.models import ModelConfig
+from resnet_viz.training import TrainConfig
+
+from .session import session_jobs
+
+STATE_KEY = "lab.config"  # the LabConfig the widgets currently show
+WIDTHS = [4, 8, 16, 32, 64]
+BATCH_SIZES = [16, 32, 64, 128, 256, 512]
+MAX_UI_DEPTH = 110
+DATASET_HELP = {
+    "digits": "scikit-learn's 8x8 handwritten digits, 10 classes",
+    "shapes": "generated squares, disks, triangles, crosses with ground-truth masks",
+    "spirals": "two interleaved 2-D spirals (MLPs)",
+    "moons": "two interleaved half circles (MLPs)",
+    "circles": "a ring around a disk (MLPs)",
+    "xor": "four quadrants, diagonal classes alike (MLPs)",
+}
+
+
+def model_label(key: str, cfg: ModelConfig) -> str:
+    """'A · plain 56' / 'B · residual 56 (pre)': what every chart's legend calls a model."""
+    kind = "residual" if cfg.skip and cfg.skip_scale > 0 else "plain"
+    extras = [cfg.order + "-act"] if cfg.order == "pre" else []
+    extras += ["no norm"] if cfg.norm == "none" else []
+    tail = f" ({', '.join(extras)})" if extras else ""
+    return f"{key} · {kind} {cfg.depth}{tail}"
+
+
+def chart(fig: go.Figure, caption: str, key: str) -> None:
+    """A Plotly chart at full width with its one-line 'what to look for' caption."""
+    st.plotly_chart(fig, key=key, config={"displaylogo": False, "toImageButtonOptions": {"format": "png"}})
+    st.caption(caption)
+
+
+def fmt_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+# --------------------------------------------------------------------------------------------------
+# URL <-> widgets
+
+
+def _set_widgets(cfg: LabConfig) -> None:
+    """Seed every widget's state from a config (first load, preset link, pasted URL)."""
+    state = st.session_state
+    for part, obj in (("data", cfg.data), ("train", cfg.train), ("a", cfg.a), ("b", cfg.b)):
+        for name, value in obj.to_dict().items():
+            state[f"lab.{part}.{name}"] = value
+    state["lab.linked"] = cfg.linked
+    state[STATE_KEY] = cfg
+
+
+def sync_from_url() -> tuple[LabConfig, list[str], str | None]:
+    """The lab config to show: from the URL when it carries a different one, else the session's.
+
+    Returns (config, messages about ignored URL values, preset key if the URL names one).
+    """
+    params = st.query_params.to_dict()
+    current: LabConfig | None = st.session_state.get(STATE_KEY)
+    preset = params.get("preset") if params.get("preset") in PRESETS else None
+    config_params = {k: v for k, v in params.items() if k != "preset"}
+    if current is not None and not config_params and not preset:
+        return current, [], None  # navigation dropped the URL: keep what the user set
+    cfg, errors = decode(config_params)
+    if current is None or cfg != current:
+        _set_widgets(cfg)
+    return cfg, errors, preset
+
+
+def write_url(cfg: LabConfig, preset: str | None) -> None:
+    params = encode(cfg)
+    if preset and PRESETS[preset].config.normalized() == cfg:
+        params["preset"] = preset
+    if params != st.query_params.to_dict():
+        st.query_params.from_dict(params)
+
+
+# --------------------------------------------------------------------------------------------------
+# The form
+
+
+def _default(key: str, value: Any) -> None:
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def _nearest(key: str, options: list[Any]) -> None:
+    """Make the state of a choice widget one of its options (a URL may carry any valid value)."""
+    value = st.session_state[key]
+    if value not in options:
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        st.session_state[key] = min(options, key=lambda o: abs(o - value)) if numeric else options[0]
+
+
+def _clamped(key: str, low: float, high: float) -> None:
+    """Keep a number widget's state inside its range."""
+    value = st.session_state[key]
+    st.session_state[key] = type(value)(min(max(value, low), high))
+
+
+def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool) -> ModelConfig:
+    """Widgets for one model; returns the config they describe. Depth choices follow the block rule."""
+    k = f"lab.{part}."
+    for name, value in cfg.to_dict().items():
+        _default(k + name, value)
+    values: dict[str, Any] = {}
+    if not skip_only:
+        if cfg.family == "cnn":
+            values["block"] = st.radio(
+                "Block", ["basic", "bottleneck"], key=k + "block", horizontal=True, disabled=disabled,
+                help="basic: 3x3-3x3 (6n+2 layers); bottleneck: 1x1-3x3-1x1 (9n+2 layers)",
+            )  # fmt: skip
+        probe = replace(cfg, **values)
+        depths = probe.allowed_depths(MAX_UI_DEPTH if cfg.family == "cnn" else 64)
+        _nearest(k + "depth", depths)  # e.g. the block changed: the nearest valid depth
+        values["depth"] = st.select_slider("Depth (weighted layers)", depths, key=k + "depth", disabled=disabled)
+        _nearest(k + "width", WIDTHS)
+        values["width"] = st.select_slider(
+            "Width", WIDTHS, key=k + "width", disabled=disabled,
+            help="channels of the first stage (doubling at each stage) or hidden units of the MLP",
+        )  # fmt: skip
+    values["skip"] = st.toggle("Skip connections", key=k + "skip", disabled=disabled)
+    values["skip_scale"] = st.slider(
+        "Skip scale α", 0.0, 1.0, step=0.05, key=k + "skip_scale", disabled=disabled or not values["skip"],
+        help="out = F(x) + α·x: 0 is the plain net, 1 the ResNet. Can be changed while training.",
+    )  # fmt: skip
+    if skip_only:
+        return replace(cfg, **values)
+    values["shortcut"] = st.radio(
+        "Shortcut", ["identity", "projection"], key=k + "shortcut", horizontal=True, disabled=disabled,
+        help="identity: zero-padded where channels grow, no parameters (He et al. option A); "
+        "projection: 1x1 conv where the shape changes (option B)",
+    )  # fmt: skip
+    if values["shortcut"] == "projection" and not values["skip"]:
+        st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
+    values["norm"] = st.radio("Normalisation", ["batch", "none"], key=k + "norm", horizontal=True, disabled=disabled)
+    values["order"] = st.radio(
+        "Block order", ["post", "pre"], key=k + "order", horizontal=True, disabled=disabled,
+        help="post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)",
+    )  # fmt: skip
+    values["init"] = st.selectbox("Init", ["kaiming", "xavier", "pytorch"], key=k + "init", disabled=disabled)
+    values["zero_init_last"] = st.checkbox(
+        "Zero-init last layer of each block", key=k + "zero_init_last", disabled=disabled,
+        help="each residual block starts as the identity (Goyal et al. 2017)",
+    )  # fmt: skip
+    if values["zero_init_last"] and not values["skip"]:
+        st.caption("Ignored for a plain net: a zero last layer would cut its signal.")
+    return replace(cfg, **values)
+
+
+def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
+    k = "lab.data."
+    for name, value in cfg.to_dict().items():
+        _default(k + name, value)
+    name = st.selectbox(
+        "Dataset", DATASETS, key=k + "name", disabled=disabled, format_func=lambda d: f"{d}: {DATASET_HELP[d]}"
+    )
+    values: dict[str, Any] = {"name": name}
+    if name in ("digits", "shapes"):
+        sizes = [8, 16, 24, 32]
+        _nearest(k + "input_size", sizes)
+        values["input_size"] = st.select_slider(
+            "Image size (px)", sizes, key=k + "input_size", disabled=disabled,
+            help="digits are 8x8; larger sizes upsample them (slower: about 2.5x per doubling)",
+        )  # fmt: skip
+    if name != "digits":
+        _clamped(k + "noise", 0.0, 1.0)
+        values["noise"] = st.slider("Noise", 0.0, 1.0, step=0.05, key=k + "noise", disabled=disabled)
+    return replace(cfg, **values)
+
+
+def _train_form(cfg: TrainConfig, disabled: bool) -> TrainConfig:
+    k = "lab.train."
+    for name, value in cfg.to_dict().items():
+        _default(k + name, value)
+    for name, low, high in (
+        ("epochs", 1, 1000),
+        ("lr", 1e-5, 1000.0),
+        ("momentum", 0.0, 0.99),
+        ("weight_decay", 0.0, 1.0),
+        ("warmup_steps", 0, 100_000),
+    ):
+        _clamped(k + name, low, high)
+    _nearest(k + "batch_size", BATCH_SIZES)
+    v: dict[str, Any] = {}
+    v["epochs"] = st.number_input("Epochs", 1, 1000, step=1, key=k + "epochs", disabled=disabled)
+    v["batch_size"] = st.select_slider("Batch size", BATCH_SIZES, key=k + "batch_size",
+                                       disabled=disabled)  # fmt: skip
+    v["optimizer"] = st.radio("Optimizer", ["sgd", "adam"], key=k + "optimizer", horizontal=True, disabled=disabled)
+    v["lr"] = st.number_input(
+        "Learning rate", min_value=1e-5, max_value=1000.0, format="%.4g", key=k + "lr", disabled=disabled,
+        help="from 0.00001 to 1000; above about 1 most nets diverge, and the run stops and says so",
+    )  # fmt: skip
+    if v["optimizer"] == "sgd":
+        v["momentum"] = st.slider("Momentum", 0.0, 0.99, step=0.01, key=k + "momentum", disabled=disabled)
+    v["weight_decay"] = st.number_input("Weight decay", 0.0, 1.0, format="%.4g", key=k + "weight_decay",
+                                        disabled=disabled)  # fmt: skip
+    v["warmup_steps"] = st.number_input("Warm-up steps", 0, 100_000, key=k + "warmup_steps", disabled=disabled)
+    v["schedule"] = st.radio("LR schedule", ["cosine", "step", "constant"], key=k + "schedule", horizontal=True,
+                             disabled=disabled)  # fmt: skip
+    v["seed"] = st.number_input("Seed", 0, 2**31 - 1, key=k + "seed", disabled=disabled)
+    return replace(cfg, **v)
+
+
+def lab_form(cfg: LabConfig, disabled: bool) -> LabConfig:
+    """The whole lab setup in three columns (A, B, data and training); returns the edited config."""
+    col_a, col_b, col_t = st.columns(3, gap="medium")
+    with col_t:
+        st.markdown("**Data and training** (shared)")
+        data = _data_form(cfg.data, disabled)
+        train = _train_form(cfg.train, disabled)
+    fit = replace(cfg, data=data).normalized()
+    with col_a:
+        st.markdown("**Model A**")
+        a = _model_form("a", fit.a, skip_only=False, disabled=disabled)
+    with col_b:
+        st.markdown("**Model B**")
+        _default("lab.linked", cfg.linked)
+        linked = st.toggle("Link settings to A", key="lab.linked", disabled=disabled,
+                           help="B keeps everything of A except the skip setting")  # fmt: skip
+        if linked:
+            b = _model_form("b", replace(a, skip=fit.b.skip, skip_scale=fit.b.skip_scale), skip_only=True,
+                            disabled=disabled)  # fmt: skip
+            st.caption("Everything else as model A.")
+        else:
+            b = _model_form("b", fit.b, skip_only=False, disabled=disabled)
+    new = LabConfig(a=a, b=b, train=train, data=data, linked=linked).normalized()
+    st.session_state[STATE_KEY] = new
+    return new
+
+
+# --------------------------------------------------------------------------------------------------
+# Sidebar
+
+
+def _status_text() -> None:
+    job = session_jobs().lab
+    if job is None:
+        st.caption("No training run in this session yet.")
+        return
+    view: JobView = job.view()
+    if view.status == "queued":
+        st.info(f"Lab run queued: position {view.queue_position}")
+    elif view.status == "running":
+        st.info(f"Lab run training: step {view.step}/{view.total_steps}")
+    else:
+        st.caption(f"Lab run {view.status} at step {view.step}/{view.total_steps}.")
+
+
+def sidebar_status() -> None:
+    """The session's lab run in one line, on every page; call inside `with st.sidebar`."""
+    job = session_jobs().lab
+    running = job is not None and not job.done
+    st.fragment(run_every=2.0 if running else None)(_status_text)()
