@@ -140,9 +140,9 @@ def live_panel(jobs: SessionJobs) -> None:
         ds = job.trainer.dataset
         boundary_data = (ds.x_train.numpy(), ds.y_train.numpy())
     charts(view, labels, boundary_data)
-    if view.status in ("finished", "stopped", "failed") and st.session_state.get("lab.seen") != id(job):
-        st.session_state["lab.seen"] = id(job)
-        st.rerun()  # one full rerun: stop the timer, show the downloads
+    if job.done and st.session_state.get("lab.watching") == id(job):
+        del st.session_state["lab.watching"]
+        st.rerun()  # it finished while we watched: one full rerun stops the timer and shows the downloads
 
 
 def downloads(job: Job) -> None:
@@ -182,6 +182,8 @@ def main() -> None:
         return
     if jobs.lab_config != cfg:
         st.caption("The charts show the last run; the setup above has changed since. Train again to compare.")
+    if running:
+        st.session_state["lab.watching"] = id(jobs.lab)
     st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(jobs)
     if jobs.lab.done:
         downloads(jobs.lab)

@@ -16,6 +16,8 @@ import streamlit as st
 from resnet_viz.jobs import Job
 from resnet_viz.lab import LabConfig
 
+SESSION_KEY = "resnet_viz.jobs"
+
 
 class Stoppable(Protocol):
     def stop(self) -> None: ...
@@ -40,6 +42,12 @@ def _release(jobs: SessionJobs) -> None:
 
 
 @st.cache_resource(scope="session", on_release=_release, show_spinner=False)
-def session_jobs() -> SessionJobs:
-    """This browser session's jobs (created on first use)."""
+def _session_registry() -> SessionJobs:
     return SessionJobs()
+
+
+def session_jobs() -> SessionJobs:
+    """This browser session's jobs (created on first use; also in session_state for tests)."""
+    jobs = _session_registry()
+    st.session_state[SESSION_KEY] = jobs
+    return jobs

@@ -18,6 +18,7 @@ from resnet_viz.training import TrainConfig
 from .session import session_jobs
 
 STATE_KEY = "lab.config"  # the LabConfig the widgets currently show
+URL_ERRORS_KEY = "lab.url_errors"  # (config decoded from the URL, messages about ignored values)
 WIDTHS = [4, 8, 16, 32, 64]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 MAX_UI_DEPTH = 110
@@ -76,11 +77,16 @@ def sync_from_url() -> tuple[LabConfig, list[str], str | None]:
     preset = params.get("preset") if params.get("preset") in PRESETS else None
     config_params = {k: v for k, v in params.items() if k != "preset"}
     if current is not None and not config_params and not preset:
-        return current, [], None  # navigation dropped the URL: keep what the user set
+        return current, [], None  # navigation dropped the URL: keep what the user set (written back below)
     cfg, errors = decode(config_params)
     if current is None or cfg != current:
         _set_widgets(cfg)
-    return cfg, errors, preset
+        st.session_state[URL_ERRORS_KEY] = (cfg, errors)
+    # Messages about the URL stay up until the user changes the config they were about.
+    shown_for, messages = st.session_state.get(URL_ERRORS_KEY, (None, []))
+    if preset and PRESETS[preset].config.normalized() != cfg:
+        preset = None  # the URL names a preset but carries another config: it is no longer that demo
+    return cfg, messages if shown_for == cfg else [], preset
 
 
 def write_url(cfg: LabConfig, preset: str | None) -> None:

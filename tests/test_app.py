@@ -1,0 +1,143 @@
+"""AppTest: every page renders; the lab trains, restores its config from the URL, explains bad input."""
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import plotly.io as pio
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from resnet_viz.ui.session import SESSION_KEY
+
+PAGES = ["pages/home.py", "pages/lab.py"]
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TINY = {"a.depth": "8", "a.width": "8", "epochs": "1"}
+
+
+OPENED: list[AppTest] = []
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """AppTest reuses one session id, so the session-scoped job registry outlives a test: empty it."""
+    yield
+    for at in OPENED:
+        if SESSION_KEY in at.session_state:
+            jobs = at.session_state[SESSION_KEY]
+            jobs.stop_all()
+            jobs.lab, jobs.lab_config = None, None
+            jobs.others.clear()
+    OPENED.clear()
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    OPENED.append(at)
+    return at
+
+
+def _open(page: str, params: dict[str, str] | None = None) -> AppTest:
+    at = _app()
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _figures(at: AppTest) -> list:
+    """The page's Plotly figures, decoded (Plotly ships arrays as base64 in the JSON)."""
+    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def _array(value) -> np.ndarray:
+    """A trace array from figure JSON: a list, or Plotly's typed-array form {dtype, bdata (base64)}."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(page):
+    at = _open(page)
+    assert at.title
+
+
+def test_home_presets_link_to_a_configured_lab():
+    at = _open("pages/home.py")
+    links = at.get("page_link")
+    assert len(links) == 5
+    assert all(link.proto.page.endswith("lab") or "lab" in link.proto.page for link in links)
+
+
+def test_train_draws_both_models_on_every_chart():
+    at = _open("pages/lab.py", TINY)
+    train = next(b for b in at.button if b.label == "Train")
+    train.click().run()
+    job = at.session_state[SESSION_KEY].lab
+    job.join(120)
+    assert job.status == "finished"
+    at.run()  # redraw from the finished job (timers do not run in AppTest)
+    assert not at.exception
+    figs = _figures(at)
+    assert len(figs) == 5
+    for fig in figs:  # every chart draws both models
+        names = " ".join(t.name or "" for t in fig.data) + " ".join(a.text or "" for a in fig.layout.annotations)
+        assert "A · plain 8" in names and "B · residual 8" in names, fig.layout.title.text
+    train_a = next(t for t in figs[0].data if t.name == "A · plain 8: train")
+    assert _array(train_a.x).tolist() == list(range(1, job.trainer.total_steps + 1))
+    assert any("Finished" in s.value for s in at.success)
+    assert [b.label for b in at.get("download_button")] == ["Steps CSV", "Layers CSV"]
+
+
+def test_query_params_restore_a_config():
+    at = _open("pages/lab.py", {"a.depth": "14", "b.skip_scale": "0.5", "lr": "0.05", "dataset": "shapes"})
+    assert at.select_slider(key="lab.a.depth").value == 14
+    assert at.slider(key="lab.b.skip_scale").value == 0.5
+    assert at.number_input(key="lab.train.lr").value == 0.05
+    assert at.selectbox(key="lab.data.name").value == "shapes"
+    assert at.query_params["a.depth"] == "14"
+
+
+def test_changing_a_widget_updates_the_url():
+    at = _open("pages/lab.py")
+    at.select_slider(key="lab.a.depth").set_value(32).run()
+    assert at.query_params["a.depth"] == "32"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"a.depth": "21"}, "a.depth"), ({"lr": "-3"}, "lr"), ({"a.skip_scale": "7"}, "a.skip_scale"),
+     ({"dataset": "imagenet"}, "dataset"), ({"epochs": "many"}, "epochs")],
+)  # fmt: skip
+def test_invalid_config_in_url_shows_a_message_not_an_exception(params, field):
+    at = _open("pages/lab.py", params)
+    warnings = [w.value for w in at.warning]
+    assert any(field in w for w in warnings), warnings
+
+
+def test_preset_banner_and_mlp_boundary():
+    at = _open("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8", "epochs": "2",
+                                "preset": "spirals"})  # fmt: skip
+    assert not at.info or "Residual MLP" not in at.info[0].value  # config differs from the preset: no banner
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[SESSION_KEY].lab
+    job.join(120)
+    at.run()
+    titles = [fig.layout.title.text for fig in _figures(at)]
+    assert any("Decision boundary" in t for t in titles)
+
+
+def test_stop_and_reset():
+    at = _open("pages/lab.py", {"a.depth": "8", "a.width": "8", "epochs": "200"})
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[SESSION_KEY].lab
+    next(b for b in at.button if b.label == "Stop").click().run()
+    job.join(60)
+    assert job.status in ("stopped", "finished") and job.view().step < job.trainer.total_steps
+    at.run()
+    assert any("Stopped" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Reset").click().run()
+    assert at.session_state[SESSION_KEY].lab is None

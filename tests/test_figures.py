@@ -1,0 +1,83 @@
+"""Figure builders: pure functions of tidy data, with both models, titles, axes and log scales."""
+
+import numpy as np
+import pandas as pd
+
+from resnet_viz import figures
+from resnet_viz.data import DataConfig
+from resnet_viz.models import ModelConfig
+from resnet_viz.training import TrainConfig, train_models
+
+LABELS = {"A": "A · plain 8", "B": "B · residual 8"}
+
+
+def _history():
+    models = {"A": ModelConfig(depth=8, width=8, skip=False), "B": ModelConfig(depth=8, width=8)}
+    _, history = train_models(models, TrainConfig(epochs=2, val_every=5), DataConfig())
+    return history
+
+
+HISTORY = _history()
+STEPS, LAYERS = HISTORY.steps_frame(), HISTORY.layers_frame()
+
+
+def _names(fig):
+    return [t.name for t in fig.data]
+
+
+def test_loss_figure_has_both_models_log_axis_and_skip_marks():
+    fig = figures.loss_figure(STEPS, LABELS, skip_events=[("B", 7, 0.5)], diverged={"A": 12})
+    assert {"A · plain 8: train", "B · residual 8: train", "A · plain 8: validation"} <= set(_names(fig))
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "step"
+    assert "Loss" in fig.layout.title.text and fig.layout.uirevision == "keep"
+    train_a = next(t for t in fig.data if t.name == "A · plain 8: train")
+    assert list(train_a.x) == list(range(1, 21))  # a short run keeps every point
+    assert fig.data[0].line.color == figures.COLORS["A"] and fig.data[2].line.color == figures.COLORS["B"]
+    shapes = [s.x0 for s in fig.layout.shapes]
+    assert 7 in shapes and 12 in shapes
+
+
+def test_thin_keeps_ends_and_bounds_points():
+    frame = pd.DataFrame({"step": range(5000)})
+    thinned = figures.thin(frame, 100)
+    assert len(thinned) <= 100 and thinned.step.iloc[0] == 0 and thinned.step.iloc[-1] == 4999
+
+
+def test_gradient_profile_is_in_network_order():
+    fig = figures.grad_profile_figure(LAYERS, LABELS)
+    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    order = list(fig.layout.xaxis.categoryarray)
+    assert order[0] == "stem.conv" and order[-1] == "head" and len(order) == 8
+    assert all(v > 0 for v in fig.data[0].y)
+
+
+def test_heatmap_shares_one_log_colour_scale():
+    fig = figures.heatmap_figure(LAYERS, LABELS)
+    assert len(fig.data) == 2 and all(t.coloraxis == "coloraxis" for t in fig.data)
+    values = np.log10(LAYERS[LAYERS.metric == "grad_norm"].value)
+    assert fig.layout.coloraxis.cmin == float(values.min()) and fig.layout.coloraxis.cmax == float(values.max())
+    assert np.asarray(fig.data[0].z).shape == (8, 20)  # 8 layers x 20 steps
+
+
+def test_heatmap_bins_long_runs():
+    grid = pd.DataFrame(np.arange(3 * 1000, dtype=float).reshape(3, 1000), columns=range(1, 1001))
+    binned = figures._bin_columns(grid)
+    assert binned.shape == (3, figures.MAX_HEATMAP_COLUMNS) and binned.columns[-1] == 1000
+
+
+def test_block_figure_and_empty_inputs():
+    fig = figures.block_figure(LAYERS, LABELS)
+    assert len(fig.data) == 4 and fig.layout.yaxis.type == "log"
+    empty = LAYERS.iloc[0:0]
+    for builder in (figures.grad_profile_figure, figures.block_figure, figures.heatmap_figure):
+        builder(empty, LABELS)  # a run that has not probed yet draws empty axes, no exception
+    figures.loss_figure(STEPS.iloc[0:0], LABELS)
+
+
+def test_decision_boundary_figure():
+    xs = ys = np.linspace(-1, 1, 5)
+    grids = {"A": (xs, ys, np.full((5, 5), 0.2)), "B": (xs, ys, np.full((5, 5), 0.8))}
+    points, targets = np.array([[0.0, 0.0], [0.5, 0.5]]), np.array([0, 1])
+    fig = figures.decision_boundary_figure(grids, points, targets, LABELS)
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heatmaps) == 2 and fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1
