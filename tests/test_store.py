@@ -1,0 +1,279 @@
+"""Run store: exact round trips, the cache, export/import with validation, concurrent writers, corruption."""
+
+import json
+import os
+import pickle
+import sqlite3
+import threading
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import resnet_viz.store as store_module
+from resnet_viz.data import DataConfig
+from resnet_viz.jobs import JobLimiter
+from resnet_viz.models import ModelConfig
+from resnet_viz.store import RunStore, StoreError, default_data_dir, get_or_train
+from resnet_viz.training import TrainConfig, Trainer, summarize, train_models
+
+MODELS = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
+TRAIN = TrainConfig(epochs=1, warmup_steps=0)
+DATA = DataConfig(name="digits")
+EXPORTED = {
+    "manifest.json", "config.json", "summary.json", "records.json", "steps.csv", "layers.csv",
+    "plain.safetensors", "residual.safetensors",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One tiny finished plain/residual run (10 steps), shared by the tests that only store it."""
+    return train_models(MODELS, TRAIN, DATA)
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    return RunStore(tmp_path / "store")
+
+
+def same_json(a: object, b: object) -> bool:
+    """Equality that treats NaN as equal to NaN (summaries hold NaN where nothing was measured)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def assert_same_run(run, trainer, history) -> None:
+    pd.testing.assert_frame_equal(run.history.steps_frame(), history.steps_frame())
+    pd.testing.assert_frame_equal(run.history.layers_frame(), history.layers_frame())
+    assert run.history.records == history.records  # every field, probes included, bit for bit
+    assert run.configs == trainer.configs and run.train == trainer.train and run.data == trainer.dataset.config
+    for key, model in trainer.models.items():
+        expected, loaded = model.state_dict(), run.model(key).state_dict()
+        assert expected.keys() == loaded.keys()
+        assert all(torch.equal(expected[name], loaded[name]) for name in expected)
+
+
+def test_round_trip_list_and_delete(store, trained):
+    trainer, history = trained
+    key = store.save(trainer, history)
+    assert key == store.key_for(MODELS, TRAIN, DATA)  # the unfitted configs give the same key
+    run = store.get(key)
+    assert run.cached and run.key == key
+    assert_same_run(run, trainer, history)
+    expected = {k: summarize(trainer, history, k) for k in trainer.models}
+    assert same_json({k: {n: v for n, v in s.items() if n != "flops"} for k, s in run.summaries.items()}, expected)
+    assert run.summaries["plain"]["flops"] > 0
+    assert {k: (s.status, s.step) for k, s in run.states.items()} == {
+        "plain": ("finished", 10),
+        "residual": ("finished", 10),
+    }
+    model = run.model("residual")
+    assert not model.training and run.final_skip_scale("residual") == 1.0 and run.final_skip_scale("plain") == 0.0
+
+    [info] = store.list_runs()
+    assert info.key == key and info.dataset == "digits" and info.epochs == 1 and info.seed == 0
+    assert info.depths == {"plain": 8, "residual": 8} and info.skips == {"plain": False, "residual": True}
+    assert info.status == {"plain": "finished", "residual": "finished"}
+    assert info.final_train_loss == {k: s["final_train_loss"] for k, s in run.summaries.items()}
+
+    assert store.delete(key) and not store.delete(key)
+    assert store.get(key) is None and store.list_runs() == []
+
+
+def test_skip_events_are_part_of_the_key_and_restore_alpha(store, trained):
+    trainer, history = trained
+    events = [("residual", 4, 0.25)]
+    key = store.save(trainer, history, skip_events=events)
+    assert key != store.key_for(MODELS, TRAIN, DATA) and key == store.key_for(MODELS, TRAIN, DATA, events)
+    run = store.get(key)
+    assert run.skip_events == events and run.final_skip_scale("residual") == 0.25
+    assert run.model("residual").stage1.block1.alpha == 0.25
+
+
+def test_get_or_train_loads_instead_of_training(store, monkeypatch):
+    built = []
+
+    class CountingTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "Trainer", CountingTrainer)
+    steps = []
+    first = get_or_train(store, MODELS, TRAIN, DATA, limiter=JobLimiter(1), on_step=lambda t, r: steps.append(r))
+    assert not first.cached and len(built) == 1 and len(steps) == 10
+    second = get_or_train(store, MODELS, TRAIN, DATA, limiter=JobLimiter(1))
+    assert second.cached and len(built) == 1  # no second Trainer: loaded from the store
+    assert second.key == first.key and second.history.records == first.history.records
+    other_seed = TrainConfig(epochs=1, warmup_steps=0, seed=1)
+    assert store.key_for(MODELS, other_seed, DATA) != first.key  # the seed is part of the key
+
+
+def test_a_stopped_run_is_not_stored(store, trained):
+    stop = threading.Event()
+
+    def stop_after_three(trainer, records):
+        if records[0].step == 3:
+            stop.set()
+
+    assert get_or_train(store, MODELS, TRAIN, DATA, stop=stop, limiter=JobLimiter(1), on_step=stop_after_three) is None
+    assert store.list_runs() == []
+    trainer = Trainer(MODELS, TRAIN, DATA, stop)
+    for _ in trainer.run():
+        pass
+    assert trainer.states["plain"].status == "stopped"
+    with pytest.raises(StoreError, match="only finished runs are stored"):
+        store.save(trainer, trainer.history())
+
+
+def test_export_import_round_trip(store, trained, tmp_path):
+    trainer, history = trained
+    key = store.save(trainer, history)
+    folder = store.export(key, tmp_path / "export")
+    assert {p.name for p in folder.iterdir()} == EXPORTED
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["key"] == key and manifest["schema_version"] == store_module.SCHEMA_VERSION
+    other = RunStore(tmp_path / "other")
+    assert other.import_run(folder) == key
+    assert_same_run(other.get(key), trainer, history)
+    assert same_json(other.get(key).summaries, store.get(key).summaries)
+
+
+def _edit_json(name, edit):
+    def apply(folder):
+        path = folder / name
+        obj = json.loads(path.read_text())
+        edit(obj)
+        path.write_text(json.dumps(obj))
+
+    return apply
+
+
+def _write(name, data: bytes):
+    def apply(folder):
+        (folder / name).write_bytes(data)
+
+    return apply
+
+
+def _wrong_shapes(folder):
+    state = load_file(str(folder / "plain.safetensors"))
+    state["stem.conv.weight"] = torch.zeros(8, 1, 5, 5)
+    save_file(state, str(folder / "plain.safetensors"))
+
+
+def _pickle_as_safetensors(folder):
+    torch.save({"stem.conv.weight": torch.zeros(8, 1, 3, 3)}, folder / "plain.safetensors")
+
+
+def _rename_model(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["models"]["../evil"] = config["models"].pop("plain")
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "file", "problem"),
+    [
+        (_write("config.json", b"{not json"), "config.json", "not valid JSON"),
+        (_edit_json("manifest.json", lambda m: m.update(schema_version=99)), "manifest.json", "schema version 99"),
+        (_edit_json("manifest.json", lambda m: m.update(format="other")), "manifest.json", "not a resnet-viz-run"),
+        (_edit_json("config.json", lambda c: c["models"]["plain"].update(depth=21)), "config.json", "depth"),
+        (_edit_json("config.json", lambda c: c["models"]["plain"].update(depth="8")), "config.json", "depth"),
+        (_edit_json("config.json", lambda c: c["models"]["plain"].update(in_channels=3)), "config.json", "data"),
+        (_edit_json("config.json", lambda c: c["train"].update(epochs=2)), "manifest.json", "key does not match"),
+        (_edit_json("config.json", lambda c: c["models"].update(residual=c["models"]["plain"])), "manifest", "key"),
+        (_edit_json("records.json", lambda r: r["records"][0].update(loss="low")), "records.json", "loss"),
+        (_edit_json("records.json", lambda r: r["records"][0].update(loss=float("inf"))), "records.json", "finite"),
+        (_edit_json("records.json", lambda r: r["records"][0].pop("acc")), "records.json", "fields"),
+        (
+            _edit_json("records.json", lambda r: r["records"][0]["probes"]["act_std"].extend([1.0] * 9)),
+            "records.json",
+            "act_std",
+        ),  # fmt: skip
+        (_edit_json("summary.json", lambda s: s["plain"].update(status="stopped")), "summary.json", "status"),
+        (_wrong_shapes, "plain.safetensors", "stem.conv.weight"),
+        (_pickle_as_safetensors, "plain.safetensors", "not a valid safetensors file"),
+        (_write("plain.safetensors", pickle.dumps({"a": 1})), "plain.safetensors", "not a valid safetensors file"),
+        (lambda folder: (folder / "residual.safetensors").unlink(), "residual.safetensors", "missing"),
+        (_rename_model, "config.json", "model name"),
+    ],
+)
+def test_import_rejects_malformed_or_foreign_files(store, trained, tmp_path, tamper, file, problem):
+    trainer, history = trained
+    folder = store.export(store.save(trainer, history), tmp_path / "export")
+    tamper(folder)
+    other = RunStore(tmp_path / "other")
+    with pytest.raises(StoreError) as err:
+        other.import_run(folder)
+    assert file in str(err.value) and problem in str(err.value)
+    assert other.list_runs() == []  # nothing half-imported
+
+
+def test_concurrent_writers_lose_nothing(tmp_path, trained):
+    # Four sessions (two sharing one RunStore object, two with their own) each store three runs at once.
+    trainer, history = trained
+    shared = RunStore(tmp_path / "store")
+    stores = [shared, shared, RunStore(tmp_path / "store"), RunStore(tmp_path / "store")]
+    barrier = threading.Barrier(len(stores))
+    keys: dict[tuple[int, int], str] = {}
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            barrier.wait()
+            for j in range(3):  # distinct live skip changes give distinct keys for the same records
+                keys[i, j] = stores[i].save(trainer, history, skip_events=[("residual", 1, (4 * j + i) / 16)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    fresh = RunStore(tmp_path / "store")
+    assert {info.key for info in fresh.list_runs()} == set(keys.values()) and len(keys) == 12
+    for (i, j), key in keys.items():
+        run = fresh.get(key)
+        assert run.skip_events == [("residual", 1, (4 * j + i) / 16)]
+        assert (
+            len(run.history.records) == 20
+            and run.weights("plain").keys() == trainer.models["plain"].state_dict().keys()
+        )
+
+
+@pytest.mark.parametrize("keep_header", [False, True])
+def test_corrupted_database_is_reported_and_quarantined(store, trained, keep_header):
+    trainer, history = trained
+    key = store.save(trainer, history)
+    size = store.path.stat().st_size
+    with open(store.path, "r+b") as f:  # random bytes over the file (optionally sparing the SQLite header)
+        f.seek(100 if keep_header else 0)
+        f.write(os.urandom(size))
+    fresh = RunStore(store.directory)
+    with pytest.raises(StoreError) as err:
+        fresh.get(key)
+    assert "not a valid run store" in str(err.value) and "quarantine" in str(err.value)
+    moved = fresh.quarantine()
+    assert moved.exists() and ".corrupt-" in moved.name and not store.path.exists()
+    assert fresh.list_runs() == []  # a fresh, empty store
+    assert fresh.save(trainer, history) == key and fresh.get(key) is not None
+
+
+def test_foreign_sqlite_file_is_refused(store):
+    store.directory.mkdir(parents=True)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    with pytest.raises(StoreError, match="not a valid run store"):
+        store.list_runs()
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESNET_VIZ_DATA_DIR", str(tmp_path / "env"))
+    assert RunStore().path == tmp_path / "env" / "runs.sqlite3"
+    monkeypatch.delenv("RESNET_VIZ_DATA_DIR")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "resnet-viz"
