@@ -1,7 +1,11 @@
-"""Shared fixtures: torch on a fixed thread count, tiny configs that train in about a second."""
+"""Shared fixtures: torch on a fixed thread count, tiny configs, and the app server and browser."""
+
+from collections.abc import Iterator
 
 import pytest
 import torch
+from browser_utils import run_browser, run_server
+from playwright.sync_api import Browser
 
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
@@ -24,3 +28,15 @@ def tiny_train() -> TrainConfig:
 @pytest.fixture
 def digits() -> DataConfig:
     return DataConfig(name="digits")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[str]:
+    """One `streamlit run app.py` for every browser test, with its own empty run store."""
+    yield from run_server(tmp_path_factory.mktemp("app-data"))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Debian Chromium for every browser test."""
+    yield from run_browser()

@@ -5,6 +5,8 @@ import pandas as pd
 
 from resnet_viz import figures
 from resnet_viz.data import DataConfig
+from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS
+from resnet_viz.figures.lab import _bin_columns
 from resnet_viz.models import ModelConfig
 from resnet_viz.training import TrainConfig, train_models
 
@@ -61,8 +63,8 @@ def test_heatmap_shares_one_log_colour_scale():
 
 def test_heatmap_bins_long_runs():
     grid = pd.DataFrame(np.arange(3 * 1000, dtype=float).reshape(3, 1000), columns=range(1, 1001))
-    binned = figures._bin_columns(grid)
-    assert binned.shape == (3, figures.MAX_HEATMAP_COLUMNS) and binned.columns[-1] == 1000
+    binned = _bin_columns(grid)
+    assert binned.shape == (3, MAX_HEATMAP_COLUMNS) and binned.columns[-1] == 1000
 
 
 def test_block_figure_and_empty_inputs():

@@ -1,9 +1,6 @@
-"""Pure figure builders: tidy data in, Plotly figure out. No Streamlit, no training.
+"""Training-lab figures: loss, accuracy, gradient profiles and heatmaps, residual stream, boundaries.
 
-Every figure has a title that says what it shows, labelled axes with units, a log scale where
-magnitudes span decades, and the same colour per model everywhere (`COLORS`). Figures set
-`uirevision` so a user's zoom survives the once-a-second redraws of a live run, and long traces are
-downsampled (short runs keep every point).
+Pure builders: tidy data in (`History.steps_frame()` / `layers_frame()`), Plotly figure out.
 """
 
 from __future__ import annotations
@@ -15,43 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-# Okabe-Ito colour-blind-safe pair: vermillion for the first model (A, plain), blue for the second.
-COLORS = {"A": "#D55E00", "B": "#0072B2", "plain": "#D55E00", "residual": "#0072B2"}
-FALLBACK_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
-MAX_POINTS = 600  # per trace; longer traces are thinned evenly (first and last point kept)
-MAX_HEATMAP_COLUMNS = 240
-
-
-def color(key: str, index: int = 0) -> str:
-    return COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 360) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left"},
-        template="plotly_white",
-        height=height,
-        margin={"l": 60, "r": 20, "t": 60, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
-        uirevision="keep",
-        hovermode="closest",
-    )
-    fig.update_xaxes(title_text=x)
-    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
-    return fig
-
-
-def thin(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """Every row for short traces; evenly spaced rows (first and last kept) for long ones."""
-    if len(frame) <= max_points:
-        return frame
-    idx = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
-    return frame.iloc[idx]
-
-
-def _positive(values: pd.Series) -> pd.Series:
-    """Log axes cannot show 0: clamp to a tiny floor so a vanished gradient is still drawn."""
-    return values.clip(lower=1e-12)
+from .common import MAX_HEATMAP_COLUMNS, color, layout, positive, thin
 
 
 def loss_figure(
@@ -68,7 +29,7 @@ def loss_figure(
         fig.add_trace(
             go.Scatter(
                 x=train.step,
-                y=_positive(train.loss),
+                y=positive(train.loss),
                 name=f"{label}: train",
                 mode="lines",
                 line={"color": color(key, i), "width": 2},
@@ -78,7 +39,7 @@ def loss_figure(
         fig.add_trace(
             go.Scatter(
                 x=val.step,
-                y=_positive(val.val_loss),
+                y=positive(val.val_loss),
                 name=f"{label}: validation",
                 mode="lines+markers",
                 line={"color": color(key, i), "dash": "dash", "width": 1.5},
@@ -90,7 +51,7 @@ def loss_figure(
         fig.add_vline(
             x=step, line={"color": color(key), "width": 2}, annotation_text=f"{labels.get(key, key)} diverged"
         )
-    return _layout(
+    return layout(
         fig, "Loss: training (solid) and validation (dashed)", "step", "cross-entropy loss (nats, log)", log_y=True
     )
 
@@ -131,7 +92,7 @@ def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure
                 line={"color": color(key, i), "dash": "dash", "width": 1.5},
             )
         )
-    fig = _layout(fig, "Accuracy: training and validation", "step", "accuracy (%)")
+    fig = layout(fig, "Accuracy: training and validation", "step", "accuracy (%)")
     fig.update_yaxes(range=[0, 100])
     return fig
 
@@ -165,14 +126,14 @@ def profile_figure(
         fig.add_trace(
             go.Scatter(
                 x=part.layer,
-                y=_positive(part.value) if log_y else part.value,
+                y=positive(part.value) if log_y else part.value,
                 name=f"{label} (step {step})",
                 mode="lines+markers",
                 line={"color": color(key, i), "width": 2},
                 marker={"size": 5},
             )
         )
-    fig = _layout(fig, title, "layer (input → output)", y_title, log_y=log_y)
+    fig = layout(fig, title, "layer (input → output)", y_title, log_y=log_y)
     fig.update_xaxes(categoryorder="array", categoryarray=layer_order(rows) if len(rows) else [], tickangle=-45)
     return fig
 
@@ -220,7 +181,7 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
             "colorbar": {"title": {"text": "log10 ‖∂L/∂W‖"}},
         }
     )
-    fig = _layout(fig, "Gradient norm per layer over training (log colour, shared scale)", "step", "", height=420)
+    fig = layout(fig, "Gradient norm per layer over training (log colour, shared scale)", "step", "", height=420)
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="")
     fig.update_yaxes(title_text="layer (input at top)", row=1, col=1)
@@ -249,7 +210,7 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
     for i, (key, label) in enumerate(labels.items()):
         for col, rows in ((1, grads), (2, stds)):
             part = rows[rows.model == key].sort_values("depth_index")
-            y = _positive(part.value) if col == 1 else part.value
+            y = positive(part.value) if col == 1 else part.value
             fig.add_trace(
                 go.Scatter(
                     x=part.layer,
@@ -263,7 +224,7 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
                 row=1,
                 col=col,
             )
-    fig = _layout(fig, "Residual stream per block, now", "block", "", height=400)
+    fig = layout(fig, "Residual stream per block, now", "block", "", height=400)
     fig.update_layout(
         legend={"orientation": "h", "yanchor": "top", "y": -0.45, "xanchor": "left", "x": 0.0}, margin={"b": 110}
     )
@@ -328,6 +289,6 @@ def decision_boundary_figure(
     fig.update_layout(
         coloraxis={"colorscale": "RdBu", "cmin": 0, "cmax": 1, "colorbar": {"title": {"text": "P(class 1)"}}}
     )
-    fig = _layout(fig, "Decision boundary: each model's P(class 1) over the plane", "x₁", "x₂", height=420)
+    fig = layout(fig, "Decision boundary: each model's P(class 1) over the plane", "x₁", "x₂", height=420)
     fig.update_xaxes(title_text="x₁")
     return fig

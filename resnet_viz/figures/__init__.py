@@ -1,0 +1,31 @@
+"""Pure figure builders (data in, Plotly figure out), one module per page; shared look in `common`."""
+
+from .common import COLORS, color, layout, positive, thin
+from .lab import (
+    accuracy_figure,
+    block_figure,
+    decision_boundary_figure,
+    grad_profile_figure,
+    heatmap_figure,
+    latest,
+    layer_order,
+    loss_figure,
+    profile_figure,
+)
+
+__all__ = [
+    "COLORS",
+    "accuracy_figure",
+    "block_figure",
+    "color",
+    "decision_boundary_figure",
+    "grad_profile_figure",
+    "heatmap_figure",
+    "layout",
+    "positive",
+    "latest",
+    "layer_order",
+    "loss_figure",
+    "profile_figure",
+    "thin",
+]

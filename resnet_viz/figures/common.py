@@ -1,0 +1,51 @@
+"""Shared look of every figure: one colour per model, titles, axes, thinning of long traces.
+
+Every figure has a title that says what it shows, labelled axes with units, a log scale where
+magnitudes span decades, and the same colour per model everywhere (`COLORS`). Figures set
+`uirevision` so a user's zoom survives the redraws of a live run, and long traces are downsampled
+(short runs keep every point).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+# Okabe-Ito colour-blind-safe pair: vermillion for the first model (A, plain), blue for the second.
+COLORS = {"A": "#D55E00", "B": "#0072B2", "plain": "#D55E00", "residual": "#0072B2"}
+FALLBACK_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+MAX_POINTS = 600  # per trace; longer traces are thinned evenly (first and last point kept)
+MAX_HEATMAP_COLUMNS = 240
+
+
+def color(key: str, index: int = 0) -> str:
+    return COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
+
+
+def layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 360) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        template="plotly_white",
+        height=height,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        uirevision="keep",
+        hovermode="closest",
+    )
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    return fig
+
+
+def thin(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """Every row for short traces; evenly spaced rows (first and last kept) for long ones."""
+    if len(frame) <= max_points:
+        return frame
+    idx = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
+    return frame.iloc[idx]
+
+
+def positive(values: pd.Series) -> pd.Series:
+    """Log axes cannot show 0: clamp to a tiny floor so a vanished gradient is still drawn."""
+    return values.clip(lower=1e-12)

@@ -1,0 +1,93 @@
+"""Browser-test helpers: the real app under `streamlit run`, Debian's Chromium through Playwright.
+
+The `server` and `browser` fixtures (session-wide, in conftest.py) start one app and one browser for
+all browser tests. Screenshots go to test-artifacts/browser/. Every wait is for a concrete condition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]  # fmt: skip
+TIMEOUT_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.read() == b"ok"
+    except OSError:
+        return False
+
+
+def run_server(data_dir: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "RESNET_VIZ_MAX_JOBS": "2", "RESNET_VIZ_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # up to ~60 s for the server to answer its health check
+            if _healthy(url):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode())
+            _wait(proc, 0.1)
+        else:
+            raise RuntimeError("streamlit did not become healthy")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> None:
+    """Wait for the server process to exit, at most `seconds` (it should not: this paces the health poll)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=seconds)
+
+
+def run_browser() -> Iterator[Browser]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+def new_page(browser: Browser) -> Page:
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    return page
+
+
+def main(page: Page) -> Locator:
+    """The page body (Streamlit's header has its own Stop button while a script runs)."""
+    return page.get_by_test_id("stMainBlockContainer")
+
+
+def no_exception(page: Page) -> None:
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
