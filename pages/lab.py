@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import streamlit as st
 
 from resnet_viz import figures
+from resnet_viz.data import POINT_DATASETS, DataConfig, load_dataset
 from resnet_viz.jobs import Job, JobView
 from resnet_viz.lab import PRESETS, LabConfig
 from resnet_viz.models import ConfigError
+from resnet_viz.probes import decision_grid
+from resnet_viz.store import RunInfo, StoredRun, StoreError
 from resnet_viz.ui.session import SessionJobs, session_jobs
+from resnet_viz.ui.store import run_store, store_problem
 from resnet_viz.ui.widgets import chart, fmt_seconds, lab_form, model_label, sync_from_url, write_url
 
 REFRESH_SECONDS = 1.0
 
 
 def start(jobs: SessionJobs, cfg: LabConfig) -> None:
+    """Train A and B in a background job; a run that finishes is saved to the run store."""
     if jobs.lab is not None:
         jobs.lab.stop()
+    store = run_store()
+
+    def save(job: Job) -> None:  # runs in the job's thread as it ends; a stopped run is not a result
+        if job.status == "finished":
+            store.save(job.trainer, job.history())
+
     try:
-        jobs.lab = Job(cfg.models(), cfg.train, cfg.data).start()
-        jobs.lab_config = cfg
+        jobs.lab = Job(cfg.models(), cfg.train, cfg.data, on_done=save).start()
+        jobs.lab_config, jobs.replay = cfg, None
     except ConfigError as err:
         st.session_state["lab.error"] = str(err)
 
@@ -27,7 +40,7 @@ def start(jobs: SessionJobs, cfg: LabConfig) -> None:
 def reset(jobs: SessionJobs) -> None:
     if jobs.lab is not None:
         jobs.lab.stop()
-    jobs.lab, jobs.lab_config = None, None
+    jobs.lab, jobs.lab_config, jobs.replay = None, None, None
 
 
 def status_line(view: JobView, labels: dict[str, str]) -> None:
@@ -40,10 +53,11 @@ def status_line(view: JobView, labels: dict[str, str]) -> None:
     elif view.status == "failed":
         st.error(f"The run failed: {view.message}")
     fraction = view.step / view.total_steps if view.total_steps else 0.0
+    epochs = view.total_steps // view.steps_per_epoch if view.steps_per_epoch else 0
     epoch = view.step / view.steps_per_epoch if view.steps_per_epoch else 0.0
     st.progress(
         min(1.0, fraction),
-        text=f"step {view.step}/{view.total_steps} · epoch {epoch:.1f}/{view.total_steps // view.steps_per_epoch} · "
+        text=f"step {view.step}/{view.total_steps} · epoch {epoch:.1f}/{epochs} · "
         f"{view.steps_per_second:.1f} steps/s · ETA {fmt_seconds(view.eta_seconds)}",
     )
     for key, state in view.states.items():
@@ -69,12 +83,13 @@ def skip_sliders(job: Job, view: JobView, labels: dict[str, str]) -> None:
         alpha = col.slider(
             f"Live skip scale α of {labels[key]}", 0.0, 1.0, step=0.05, key=state_key,
             disabled=view.status not in ("running", "queued"),
+            help="out = F(x) + α·x. Move it while training: the change is marked on the loss curve.",
         )  # fmt: skip
         if alpha != current:
             job.set_skip_scale(key, alpha)
 
 
-def charts(view: JobView, labels: dict[str, str], boundary_data: tuple | None) -> None:
+def charts(view: JobView, labels: dict[str, str], data: DataConfig) -> None:
     history = view.history()
     steps = history.steps_frame()
     layers = history.layers_frame()
@@ -90,8 +105,8 @@ def charts(view: JobView, labels: dict[str, str], boundary_data: tuple | None) -
     with right:
         chart(
             figures.accuracy_figure(steps, labels),
-            "What to look for: validation accuracy (dashed) tracks training accuracy here; the gap between "
-            "models is the point, not the gap between curves.",
+            "What to look for: the gap between the two models; validation (dashed) follows training on "
+            "this data, so a model stuck low is failing to learn, not overfitting.",
             "lab.acc",
         )
     left, right = st.columns(2)
@@ -115,10 +130,10 @@ def charts(view: JobView, labels: dict[str, str], boundary_data: tuple | None) -
         "vanishing; both models share one colour scale, so brightness compares across them.",
         "lab.heatmap",
     )
-    if view.boundaries and boundary_data is not None:
-        points, targets = boundary_data
+    if view.boundaries and data.name in POINT_DATASETS:
+        ds = load_dataset(data)
         chart(
-            figures.decision_boundary_figure(view.boundaries, points, targets, labels),
+            figures.decision_boundary_figure(view.boundaries, ds.x_train.numpy(), ds.y_train.numpy(), labels),
             f"What to look for: the boundary at step {view.boundary_step}. A model that has learned the "
             "task bends its boundary along the arms of the data.",
             "lab.boundary",
@@ -127,31 +142,76 @@ def charts(view: JobView, labels: dict[str, str], boundary_data: tuple | None) -
 
 def live_panel(jobs: SessionJobs) -> None:
     """Everything that moves while training: redrawn by its fragment timer, the rest of the page stays."""
-    job = jobs.lab
-    if job is None:
-        return
+    job, cfg = jobs.lab, jobs.lab_config
     view = job.view()
-    cfg = jobs.lab_config
     labels = {k: model_label(k, c) for k, c in cfg.models().items()}
     status_line(view, labels)
     skip_sliders(job, view, labels)
-    boundary_data = None
-    if cfg.data.name in ("spirals", "moons", "circles", "xor"):
-        ds = job.trainer.dataset
-        boundary_data = (ds.x_train.numpy(), ds.y_train.numpy())
-    charts(view, labels, boundary_data)
+    charts(view, labels, cfg.data)
     if job.done and st.session_state.get("lab.watching") == id(job):
         del st.session_state["lab.watching"]
         st.rerun()  # it finished while we watched: one full rerun stops the timer and shows the downloads
 
 
-def downloads(job: Job) -> None:
-    history = job.history()
+def replay_panel(run: StoredRun) -> None:
+    """A stored run, drawn like a finished live one (boundaries from its final weights)."""
+    view = run.view()
+    labels = {k: model_label(k, c) for k, c in run.configs.items()}
+    if run.data.name in POINT_DATASETS:
+        ds = load_dataset(run.data)
+        low = tuple((ds.x_train.min(0).values - 0.3).tolist())
+        high = tuple((ds.x_train.max(0).values + 0.3).tolist())
+        view.boundaries = {k: decision_grid(run.model(k), low, high) for k in run.configs}
+        view.boundary_step = view.step
+    created = dt.datetime.fromtimestamp(run.created).strftime("%Y-%m-%d %H:%M")
+    st.info(
+        f"Stored run {run.key[:10]} from {created}: {run.data.name}, {run.train.epochs} epochs, seed {run.train.seed}."
+    )
+    status_line(view, labels)
+    charts(view, labels, run.data)
+
+
+def downloads(history) -> None:
     left, right, _ = st.columns([1, 1, 3])
     left.download_button("Steps CSV", history.steps_frame().to_csv(index=False), "steps.csv", "text/csv",
                          icon=":material/download:")  # fmt: skip
     right.download_button("Layers CSV", history.layers_frame().to_csv(index=False), "layers.csv", "text/csv",
                           icon=":material/download:")  # fmt: skip
+
+
+def _describe(info: RunInfo) -> str:
+    when = dt.datetime.fromtimestamp(info.created).strftime("%m-%d %H:%M")
+    models = ", ".join(
+        f"{k}: {'residual' if info.skips[k] else 'plain'} {info.depths[k]} → {info.final_train_loss[k]:.3g}"
+        for k in info.depths
+    )
+    return f"{when} · {info.dataset} · {info.epochs} ep · seed {info.seed} · {models}"
+
+
+def stored_runs(jobs: SessionJobs, running: bool) -> None:
+    """Reopen any stored run (lab runs are saved when they finish; depth-study runs too)."""
+    with st.expander("Stored runs: reopen a finished run"):
+        try:
+            runs = run_store().list_runs()
+        except StoreError as err:
+            store_problem(err, "lab.store.reset")
+            return
+        if not runs:
+            st.caption("No stored runs yet. Every lab run that finishes is stored here.")
+            return
+        by_key = {r.key: r for r in runs}
+        key = st.selectbox("Run", list(by_key), format_func=lambda k: _describe(by_key[k]), key="lab.stored")
+        if st.button("Open", key="lab.stored.open", disabled=running,
+                     help="Stop the current run first" if running else None):  # fmt: skip
+            try:
+                jobs.replay = run_store().get(key)
+            except StoreError as err:
+                st.error(str(err))
+                return
+            if jobs.lab is not None:
+                jobs.lab.stop()
+            jobs.lab, jobs.lab_config = None, None
+            st.rerun()
 
 
 def main() -> None:
@@ -163,7 +223,7 @@ def main() -> None:
     for message in url_errors:
         st.warning(f"Ignored a value in the URL: {message}")
     running = jobs.lab is not None and not jobs.lab.done
-    with st.expander("Setup: models, data and training", expanded=jobs.lab is None):
+    with st.expander("Setup: models, data and training", expanded=jobs.lab is None and jobs.replay is None):
         cfg = lab_form(cfg, disabled=running)
     write_url(cfg, preset)
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
@@ -177,6 +237,11 @@ def main() -> None:
         st.rerun()
     if "lab.error" in st.session_state:
         st.error(st.session_state.pop("lab.error"))
+    stored_runs(jobs, running)
+    if jobs.lab is None and jobs.replay is not None:
+        replay_panel(jobs.replay)
+        downloads(jobs.replay.history)
+        return
     if jobs.lab is None:
         st.info("Press **Train** to train model A and model B side by side, on the same batches from the same start.")
         return
@@ -186,7 +251,7 @@ def main() -> None:
         st.session_state["lab.watching"] = id(jobs.lab)
     st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(jobs)
     if jobs.lab.done:
-        downloads(jobs.lab)
+        downloads(jobs.lab.history())
 
 
 main()

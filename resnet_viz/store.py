@@ -35,7 +35,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .data import DataConfig, load_dataset
-from .jobs import LIMITER, JobLimiter
+from .jobs import LIMITER, JobLimiter, JobView
 from .models import (
     ConfigError,
     ModelConfig,
@@ -338,6 +338,19 @@ class StoredRun:
     def final_skip_scale(self, key: str) -> float:
         events = [alpha for model, _, alpha in self.skip_events if model == key]
         return events[-1] if events else self.configs[key].alpha
+
+    def view(self) -> JobView:
+        """The run as a finished job's view, so the training lab draws a stored run like a live one."""
+        history = self.history
+        states = self.states
+        step = max((s.step for s in states.values()), default=0)
+        per_epoch = self.steps_per_epoch
+        return JobView(
+            status="finished", message="", step=step, total_steps=per_epoch * self.train.epochs,
+            steps_per_epoch=per_epoch, steps_per_second=0.0, eta_seconds=0.0, queue_position=0, states=states,
+            records=history.records, skip_events=list(self.skip_events), layer_names=history.layer_names,
+            block_names=history.block_names,
+        )  # fmt: skip
 
     def model(self, key: str) -> Net:
         """A fresh copy of model `key` with its final weights, in eval mode (weights via safetensors only)."""

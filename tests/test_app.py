@@ -8,6 +8,7 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz.store import RunStore
 from resnet_viz.ui.session import SESSION_KEY
 
 PAGES = ["pages/home.py", "pages/lab.py"]
@@ -26,7 +27,7 @@ def fresh_session():
         if SESSION_KEY in at.session_state:
             jobs = at.session_state[SESSION_KEY]
             jobs.stop_all()
-            jobs.lab, jobs.lab_config = None, None
+            jobs.lab, jobs.lab_config, jobs.replay = None, None, None
             jobs.others.clear()
     OPENED.clear()
 
@@ -141,3 +142,22 @@ def test_stop_and_reset():
     assert any("Stopped" in w.value for w in at.warning)
     next(b for b in at.button if b.label == "Reset").click().run()
     assert at.session_state[SESSION_KEY].lab is None
+
+
+def test_finished_runs_are_stored_and_can_be_reopened():
+    at = _open("pages/lab.py", {**TINY, "seed": "11"})
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[SESSION_KEY].lab
+    job.join(120)
+    at.run()
+    runs = [r for r in RunStore().list_runs() if r.seed == 11 and r.depths == {"A": 8, "B": 8}]
+    assert len(runs) == 1 and runs[0].status == {"A": "finished", "B": "finished"}
+    at.selectbox(key="lab.stored").set_value(runs[0].key).run()
+    at.button(key="lab.stored.open").click().run()
+    assert not at.exception
+    jobs = at.session_state[SESSION_KEY]
+    assert jobs.lab is None and jobs.replay.key == runs[0].key
+    assert any("Stored run" in i.value for i in at.info)
+    loss = _figures(at)[0]
+    train_b = next(t for t in loss.data if t.name == "B · residual 8: train")
+    assert _array(train_b.x).tolist() == list(range(1, 11))

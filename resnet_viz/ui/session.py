@@ -15,6 +15,7 @@ import streamlit as st
 
 from resnet_viz.jobs import Job
 from resnet_viz.lab import LabConfig
+from resnet_viz.store import StoredRun
 
 SESSION_KEY = "resnet_viz.jobs"
 
@@ -29,6 +30,7 @@ class SessionJobs:
 
     lab: Job | None = None  # the training lab's current run (A and B in lockstep)
     lab_config: LabConfig | None = None  # the config that run was started with
+    replay: StoredRun | None = None  # a stored run reopened in the lab (shown when no run is live)
     others: dict[str, Stoppable] = field(default_factory=dict)  # other pages' background work, by name
 
     def stop_all(self) -> None:
