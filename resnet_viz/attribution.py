@@ -207,20 +207,20 @@ def _integrated_gradients(
     gap = _target_logits(net, xs, target) - _target_logits(net, b, target)
     attr, delta = torch.empty_like(xs), torch.empty(len(xs))
     steps_used = np.zeros(len(xs), dtype=np.int64)
-    todo, steps = torch.arange(len(xs)), n_steps
-    while len(todo):
+    pending, steps = torch.arange(len(xs)), n_steps
+    while len(pending):
         a, d = IntegratedGradients(net).attribute(
-            xs[todo].requires_grad_(True),
-            baselines=b[todo],
-            target=target[todo],
+            xs[pending].requires_grad_(True),
+            baselines=b[pending],
+            target=target[pending],
             n_steps=steps,
             method=method,
-            internal_batch_size=max(BATCH_ROWS, 2 * len(todo)),
+            internal_batch_size=max(BATCH_ROWS, 2 * len(pending)),
             return_convergence_delta=True,
         )
-        attr[todo], delta[todo], steps_used[todo.numpy()] = a.detach(), d.detach(), steps
-        failing = _relative_error(d, gap[todo]) > tolerance
-        todo, steps = (todo[failing], 2 * steps) if 2 * steps <= max_steps else (todo[:0], steps)
+        attr[pending], delta[pending], steps_used[pending.numpy()] = a.detach(), d.detach(), steps
+        failing = _relative_error(d, gap[pending]) > tolerance
+        pending, steps = (pending[failing], 2 * steps) if 2 * steps <= max_steps else (pending[:0], steps)
     return attr, delta, {"n_steps": steps_used, "method": method, "tolerance": tolerance, "max_steps": max_steps}
 
 
@@ -334,7 +334,7 @@ def _deeplift(net: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: B
             attr, delta = DeepLift(net).attribute(
                 x, baselines=_baseline(x, baseline), target=target, return_convergence_delta=True
             )
-        except (RuntimeError, AssertionError, NotImplementedError, TypeError, ValueError) as err:
+        except (RuntimeError, AssertionError, TypeError, ValueError) as err:
             raise MethodUnavailable("deeplift", f"Captum's DeepLift cannot run on this model: {err}") from err
     return attr, delta, {}
 

@@ -6,6 +6,7 @@ Receptive Field in Deep Convolutional Neural Networks" (NeurIPS) for the effecti
 """
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -96,6 +97,15 @@ def test_stride_then_conv_by_hand() -> None:
     assert infos[1].output_shape == (4, 4)
     assert infos[1].region == (-1, -1, 5, 5)
     assert infos[1].region_clipped == (0, 0, 5, 5)
+    assert infos[1].to_dict() == {
+        "layer": "1",
+        "size": 7,
+        "jump": 2,
+        "region": (-1, -1, 5, 5),
+        "region_clipped": (0, 0, 5, 5),
+        "output_shape": (4, 4),
+        "is_global": False,
+    }
 
 
 def test_pooling_by_hand() -> None:
@@ -234,7 +244,7 @@ def test_graph_field_equals_input_gradient_support(cfg: ModelConfig, skip: bool,
 
 
 @pytest.mark.parametrize("net", [_vgg16, _alexnet], ids=["vgg16", "alexnet"])
-def test_sequential_field_equals_input_gradient_support(net) -> None:
+def test_sequential_field_equals_input_gradient_support(net: Callable[[], nn.Module]) -> None:
     model = net()
     infos = [i for i in theoretical_rf(model, 227) if i.name in {"0", "2", "5", "7", "12", "16", "23", "30"}]
     boxes = _support_boxes(_linearised(model), [i.name for i in infos], torch.randn(1, 3, 227, 227))
