@@ -69,6 +69,10 @@ _RF_LAYER_TYPES = (
 # Records
 
 
+class UnsupportedOperation(ValueError):
+    """The model uses an operation whose receptive field has no rule here (e.g. a transposed conv)."""
+
+
 @dataclass(frozen=True)
 class RFInfo:
     """Theoretical receptive field of one named layer (Araujo et al. 2019), in input pixels.
@@ -341,7 +345,7 @@ def _getitem_rule(field: Field, args: tuple[Any, ...], kwargs: dict[str, Any], o
 
 
 def _unsupported(field: Field, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> Field:
-    raise NotImplementedError("no receptive field rule for transposed convolutions, resampling, flips or rolls")
+    raise UnsupportedOperation("no receptive field rule for transposed convolutions, resampling, flips or rolls")
 
 
 _SPATIAL_RULES: dict[Callable[..., Any], _Rule] = {

@@ -18,6 +18,7 @@ from resnet_viz.models import ModelConfig, block_names, build_model, layer_names
 from resnet_viz.receptive_field import (
     ERFResult,
     RFInfo,
+    UnsupportedOperation,
     _canvas_inputs,
     block_rf,
     effective_rf,
@@ -148,7 +149,7 @@ def test_vgg16_and_alexnet_fields() -> None:
 
 
 def test_unsupported_and_non_convolutional_models_raise() -> None:
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(UnsupportedOperation):
         theoretical_rf(nn.Sequential(nn.Conv2d(1, 1, 3), nn.ConvTranspose2d(1, 1, 3, padding=1)), 8, ["1"])
     with pytest.raises(ValueError, match="convolutional"):
         theoretical_rf(build_model(ModelConfig(family="mlp", depth=4, in_channels=2, num_classes=2)), 8)
