@@ -7,7 +7,7 @@ in the browser's own clock:
 - training steps/s inside the app (from its progress line, at the end of the run) against the
   headless engine on the same config in this process, after the app run (goal ratio >= 0.85).
 
-    python benchmarks/bench_app.py          # prints one JSON object
+    python -m benchmarks.bench_app          # from the repository root; prints one JSON object
 """
 
 from __future__ import annotations

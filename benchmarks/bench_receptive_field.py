@@ -1,6 +1,6 @@
 """Benchmark: theoretical and effective receptive fields of CIFAR-style nets on 2 CPU threads.
 
-Run from the repository root: ``python benchmarks/bench_receptive_field.py [--repeats 3]``.
+Run from the repository root: ``python -m benchmarks.bench_receptive_field [--repeats 3]``.
 Prints one JSON object. Every case runs once to warm up, then `repeats` times; we report the best
 run (the cost of the code: on a shared machine the other runs also measure the neighbours, which
 the 1-minute load averages before and after show) and the median. The goal is every default layer

@@ -5,7 +5,7 @@ repeats so that machine noise hits both alike. The bare loop also validates at e
 the engine does, so the ratio isolates probes, records, snapshots and bookkeeping.
 Peak RSS of one depth-56 run is measured in a fresh child process.
 
-    python benchmarks/bench_training.py            # prints one JSON object
+    python -m benchmarks.bench_training      # from the repository root; prints one JSON object
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.models import ModelConfig, build_model
-from resnet_viz.training import Trainer, TrainConfig, fit_to_data, lr_at
+from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at
 
 EPOCHS = 5
 REPEATS = 3
@@ -99,7 +99,9 @@ def main() -> None:
         "depth20": compare(20),
         "depth56": compare(56),
     }
-    child = subprocess.run([sys.executable, __file__, "--rss-child"], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_training", "--rss-child"], capture_output=True, text=True, check=True
+    )
     rss = float(child.stdout.strip().splitlines()[-1])
     result["depth56_peak_rss_mb"] = round(rss, 1)
     result["goals"] = {
