@@ -23,13 +23,16 @@ def color(key: str, index: int = 0) -> str:
     return COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
 
 
-def layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 360) -> go.Figure:
+def layout(
+    fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 420, legend_y: float = 1.03
+) -> go.Figure:
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left"},
+        # Title at the very top, legend in its own band below it: long legends wrap without covering it.
+        title={"text": title, "x": 0.0, "xanchor": "left", "y": 0.98, "yanchor": "top", "yref": "container"},
         template="plotly_white",
         height=height,
-        margin={"l": 60, "r": 20, "t": 60, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        margin={"l": 60, "r": 20, "t": 110 if legend_y < 1.1 else 140, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": legend_y, "xanchor": "left", "x": 0.0},
         uirevision="keep",
         hovermode="closest",
     )

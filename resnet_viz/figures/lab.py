@@ -204,7 +204,7 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
         rows=1,
         cols=2,
         horizontal_spacing=0.14,
-        subplot_titles=("gradient at each block output", "std of each block's F(x)"),
+        subplot_titles=("gradient ‖∂L/∂x‖", "response std of F(x)"),
     )
     grads, stds = latest(layers, "block_grad_norm"), latest(layers, "act_std")
     for i, (key, label) in enumerate(labels.items()):
@@ -224,10 +224,7 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
                 row=1,
                 col=col,
             )
-    fig = layout(fig, "Residual stream per block, now", "block", "", height=400)
-    fig.update_layout(
-        legend={"orientation": "h", "yanchor": "top", "y": -0.45, "xanchor": "left", "x": 0.0}, margin={"b": 110}
-    )
+    fig = layout(fig, "Residual stream per block, now", "block", "", height=460, legend_y=1.12)
     fig.update_yaxes(type="log", row=1, col=1, title_text="‖∂L/∂x‖ (log)")
     # Linear from 0: after BatchNorm every response starts at std 1; what matters is how it moves.
     top = float(stds.value.max()) * 1.15 if len(stds) else 1.0
@@ -289,6 +286,8 @@ def decision_boundary_figure(
     fig.update_layout(
         coloraxis={"colorscale": "RdBu", "cmin": 0, "cmax": 1, "colorbar": {"title": {"text": "P(class 1)"}}}
     )
-    fig = layout(fig, "Decision boundary: each model's P(class 1) over the plane", "x₁", "x₂", height=420)
+    fig = layout(
+        fig, "Decision boundary: each model's P(class 1) over the plane", "x₁", "x₂", height=460, legend_y=1.12
+    )
     fig.update_xaxes(title_text="x₁")
     return fig
