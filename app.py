@@ -29,6 +29,21 @@ def main() -> None:
         [
             st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
             st.Page(PAGES / "lab.py", title="Training lab", icon=":material/monitoring:", url_path="lab"),
+            st.Page(
+                PAGES / "depth_study.py",
+                title="Depth study",
+                icon=":material/stacked_line_chart:",
+                url_path="depth-study",
+            ),
+            st.Page(
+                PAGES / "receptive_fields.py",
+                title="Receptive fields",
+                icon=":material/center_focus_strong:",
+                url_path="receptive-fields",
+            ),
+            st.Page(
+                PAGES / "attributions.py", title="Attributions", icon=":material/visibility:", url_path="attributions"
+            ),
         ]
     )
     with st.sidebar:

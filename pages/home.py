@@ -10,7 +10,13 @@ ASSETS = Path(__file__).parent.parent / "assets"
 
 PAGES = {
     "Training lab": "two models trained live side by side: loss, accuracy, gradient flow per layer and "
-    "per block, a live skip-connection slider, decision boundaries on 2-D data.",
+    "per block, a live skip-connection slider, decision boundaries on 2-D data. Finished runs are stored.",
+    "Depth study": "He et al.'s degradation result at six depths: plain nets get worse as they get deeper, "
+    "residual nets do not. A classroom sweep replays instantly once it has run.",
+    "Receptive fields": "how much of the image each layer can see (theoretical field, identical with and "
+    "without skips) and how much it actually uses (the effective field of Luo et al. 2016).",
+    "Attributions": "what each model looks at, by seven Captum methods, with sanity checks (Adebayo et al. "
+    "2018) and localisation scores against ground-truth masks.",
 }
 
 
