@@ -35,6 +35,15 @@ def main() -> None:
                 icon=":material/stacked_line_chart:",
                 url_path="depth-study",
             ),
+            st.Page(
+                PAGES / "receptive_fields.py",
+                title="Receptive fields",
+                icon=":material/center_focus_strong:",
+                url_path="receptive-fields",
+            ),
+            st.Page(
+                PAGES / "attributions.py", title="Attributions", icon=":material/visibility:", url_path="attributions"
+            ),
         ]
     )
     with st.sidebar:

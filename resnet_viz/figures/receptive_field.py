@@ -51,7 +51,10 @@ def layer_sort_key(name: str) -> tuple[int, ...]:
         return (0,)
     if name == "head":
         return (10**6,)
-    return tuple(int(n) for n in re.findall(r"\d+", name)) or (10**5,)
+    numbers = tuple(int(n) for n in re.findall(r"\d+", name))
+    if not numbers:
+        return (10**5,)
+    return numbers + (10**3,) if re.fullmatch(r"stage\d+\.block\d+", name) else numbers  # a block after its convs
 
 
 def merged_order(names: Sequence[Sequence[str]]) -> list[str]:
@@ -61,16 +64,6 @@ def merged_order(names: Sequence[Sequence[str]]) -> list[str]:
         for name in part:
             seen.setdefault(name, len(seen))
     return sorted(seen, key=lambda n: (layer_sort_key(n), seen[n]))
-
-
-def mass_threshold(values: np.ndarray, level: float) -> float:
-    """Smallest map value t such that the pixels >= t hold `level` of the mass (a highest-density region)."""
-    flat = np.sort(np.nan_to_num(np.asarray(values, dtype=float)).ravel())[::-1]
-    total = flat.sum()
-    if total <= 0:
-        return math.nan
-    index = int(np.searchsorted(np.cumsum(flat), level * total))
-    return float(flat[min(index, flat.size - 1)])
 
 
 def erf_offset(result: ERFResult, info: RFInfo) -> tuple[int, int]:
@@ -173,13 +166,10 @@ def growth_figure(
         "layer (input → output)",
         "radius (px, half-side of the square)" + (", log" if log_y else ""),
         log_y=log_y,
-        height=440,
+        height=500,
     )
     fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
-    fig.update_layout(
-        legend={"orientation": "h", "yanchor": "top", "y": -0.38, "xanchor": "left", "x": 0.0},
-        margin={"b": 150},
-    )
+    fig.update_layout(margin={"t": 130, "b": 110})  # two legend rows above, rotated layer names below
     return fig
 
 
@@ -288,14 +278,18 @@ def erf_maps_figure(results: Mapping[str, ERFResult], labels: Mapping[str, str])
         "Effective receptive field of the centre unit: |∂ output / ∂ input| per input pixel",
         "input column (px)",
         "input row (px)",
-        height=480,
+        height=500,
     )
-    fig.update_layout(margin={"t": 90})
     return fig
 
 
 # --------------------------------------------------------------------------------------------------
 # Overlay on a real image, to scale
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def overlay_figure(
@@ -304,101 +298,90 @@ def overlay_figure(
     infos: Mapping[str, RFInfo],
     labels: Mapping[str, str],
 ) -> go.Figure:
-    """A test image at its true pixel scale with each model's ERF (contours holding 50% solid / 90%
-    dotted of the mass, centred on the image's centre unit of the layer) and the theoretical field
-    (dashed), which usually reaches far beyond the image edge (outlined) into padding."""
+    """One panel per model: a test image at its true pixel scale (grey), the model's ERF over it as a
+    translucent layer in its colour with the squares holding 50% (solid) / 90% (dotted) of the mass,
+    and the theoretical field (dashed). The ERF is centred on the field of the layer's centre unit on
+    this image; both fields usually reach far beyond the image edge (green) into padding."""
     img = np.asarray(image, dtype=float)
     height, width = img.shape
-    fig = go.Figure(
-        go.Heatmap(
-            z=img,
-            x=np.arange(width),
-            y=np.arange(height),
-            colorscale="gray",
-            showscale=False,
-            name="image",
-            hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra>image</extra>",
-        )
-    )
     keys = [k for k in labels if k in results and k in infos]
+    fig = make_subplots(
+        rows=1, cols=max(1, len(keys)), subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.08
+    )
     extent = [-0.5, -0.5, height - 0.5, width - 0.5]  # top, left, bottom, right of everything drawn
-    for i, key in enumerate(keys):
+    for col, key in enumerate(keys, start=1):
         result, info = results[key], infos[key]
+        axis = "" if col == 1 else str(col)
+        refs = {"xref": f"x{axis}", "yref": f"y{axis}"}
+        fig.add_trace(
+            go.Heatmap(
+                z=img, x=np.arange(width), y=np.arange(height), colorscale="gray", showscale=False,
+                name="image", hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra>image</extra>",
+            ),
+            row=1, col=col,
+        )  # fmt: skip
         dr, dc = erf_offset(result, info)
         erf = np.nan_to_num(np.asarray(result.map, dtype=float))
-        for level, dash in zip(MASS_LEVELS, ("solid", "dot"), strict=True):
-            threshold = mass_threshold(erf, level)
-            if not math.isfinite(threshold):
+        peak = erf.max()
+        hue = color(key, col - 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=erf / peak if peak > 0 else erf,
+                x=np.arange(erf.shape[1]) + dc,
+                y=np.arange(erf.shape[0]) + dr,
+                zmin=0,
+                zmax=1,
+                colorscale=[[0.0, _rgba(hue, 0.0)], [1.0, _rgba(hue, 0.75)]],
+                showscale=False,
+                name=f"{labels[key]}: ERF",
+                hovertemplate="row %{y}, col %{x}<br>|∂y/∂x| = %{z:.2f} × peak<extra>" + labels[key] + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        cy, cx = info.centre
+        for level, radius in zip(MASS_LEVELS, (result.radius50, result.radius90), strict=True):
+            if not math.isfinite(radius):
                 continue
-            fig.add_trace(
-                go.Contour(
-                    z=erf,
-                    x=np.arange(erf.shape[1]) + dc,
-                    y=np.arange(erf.shape[0]) + dr,
-                    contours={"start": threshold, "end": threshold, "size": 1.0, "coloring": "none"},
-                    line={"color": color(key, i), "width": 2.5, "dash": dash},
-                    showscale=False,
-                    name=f"{labels[key]}: ERF {level:.0%} mass",
-                    showlegend=True,
-                    hoverinfo="skip",
-                )
-            )
-            mask = np.argwhere(erf >= threshold)
-            if mask.size:
-                (r0, c0), (r1, c1) = mask.min(0), mask.max(0)
-                extent = [min(extent[0], r0 + dr), min(extent[1], c0 + dc), max(extent[2], r1 + dr),
-                          max(extent[3], c1 + dc)]  # fmt: skip
-    regions = {key: infos[key].region for key in keys}
-    shared = len(set(regions.values())) == 1
-    for i, (key, region) in enumerate(regions.items()):
-        if shared and i > 0:
-            break
-        fig.add_shape(
-            type="rect",
-            **_rect(region),
-            line={"color": THEORY_COLOR if shared else color(key, i), "width": 2, "dash": "dash"},
-        )
-        extent = [min(extent[0], region[0]), min(extent[1], region[1]), max(extent[2], region[2]),
-                  max(extent[3], region[3])]  # fmt: skip
-        top, left = region[0], region[1]
-        who = "A and B" if shared and len(keys) > 1 else labels[key].split(" ")[0]
+            r = int(radius)
+            square = (cy - r, cx - r, cy + r, cx + r)
+            fig.add_shape(type="rect", **_rect(square), line={"color": hue, "width": 2,
+                          "dash": "dot" if level > 0.5 else "solid"}, **refs)  # fmt: skip
+            extent = _grow(extent, square)
+        fig.add_shape(type="rect", **_rect(info.region), line={"color": THEORY_COLOR, "width": 2, "dash": "dash"},
+                      **refs)  # fmt: skip
+        extent = _grow(extent, info.region)
         fig.add_annotation(
-            text=f"theoretical field ({who}): {infos[key].size} px",
-            x=left - 0.5,
-            y=top - 0.5,
-            xanchor="left",
-            yanchor="bottom",
-            showarrow=False,
-            font={"size": 11, "color": THEORY_COLOR if shared else color(key, i)},
-        )
-    fig.add_shape(type="rect", **_rect((0, 0, height - 1, width - 1)), line={"color": "#009E73", "width": 2})
-    fig.add_annotation(
-        text=f"image {height}×{width} px",
-        x=width - 0.5,
-        y=height - 0.5,
-        xanchor="right",
-        yanchor="top",
-        showarrow=False,
-        font={"size": 11, "color": "#009E73"},
-    )
-    pad = 1.5
+            text=f"theoretical {info.size} px", x=info.region[1] - 0.5, y=info.region[0] - 0.5, xanchor="left",
+            yanchor="bottom", showarrow=False, font={"size": 11, "color": THEORY_COLOR}, **refs,
+        )  # fmt: skip
+        fig.add_shape(type="rect", **_rect((0, 0, height - 1, width - 1)), line={"color": "#009E73", "width": 2},
+                      **refs)  # fmt: skip
+        fig.add_annotation(
+            text=f"image {height}×{width}", x=width - 0.5, y=height - 0.5, xanchor="right", yanchor="top",
+            showarrow=False, font={"size": 11, "color": "#009E73"}, **refs,
+        )  # fmt: skip
     fig = layout(
         fig,
-        "To scale: the fields over a test image (outside the green edge is padding)",
+        "To scale: each model's ERF over a test image (outside the green edge is padding)",
         "image column (px)",
         "image row (px)",
-        height=480,
+        height=500,
     )
-    fig.update_xaxes(range=[extent[1] - pad, extent[3] + pad], constrain="domain", showgrid=False, zeroline=False)
-    fig.update_yaxes(
-        range=[extent[2] + pad, extent[0] - pad], scaleanchor="x", constrain="domain", showgrid=False, zeroline=False
-    )
-    fig.update_layout(
-        plot_bgcolor="#F2F2F2",
-        legend={"orientation": "h", "yanchor": "top", "y": -0.14, "xanchor": "left", "x": 0.0},
-        margin={"b": 110},
-    )
+    pad = 1.5
+    for col in range(1, len(keys) + 1):
+        axis = "" if col == 1 else str(col)
+        fig.update_xaxes(range=[extent[1] - pad, extent[3] + pad], constrain="domain", showgrid=False,
+                         zeroline=False, title_text="image column (px)", row=1, col=col)  # fmt: skip
+        fig.update_yaxes(range=[extent[2] + pad, extent[0] - pad], scaleanchor=f"x{axis}", constrain="domain",
+                         showgrid=False, zeroline=False, title_text="image row (px)" if col == 1 else "", row=1,
+                         col=col)  # fmt: skip
+    fig.update_layout(plot_bgcolor="#F2F2F2", showlegend=False)
     return fig
+
+
+def _grow(extent: list[float], region: Sequence[int]) -> list[float]:
+    return [min(extent[0], region[0]), min(extent[1], region[1]), max(extent[2], region[2]), max(extent[3], region[3])]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,4 +429,8 @@ def rf_table(
             row[f"{key}: ERF r90 (px)"] = None if erf is None else erf.radius90
             row[f"{key}: 90% square / RF area"] = None if erf is None else erf.area_fraction90
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        if column.endswith(("RF size (px)", "jump (px)")):
+            frame[column] = frame[column].astype("Int64")  # integers, with an empty cell for global layers
+    return frame

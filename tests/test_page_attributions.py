@@ -1,0 +1,245 @@
+"""Attributions page: the quick default pair without a lab run, a lab run, method and target switches,
+an unexplainable model, 2-D runs, the on-demand checks; and one browser screenshot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import plotly.io as pio
+import pytest
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from playwright.sync_api import expect
+from streamlit.testing.v1 import AppTest
+
+from resnet_viz.data import DataConfig
+from resnet_viz.jobs import Job
+from resnet_viz.lab import LabConfig
+from resnet_viz.models import ModelConfig
+from resnet_viz.training import TrainConfig
+from resnet_viz.ui.session import SESSION_KEY
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/attributions.py"
+OPENED: list[AppTest] = []
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """AppTest reuses one session id, so the session-scoped job registry outlives a test: empty it."""
+    yield
+    for at in OPENED:
+        if SESSION_KEY in at.session_state:
+            jobs = at.session_state[SESSION_KEY]
+            jobs.stop_all()
+            jobs.lab, jobs.lab_config, jobs.replay = None, None, None
+            jobs.others.clear()
+    OPENED.clear()
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    OPENED.append(at)
+    return at
+
+
+def _open(lab: Job | None = None, lab_config: LabConfig | None = None, quick: Job | None = None) -> AppTest:
+    """The page in a session that holds the given lab run and/or finished quick pair."""
+    at = _app()
+    at.run()
+    jobs = at.session_state[SESSION_KEY]
+    jobs.lab, jobs.lab_config = lab, lab_config
+    if quick is not None:
+        jobs.others["attributions"] = quick
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _figures(at: AppTest) -> list:
+    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def _by_title(at: AppTest, text: str) -> list:
+    return [f for f in _figures(at) if text in (f.layout.title.text or "")]
+
+
+def _names(fig) -> str:
+    return " ".join(t.name or "" for t in fig.data) + " " + " ".join(a.text or "" for a in fig.layout.annotations)
+
+
+def _texts(at: AppTest) -> str:
+    return " ".join(e.value for group in (at.markdown, at.caption, at.info, at.warning) for e in group)
+
+
+def _index(option: str) -> int:
+    """The test index in an image option ("#12 · true disk · ...")."""
+    return int(re.match(r"#(\d+)", option).group(1))
+
+
+def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[Job, LabConfig]:
+    """A finished tiny lab run, assigned straight into the registry; optionally with B's weights broken."""
+    cfg = LabConfig(
+        a=ModelConfig(depth=depth, width=8, skip=False),
+        b=ModelConfig(depth=depth, width=8),
+        train=TrainConfig(epochs=1, warmup_steps=0, probe_every=0),
+        data=data,
+    ).normalized()
+    job = Job(cfg.models(), cfg.train, cfg.data).start()
+    job.join(120)
+    assert job.status == "finished"
+    if nan_in_b:  # what a diverged run leaves behind
+        job.trainer.snapshots["B"][-1].state["head.weight"].fill_(float("nan"))
+    return job, cfg
+
+
+@pytest.fixture(scope="module")
+def quick_job() -> Job:
+    """With no lab run the page trains its quick default pair in the background, showing progress."""
+    at = _app()
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    job = at.session_state[SESSION_KEY].others["attributions"]
+    assert not at.get("plotly_chart")  # nothing to explain yet: progress only
+    job.join(120)
+    assert job.status == "finished"
+    at.run()
+    assert not at.exception
+    assert len(_by_title(at, "Saliency for")) == 2
+    return job
+
+
+def test_no_lab_run_explains_the_quick_pair(quick_job):
+    at = _open(quick=quick_job)
+    assert re.search(r"No lab run in this session: trained a quick default pair .* in \d+ s", _texts(at))
+    maps = _by_title(at, "Saliency for")
+    assert [f.layout.title.text.split(":")[0] for f in maps] == ["A · plain 14", "B · residual 14"]
+    for fig, label in zip(maps, ("A · plain 14", "B · residual 14"), strict=True):
+        assert f"{label}: Saliency" in _names(fig)
+        assert fig.layout.yaxis.scaleanchor == "x"  # square pixels
+    gallery = _by_title(at, "Test images")[0]
+    assert len(gallery.data) == 16
+    depth = _by_title(at, "Grad-CAM across depth")[0]
+    assert "A · plain 14: Grad-CAM at stage3" in _names(depth) and "B · residual 14: Grad-CAM at stage1" in _names(
+        depth
+    )
+    assert "predicts" in _texts(at)
+    assert not _by_title(at, "Sanity check")  # on demand only
+    assert "attributions" in at.session_state[SESSION_KEY].others
+
+
+def test_method_target_and_filters_switch(quick_job):
+    at = _open(quick=quick_job)
+    at.selectbox(key="attributions.method").set_value("integrated_gradients").run()
+    assert not at.exception
+    maps = _by_title(at, "Integrated Gradients for")
+    assert len(maps) == 2 and "B · residual 14: Integrated Gradients" in _names(maps[1])
+    assert "completeness error" in _texts(at) and "logits" in _texts(at)
+    at.selectbox(key="attributions.method").set_value("gradcam").run()
+    assert len(_by_title(at, "Grad-CAM for")) == 2
+    at.radio(key="attributions.target").set_value("true").run()
+    at.selectbox(key="attributions.class").set_value(2).run()  # triangles only
+    assert not at.exception
+    chosen = at.selectbox(key="attributions.image")
+    assert all("true triangle" in option for option in chosen.options)  # AppTest lists the formatted options
+    chosen.set_value(_index(chosen.options[-1])).run()
+    assert not at.exception and len(_by_title(at, "Grad-CAM for")) == 2
+    at.selectbox(key="attributions.filter").set_value("A-B+").run()
+    assert not at.exception  # matches or says none do
+    assert _by_title(at, "Grad-CAM for") or any("No test image matches" in w.value for w in at.warning)
+
+
+def test_sanity_check_and_localisation_on_demand(quick_job):
+    at = _open(quick=quick_job)
+    at.button(key="attributions.sanity.run").click().run()
+    at.button(key="attributions.loc.run").click().run()
+    assert not at.exception
+    sanity = _by_title(at, "Sanity check")[0]
+    assert len(sanity.data) == 8  # 2 models x 2 methods x (Spearman, SSIM)
+    assert "A · plain 14: Saliency" in _names(sanity) and "B · residual 14: Grad-CAM" in _names(sanity)
+    loc = _by_title(at, "Localisation on shapes")[0]
+    assert "A · plain 14" in _names(loc) and "B · residual 14" in _names(loc)
+    table = at.dataframe[0].value
+    assert len(table) == 14 and set(table.model) == {"A · plain 14", "B · residual 14"}
+    # Cached: a widget that does not change them redraws without the buttons.
+    image = at.selectbox(key="attributions.image")
+    image.set_value(_index(image.options[3])).run()
+    at.selectbox(key="attributions.method").set_value("occlusion").run()
+    assert _by_title(at, "Sanity check") and _by_title(at, "Localisation on shapes")
+
+
+def test_lab_run_from_the_lab_page():
+    at = _app()
+    for key, value in {"a.depth": "8", "a.width": "8", "epochs": "1"}.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page("pages/lab.py").run()
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[SESSION_KEY].lab
+    job.join(120)
+    assert job.status == "finished"
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="attributions.source").value == "Lab run of this session"
+    maps = _by_title(at, "Saliency for")
+    assert "A · plain 8: Saliency" in _names(maps[0]) and "B · residual 8: Saliency" in _names(maps[1])
+    assert "attributions" not in at.session_state[SESSION_KEY].others  # no quick pair needed
+    assert any("Only the shapes dataset has masks" in i.value for i in at.info)
+    at.select_slider(key="attributions.step").set_value(0).run()  # the initialisation snapshot
+    assert not at.exception and len(_by_title(at, "Saliency for")) == 2
+
+
+def test_unexplainable_model_shows_the_reason():
+    job, cfg = _lab_run(DataConfig(name="digits"), depth=8, nan_in_b=True)
+    at = _open(lab=job, lab_config=cfg)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "B · residual 8 gives non-finite outputs" in warnings
+    assert "Saliency cannot explain B · residual 8: the model's outputs are not finite" in warnings
+    maps = _by_title(at, "Saliency for")
+    assert len(maps) == 1 and "A · plain 8" in _names(maps[0])
+    options = at.selectbox(key="attributions.method").options
+    assert all("unavailable for B" in o and "unavailable for A" not in o for o in options), options
+    at.selectbox(key="attributions.method").set_value("deeplift").run()
+    assert not at.exception
+    assert any("DeepLift cannot explain B · residual 8" in w.value for w in at.warning)
+
+
+def test_two_d_run_explains_why_and_offers_the_quick_pair(quick_job):
+    job, cfg = _lab_run(DataConfig(name="spirals"), depth=4)
+    at = _open(lab=job, lab_config=cfg, quick=quick_job)
+    assert any("2-D points" in i.value for i in at.info) and not at.get("plotly_chart")
+    at.button(key="attributions.use_quick").click().run()
+    assert not at.exception
+    assert at.radio(key="attributions.pair").value == "Quick default pair"
+    assert len(_by_title(at, "Saliency for")) == 2
+
+
+def test_browser_screenshot(server, browser):
+    page = new_page(browser)
+    page.goto(server)  # a fresh server knows the app's pages only after one run of app.py
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
+    page.goto(f"{server}/attributions")
+    body = main(page)
+    expect(page.get_by_role("heading", name="Attributions")).to_be_visible()
+    trained = body.get_by_text(re.compile("No lab run in this session: trained a quick default pair"))
+    expect(trained).to_be_visible(timeout=TIMEOUT_MS)  # the page trains the pair first (seconds)
+    page.locator(".js-plotly-plot .main-svg").first.wait_for()
+    sanity = body.get_by_role("button", name=re.compile("Run the sanity check"))
+    sanity.click()  # the button goes at once; wait for the chart before the next click (it would interrupt the run)
+    expect(body.get_by_text("Sanity check: similarity to the trained")).to_be_visible(timeout=TIMEOUT_MS)
+    localise = body.get_by_role("button", name=re.compile("Compute localisation scores"))
+    localise.click()
+    expect(body.get_by_text("Localisation on shapes: does the map")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(body.get_by_test_id("stDataFrame")).to_be_visible()
+    # Streamlit scrolls inside its own container: grow the viewport to the content to draw and capture every chart
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1500, "height": min(6000, height + 100)})
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .gtitle').length >= 6")
+    titles = " | ".join(body.locator(".js-plotly-plot .gtitle").all_text_contents())
+    for title in ("A · plain 14: Saliency for", "B · residual 14: Saliency for", "Grad-CAM across depth",
+                  "Sanity check: similarity", "Localisation on shapes"):  # fmt: skip
+        assert title in titles, titles
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "attributions.png"), full_page=True)
+    page.context.close()
