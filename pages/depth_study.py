@@ -139,7 +139,7 @@ def _sync_depths(kind: str, options: list[int]) -> None:
 
 
 def sweep_form(disabled: bool) -> tuple[SweepConfig, dict[str, Any]]:
-    """Widgets for a custom sweep; returns the config they describe and a placeholder per validated field."""
+    """Widgets for a custom sweep; returns the config and an empty slot per validated field for its message."""
     names = _seed_defaults()
     slots: dict[str, Any] = {}
     grid, model_col, train_col = st.columns(3, gap="medium")
@@ -513,7 +513,7 @@ def import_zip(store: RunStore, data: bytes, name: str) -> str:
                 raise StoreError(f"{name}: unsafe path {member.filename!r} in the zip")
         try:
             archive.extractall(tmp)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:
+        except (zipfile.BadZipFile, RuntimeError, OSError) as exc:
             raise StoreError(f"{name}: cannot unpack ({type(exc).__name__}: {exc})") from exc
         root = Path(tmp)
         folders = (
