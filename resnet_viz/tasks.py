@@ -53,7 +53,7 @@ class Task(ABC):
             self._done.set()
             self.on_done()
 
-    def on_done(self) -> None:
+    def on_done(self) -> None:  # noqa: B027 - a hook: most tasks need nothing at the end
         """Called once in the worker after the task ended, whatever the status (override to save results)."""
 
     def stop(self) -> None:

@@ -6,7 +6,7 @@ Analysis never touches a model a job is training: a snapshot is loaded into a fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 from torch import nn
@@ -14,7 +14,7 @@ from torch import nn
 from resnet_viz.data import DataConfig
 from resnet_viz.lab import LabConfig
 from resnet_viz.models import ModelConfig, build_model
-from resnet_viz.training import model_at
+from resnet_viz.training import Snapshot, model_at
 
 from .session import session_jobs
 from .widgets import STATE_KEY, model_label
@@ -32,6 +32,9 @@ class ChosenModel:
     config: ModelConfig  # its config, input fields set by the data
     model: nn.Module  # the weights at `step`, eval mode
     step: int  # optimizer steps behind these weights (0: initialisation)
+    seed: int = 0  # the run's seed: build_model(config, seed) gives its initial weights
+    run_key: str | None = None  # store key of the run the weights come from; None for untrained models
+    snapshots: list[Snapshot] = field(default_factory=list)  # the run's weight snapshots, by step (may be empty)
 
 
 def _cached(run: int, key: str, step: int, build) -> nn.Module:
