@@ -106,7 +106,7 @@ def _unlock() -> None:
         return
     failures.append(now)
     left = MAX_FAILURES - len(failures)
-    st.session_state[MESSAGE_KEY] = f"Wrong passphrase ({left} attempts left in the next {WINDOW_SECONDS / 60:.0f} min)."
+    st.session_state[MESSAGE_KEY] = f"Wrong passphrase ({left} attempts left in {WINDOW_SECONDS / 60:.0f} min)."
 
 
 def _lock() -> None:
