@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import ConfigError
+from .options import OPTIONS, OptionError
 
 IMAGE_DATASETS = ("digits", "shapes")
 POINT_DATASETS = ("spirals", "moons", "circles", "xor")
@@ -38,14 +39,14 @@ class DataConfig:
     data_seed: int = 0  # fixes the generated data and the train/val/test split
 
     def validate(self) -> DataConfig:
-        if self.name not in DATASETS:
-            raise ConfigError("dataset", f"must be one of {', '.join(DATASETS)}; got {self.name!r}")
-        if self.name in IMAGE_DATASETS and not 8 <= self.input_size <= 64:
-            raise ConfigError("input_size", f"must be from 8 to 64 pixels; got {self.input_size}")
-        if not 0.0 <= self.noise <= 2.0 or math.isnan(self.noise):
-            raise ConfigError("noise", f"must be in [0, 2]; got {self.noise}")
-        if not 100 <= self.n_samples <= 20000:
-            raise ConfigError("n_samples", f"must be from 100 to 20000; got {self.n_samples}")
+        checks = [("dataset", self.name), ("noise", self.noise), ("n_samples", self.n_samples)]
+        if self.name in IMAGE_DATASETS:
+            checks.append(("input_size", self.input_size))
+        for name, value in checks:
+            try:
+                OPTIONS[name].check(value)
+            except OptionError as err:
+                raise ConfigError(name, f"{err.problem}; got {value!r}") from None
         return self
 
     @property

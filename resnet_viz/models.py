@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .options import OPTIONS, OptionError, allowed_depths, describe_depths
+
 Family = Literal["cnn", "mlp"]
 BlockKind = Literal["basic", "bottleneck"]
 Shortcut = Literal["identity", "projection"]
@@ -35,14 +37,8 @@ Order = Literal["post", "pre"]
 Init = Literal["kaiming", "xavier", "pytorch"]
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "family": ("cnn", "mlp"),
-    "block": ("basic", "bottleneck"),
-    "shortcut": ("identity", "projection"),
-    "norm": ("batch", "none"),
-    "order": ("post", "pre"),
-    "init": ("kaiming", "xavier", "pytorch"),
+    name: OPTIONS[name].values for name in ("family", "block", "shortcut", "norm", "order", "init")
 }
-MIN_DEPTH, MAX_DEPTH = 4, 200
 BOTTLENECK_EXPANSION = 4  # output channels of a bottleneck block = 4 x its inner width (He et al. 2015)
 
 
@@ -84,10 +80,9 @@ class ModelConfig:
         per_block = {"mlp": 2, "basic": 6, "bottleneck": 9}["mlp" if self.family == "mlp" else self.block]
         return (self.depth - 2) // per_block
 
-    def allowed_depths(self, limit: int = MAX_DEPTH) -> list[int]:
-        """Depths this family/block accepts, e.g. 8, 14, 20, ... for basic CNN blocks."""
-        step = {"mlp": 2, "basic": 6, "bottleneck": 9}["mlp" if self.family == "mlp" else self.block]
-        return [step * n + 2 for n in range(1, limit) if step * n + 2 <= limit]
+    def allowed_depths(self, limit: int | None = None) -> list[int]:
+        """Depths this family/block accepts (options.DEPTH_RULES), e.g. 8, 14, 20, ... for basic CNN blocks."""
+        return allowed_depths(self.family, self.block, limit)
 
     def validate(self) -> ModelConfig:
         """Raise `ConfigError` naming the field and the allowed values; return self when valid."""
@@ -97,18 +92,13 @@ class ModelConfig:
                 raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
         if self.family == "mlp" and self.block != "basic":
             raise ConfigError("block", "mlp nets use basic blocks (Linear-act-Linear); got 'bottleneck'")
-        depths = self.allowed_depths()
-        if not isinstance(self.depth, int) or self.depth not in depths:
-            rule = {"mlp": "2n+2", "basic": "6n+2", "bottleneck": "9n+2"}["mlp" if self.family == "mlp" else self.block]
-            raise ConfigError(
-                "depth",
-                f"must be {rule} between {depths[0]} and {depths[-1]} for {self.family}/{self.block} "
-                f"({', '.join(map(str, depths[:6]))}, ...); got {self.depth}",
-            )
-        if not isinstance(self.width, int) or not 1 <= self.width <= 512:
-            raise ConfigError("width", f"must be an integer from 1 to 512; got {self.width}")
-        if not 0.0 <= float(self.skip_scale) <= 1.0 or math.isnan(float(self.skip_scale)):
-            raise ConfigError("skip_scale", f"must be in [0, 1]; got {self.skip_scale}")
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth not in self.allowed_depths():
+            raise ConfigError("depth", f"must be {describe_depths(self.family, self.block)}; got {self.depth!r}")
+        for name in ("width", "skip_scale"):
+            try:
+                OPTIONS[name].check(getattr(self, name))
+            except OptionError as err:
+                raise ConfigError(name, f"{err.problem}; got {getattr(self, name)!r}") from None
         if self.in_channels < 1 or self.num_classes < 2:
             raise ConfigError("num_classes", "needs at least 1 input channel and 2 classes")
         if self.family == "cnn" and self.input_size < 4:

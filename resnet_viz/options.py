@@ -1,0 +1,179 @@
+"""One table of options and limits per setting, for the widgets, the URL, the CLI and the store.
+
+Every value a user can set (a lab widget, a shared URL, a CLI flag, an imported run) is checked
+against the same entry here, so a value one of them accepts the others accept too, and a value out
+of range is refused with a message naming the setting and what it allows, never clamped silently.
+The limits are the ones a classroom server can afford (the lab's widget ranges); the config
+validators (`ModelConfig`, `TrainConfig`, `DataConfig`) look them up here.
+
+`OPTIONS` maps a setting's name to a `Choice`, a `Range` or a `Flag`; network depth follows a
+per-family rule instead (`DEPTH_RULES`, `allowed_depths`): 6n+2 weighted layers for basic blocks,
+9n+2 for bottleneck blocks (He et al. 2015, Sec. 4.2), 2n+2 for the residual MLP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TEXT = 64  # longest URL/CLI text parsed as a number or choice; longer input is refused unread
+
+
+class OptionError(ValueError):
+    """A value a setting does not accept; `problem` says what it accepts (no echo of the value)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed list of values (strings), in display order."""
+
+    values: tuple[str, ...]  # allowed values; the widgets show them in this order
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.values)
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str) or value not in self.values:
+            raise OptionError(f"must be {self.describe()}")
+
+    def parse(self, text: str) -> str:
+        self.check(text)
+        return text
+
+
+@dataclass(frozen=True)
+class Range:
+    """A number in [low, high] (an integer if `integer`); `ticks` are the values a slider suggests."""
+
+    low: float  # smallest allowed value
+    high: float  # largest allowed value
+    integer: bool = False  # whole numbers only
+    ticks: tuple[float, ...] = ()  # suggested values for select sliders (any value in range is allowed)
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} from {_fmt(self.low)} to {_fmt(self.high)}"
+
+    def check(self, value: Any) -> None:
+        ok_type = isinstance(value, int) if self.integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type or not (math.isfinite(value) and self.low <= value <= self.high):
+            raise OptionError(f"must be {self.describe()}")
+
+    def parse(self, text: str) -> int | float:
+        text = text.strip()
+        if len(text) > MAX_TEXT:
+            raise OptionError(f"must be {self.describe()}")
+        try:
+            value: int | float = int(text) if self.integer else float(text)
+        except ValueError:
+            raise OptionError(f"must be {self.describe()}") from None
+        self.check(value)
+        return value
+
+    def options(self, current: float | None = None) -> list[float]:
+        """The ticks, plus the current value when it is an allowed value off the ticks."""
+        values = set(self.ticks)
+        if current is not None:
+            self.check(current)
+            values.add(current)
+        return sorted(values)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """On or off: 1/0 (also true/false, yes/no, on/off) in URLs."""
+
+    def describe(self) -> str:
+        return "1 or 0"
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise OptionError(f"must be {self.describe()}")
+
+    def parse(self, text: str) -> bool:
+        word = text.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise OptionError(f"must be {self.describe()}")
+
+
+Option = Choice | Range | Flag
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) and not value.is_integer() else f"{int(value)}"
+
+
+OPTIONS: dict[str, Option] = {
+    # model (ModelConfig); depth follows DEPTH_RULES
+    "family": Choice(("cnn", "mlp")),
+    "block": Choice(("basic", "bottleneck")),
+    "width": Range(4, 64, integer=True, ticks=(4, 8, 16, 32, 64)),
+    "skip": Flag(),
+    "skip_scale": Range(0.0, 1.0),
+    "shortcut": Choice(("identity", "projection")),
+    "norm": Choice(("batch", "none")),
+    "order": Choice(("post", "pre")),
+    "init": Choice(("kaiming", "xavier", "pytorch")),
+    "zero_init_last": Flag(),
+    # data (DataConfig); the names match data.DATASETS
+    "dataset": Choice(("digits", "shapes", "spirals", "moons", "circles", "xor")),
+    "input_size": Range(8, 32, integer=True, ticks=(8, 16, 24, 32)),
+    "noise": Range(0.0, 1.0),
+    "n_samples": Range(100, 20_000, integer=True),
+    # training (TrainConfig)
+    "epochs": Range(1, 1000, integer=True),
+    "batch_size": Range(2, 512, integer=True, ticks=(16, 32, 64, 128, 256, 512)),
+    "optimizer": Choice(("sgd", "adam")),
+    "lr": Range(1e-5, 1000.0),
+    "momentum": Range(0.0, 0.99),
+    "weight_decay": Range(0.0, 1.0),
+    "warmup_steps": Range(0, 100_000, integer=True),
+    "schedule": Choice(("cosine", "step", "constant")),
+    "seed": Range(0, 2**31 - 1, integer=True),
+    "val_every": Range(0, 1_000_000, integer=True),
+    "probe_every": Range(0, 1_000_000, integer=True),
+    "max_snapshots": Range(2, 100, integer=True),
+    "device": Choice(("auto", "cpu", "cuda")),
+    # the lab
+    "linked": Flag(),
+}
+
+# Depth rules: (layers per block, deepest net) per family/block; depth = step * n + 2, n >= 1.
+DEPTH_RULES: dict[str, tuple[int, int]] = {"basic": (6, 110), "bottleneck": (9, 110), "mlp": (2, 64)}
+
+
+def depth_rule(family: str, block: str) -> str:
+    """The key of DEPTH_RULES for a model: "mlp", or the CNN's block kind."""
+    OPTIONS["family"].check(family)
+    if family == "mlp":
+        return "mlp"
+    OPTIONS["block"].check(block)
+    return block
+
+
+def allowed_depths(family: str, block: str, limit: int | None = None) -> list[int]:
+    """Depths a family/block accepts, e.g. 8, 14, 20, ..., 110 for basic CNN blocks."""
+    step, deepest = DEPTH_RULES[depth_rule(family, block)]
+    deepest = deepest if limit is None else min(limit, deepest)
+    return list(range(step + 2, deepest + 1, step))
+
+
+def describe_depths(family: str, block: str) -> str:
+    """ "one of 8, 14, 20, ..., 110 (6n+2 for cnn/basic)": what a depth field accepts."""
+    rule = depth_rule(family, block)
+    depths = allowed_depths(family, block)
+    shown = depths if len(depths) <= 8 else [*depths[:4], "...", depths[-1]]
+    return f"one of {', '.join(map(str, shown))} ({DEPTH_RULES[rule][0]}n+2 for {family}/{block})"
+
+
+def check(name: str, value: Any) -> None:
+    """Raise OptionError unless `value` is allowed for setting `name`."""
+    OPTIONS[name].check(value)
