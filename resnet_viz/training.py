@@ -37,6 +37,7 @@ from .models import (
     layer_names,
     set_skip_scale,
 )
+from .options import OPTIONS, OptionError
 from .probes import LAYER_METRICS, METRICS, Probe
 
 # A cross-entropy this large means logits a million apart: the run has blown up. BatchNorm nets can
@@ -65,24 +66,12 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
 
     def validate(self) -> TrainConfig:
-        checks = [
-            ("epochs", 1 <= self.epochs <= 1000, "an integer from 1 to 1000"),
-            ("batch_size", 2 <= self.batch_size <= 4096, "an integer from 2 to 4096"),
-            ("optimizer", self.optimizer in ("sgd", "adam"), "one of sgd, adam"),
-            ("lr", 0 < self.lr <= 1000 and math.isfinite(self.lr), "a number > 0 (and at most 1000)"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", 0 <= self.weight_decay <= 1, "in [0, 1]"),
-            ("warmup_steps", 0 <= self.warmup_steps <= 100_000, "an integer from 0 to 100000"),
-            ("schedule", self.schedule in ("constant", "cosine", "step"), "one of constant, cosine, step"),
-            ("seed", 0 <= self.seed < 2**31, "an integer from 0 to 2^31-1"),
-            ("val_every", self.val_every >= 0, "an integer >= 0"),
-            ("probe_every", self.probe_every >= 0, "an integer >= 0"),
-            ("max_snapshots", 2 <= self.max_snapshots <= 100, "an integer from 2 to 100"),
-            ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ConfigError(name, f"must be {allowed}; got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_steps",
+                     "schedule", "seed", "val_every", "probe_every", "max_snapshots", "device"):  # fmt: skip
+            try:
+                OPTIONS[name].check(getattr(self, name))
+            except OptionError as err:
+                raise ConfigError(name, f"{err.problem}; got {getattr(self, name)!r}") from None
         return self
 
     def to_dict(self) -> dict[str, object]:
