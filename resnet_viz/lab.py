@@ -8,11 +8,14 @@ replaced by the default, so a hand-edited URL never crashes the page.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .data import DataConfig
 from .models import ConfigError, ModelConfig
+from .options import OPTIONS, OptionError, describe_depths
 from .training import TrainConfig
 
 MODEL_KEYS = ("A", "B")
@@ -49,11 +52,7 @@ class LabConfig:
 
     def normalized(self) -> LabConfig:
         """Apply the dataset to both models and the link: what will actually be trained."""
-        fit = self.data.model_fields()
-        if fit["family"] == "mlp":
-            fit["block"] = "basic"
-        a = replace(self.a, **fit)
-        b = replace(self.b, **fit)
+        a, b = _fit(self.a, self.data), _fit(self.b, self.data)
         if self.linked:
             b = replace(a, **{k: getattr(b, k) for k in SKIP_FIELDS})
         return replace(self, a=a, b=b)
@@ -70,113 +69,133 @@ class LabConfig:
         return self
 
 
-def _parse(value: str, like: Any) -> Any:
-    if isinstance(like, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("must be 1 or 0")
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    return value
+@dataclass(frozen=True)
+class UrlIssue:
+    """A URL value the lab did not use: which key, what it accepts, what was given, what is used instead.
+
+    `value` is untrusted text from the URL, cut to MAX_ECHO characters: show it as text, never as markdown.
+    """
+
+    key: str  # the URL key, e.g. "a.depth" (one of ours: unknown keys are ignored, never echoed)
+    problem: str  # what the key accepts, e.g. "must be one of basic, bottleneck"
+    value: str  # the value as given (untrusted), cut to MAX_ECHO characters
+    used: str  # the value the lab uses instead (the default)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.problem}; got {self.value!r}; using {self.used}"
+
+
+MAX_ECHO = 200  # characters of a URL value quoted back in a message
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + f"… ({len(text):,} characters)"
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
-        return f"{value:g}"
+        return repr(value)  # shortest text that reads back as the same float
     return str(value)
 
 
-def _groups(cfg: LabConfig) -> list[tuple[str, object, tuple[str, ...]]]:
-    """(URL prefix, config object, fields) for every part of a LabConfig."""
+def _groups(cfg: LabConfig) -> list[tuple[str, str, object, tuple[str, ...]]]:
+    """(URL prefix, part name, config object, fields) for every part of a LabConfig."""
     return [
-        ("", cfg.data, DATA_FIELDS),
-        ("", cfg.train, TRAIN_FIELDS),
-        ("a.", cfg.a, MODEL_FIELDS),
-        ("b.", cfg.b, MODEL_FIELDS),
+        ("", "data", cfg.data, DATA_FIELDS),
+        ("", "train", cfg.train, TRAIN_FIELDS),
+        ("a.", "a", cfg.a, MODEL_FIELDS),
+        ("b.", "b", cfg.b, MODEL_FIELDS),
     ]
 
 
-def _url_key(prefix: str, name: str) -> str:
-    return prefix + ("dataset" if name == "name" else name)
+def _option_name(name: str) -> str:
+    """The options-table name of a config field (DataConfig.name is the "dataset" setting)."""
+    return "dataset" if name == "name" else name
+
+
+# URL key -> (part, field): "depth" is A's depth ("a.depth"), "dataset" the data's name, ...
+URL_KEYS: dict[str, tuple[str, str]] = {
+    prefix + _option_name(name): (part, name) for prefix, part, _, names in _groups(LabConfig()) for name in names
+} | {"linked": ("lab", "linked")}
 
 
 def encode(cfg: LabConfig) -> dict[str, str]:
     """Query parameters for `cfg`: only what differs from the defaults."""
     default = LabConfig()
     params: dict[str, str] = {}
-    for (prefix, obj, names), (_, base, _) in zip(_groups(cfg), _groups(default), strict=True):
+    for (prefix, _, obj, names), (_, _, base, _) in zip(_groups(cfg), _groups(default), strict=True):
         for name in names:
             value = getattr(obj, name)
             if value != getattr(base, name):
-                params[_url_key(prefix, name)] = _fmt(value)
+                params[prefix + _option_name(name)] = _fmt(value)
     if cfg.linked != default.linked:
         params["linked"] = _fmt(cfg.linked)
     return params
 
 
-def decode(params: dict[str, str]) -> tuple[LabConfig, list[str]]:
-    """A LabConfig from query parameters, and one message per value that was ignored."""
+def _default_of(default: LabConfig, part: str, name: str) -> Any:
+    return default.linked if part == "lab" else getattr(getattr(default, part), name)
+
+
+def decode(params: Mapping[str, str | Sequence[str]]) -> tuple[LabConfig, list[UrlIssue]]:
+    """A LabConfig from query parameters, and one UrlIssue per value that was not used.
+
+    Every value is checked against the same table as the widgets (`options.OPTIONS`; depth against
+    its family/block rule once the dataset is known). A value given more than once, or out of
+    range, or malformed is reported and its default used: nothing is clamped. Keys of other pages
+    are ignored. Lists are repeated keys (``st.query_params.get_all``).
+    """
     default = LabConfig()
-    errors: list[str] = []
-    parts: dict[str, dict[str, Any]] = {"data": {}, "train": {}, "a": {}, "b": {}}
-    keys = {}
-    for (prefix, obj, names), part in zip(_groups(default), parts, strict=True):
-        for name in names:
-            keys[_url_key(prefix, name)] = (part, name, getattr(obj, name))
-    linked = default.linked
-    for key, value in params.items():
-        if key == "linked":
-            try:
-                linked = _parse(value, True)
-            except ValueError as err:
-                errors.append(f"linked: {err}; got {value!r}")
+    issues: list[UrlIssue] = []
+    given: dict[str, dict[str, Any]] = {"data": {}, "train": {}, "a": {}, "b": {}, "lab": {}}
+    depths: dict[str, str] = {}  # checked once the model's family and block are known
+    for key, raw in params.items():
+        if key not in URL_KEYS:
             continue
-        if key not in keys:
-            continue  # other pages' parameters
-        part, name, like = keys[key]
-        try:
-            parts[part][name] = _parse(value, like)
-        except ValueError:
-            errors.append(f"{key}: must be {type(like).__name__}; got {value!r}")
-    data = _checked(DataConfig, default.data, parts["data"], "", errors)
-    train = _checked(TrainConfig, default.train, parts["train"], "", errors)
-    a = _checked(ModelConfig, default.a, parts["a"], "a.", errors)
-    b = _checked(ModelConfig, default.b, parts["b"], "b.", errors)
-    cfg = LabConfig(a=a, b=b, train=train, data=data, linked=linked).normalized()
-    for key in ("a", "b") if not linked else ("a",):  # dataset-dependent checks (e.g. depth rule of an MLP)
-        model = getattr(cfg, key)
-        try:
-            model.validate()
-        except ConfigError as err:
-            errors.append(f"{key}.{err.field}: {err.message}; using {model.allowed_depths()[0]}")
-            cfg = replace(cfg, **{key: replace(model, depth=model.allowed_depths()[0])})
-    return cfg.normalized(), errors
-
-
-def _checked(cls: type, default: Any, values: dict[str, Any], prefix: str, errors: list[str]) -> Any:
-    """Apply values one at a time, dropping each one that is invalid on its own."""
-    obj = default
-    for name, value in values.items():
-        candidate = replace(obj, **{name: value})
-        if cls is ModelConfig:  # depth rules depend on the dataset's family: checked after it is known
-            candidate, check = candidate, replace(candidate, depth=candidate.allowed_depths()[0])
+        part, name = URL_KEYS[key]
+        fallback = _fmt(_default_of(default, part, name))
+        values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
+        if len(values) != 1:
+            issues.append(UrlIssue(key, f"must be given once, not {len(values)} times", _clip(", ".join(values)),
+                                   fallback))  # fmt: skip
+        elif name == "depth":
+            depths[part] = values[0]
         else:
-            check = candidate
-        try:
-            check.validate()
-            obj = candidate
-        except ConfigError as err:
-            if err.field in (name, "dataset", "num_classes") or cls is not ModelConfig:
-                errors.append(f"{prefix}{'dataset' if name == 'name' else name}: {err.message}")
-            else:
-                obj = candidate
-    return obj
+            try:
+                given[part][name] = OPTIONS[_option_name(name)].parse(values[0])
+            except OptionError as err:
+                issues.append(UrlIssue(key, err.problem, _clip(values[0]), fallback))
+    data = replace(default.data, **given["data"])
+    models = {part: _fit(replace(getattr(default, part), **given[part]), data) for part in ("a", "b")}
+    for part, text in depths.items():
+        model = models[part]
+        allowed = model.allowed_depths()
+        depth = int(text) if re.fullmatch(r"[0-9]{1,4}", text) else None
+        if depth in allowed:
+            models[part] = replace(model, depth=depth)
+        else:
+            used = model.depth if model.depth in allowed else allowed[0]
+            problem = "must be " + describe_depths(model.family, model.block)
+            issues.append(UrlIssue(f"{part}.depth", problem, _clip(text), str(used)))
+            models[part] = replace(model, depth=used)
+    cfg = LabConfig(
+        a=models["a"],
+        b=models["b"],
+        train=replace(default.train, **given["train"]),
+        data=data,
+        linked=given["lab"].get("linked", default.linked),
+    )
+    return cfg.normalized(), issues
+
+
+def _fit(model: ModelConfig, data: DataConfig) -> ModelConfig:
+    """The model with the dataset's family, channels, size and classes (MLPs use basic blocks)."""
+    fit = data.model_fields()
+    if fit["family"] == "mlp":
+        fit["block"] = "basic"
+    return replace(model, **fit)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,3 +263,14 @@ def _preset_configs() -> list[Preset]:
 
 
 PRESETS: dict[str, Preset] = {p.key: p for p in _preset_configs()}
+
+
+def preset_from(params: Mapping[str, str | Sequence[str]]) -> tuple[str | None, list[UrlIssue]]:
+    """The preset a URL names (``preset=depth``), or None; an unknown or repeated one is an issue."""
+    raw = params.get("preset")
+    if raw is None:
+        return None, []
+    values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
+    if len(values) == 1 and values[0] in PRESETS:
+        return values[0], []
+    return None, [UrlIssue("preset", "must be one of " + ", ".join(PRESETS), _clip(", ".join(values)), "none")]

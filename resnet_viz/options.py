@@ -14,10 +14,14 @@ per-family rule instead (`DEPTH_RULES`, `allowed_depths`): 6n+2 weighted layers 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-MAX_TEXT = 64  # longest URL/CLI text parsed as a number or choice; longer input is refused unread
+MAX_TEXT = 64  # longest text parsed as a number; longer input is refused unread
+# Plain ASCII decimal notation only: no "nan", "inf", "1_000", non-ASCII digits or surrounding blanks.
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 class OptionError(ValueError):
@@ -65,13 +69,10 @@ class Range:
             raise OptionError(f"must be {self.describe()}")
 
     def parse(self, text: str) -> int | float:
-        text = text.strip()
-        if len(text) > MAX_TEXT:
+        pattern = _INTEGER if self.integer else _NUMBER
+        if len(text) > MAX_TEXT or not pattern.fullmatch(text):
             raise OptionError(f"must be {self.describe()}")
-        try:
-            value: int | float = int(text) if self.integer else float(text)
-        except ValueError:
-            raise OptionError(f"must be {self.describe()}") from None
+        value: int | float = int(text) if self.integer else float(text)
         self.check(value)
         return value
 
