@@ -21,20 +21,28 @@ import math
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from hashlib import sha256
 from pathlib import Path
+from typing import Literal
+
+try:
+    import fcntl  # advisory file locks between processes (POSIX)
+except ImportError:  # Windows: one process per store folder
+    fcntl = None
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .data import DataConfig, load_dataset
+from .archive import MANIFEST, ArchiveError, FolderMembers, ZipMembers, history_json, write_run_folder, zip_folder
+from .data import DataConfig, Dataset, load_dataset
 from .jobs import LIMITER, JobLimiter, JobView
 from .models import (
     ConfigError,
@@ -47,7 +55,18 @@ from .models import (
     set_skip_scale,
 )
 from .probes import LAYER_METRICS, METRICS
-from .training import History, ModelState, StepRecord, TrainConfig, Trainer, fit_to_data, summarize
+from .summary import steps_per_epoch, summarize_records
+from .training import (
+    DIVERGED_LOSS,
+    History,
+    ModelState,
+    StepRecord,
+    TrainConfig,
+    Trainer,
+    fit_to_data,
+    lr_at,
+    summarize,
+)
 
 SCHEMA_VERSION = 1  # bump when the stored layout changes: old keys then miss and runs retrain
 FORMAT = "resnet-viz-run"  # names an exported folder's manifest and the database's meta table
@@ -56,6 +75,19 @@ BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another session's transacti
 COMPLETE = ("finished", "diverged")  # model states a retrain would reproduce: only such runs are stored
 DATA_DECIDED = ("family", "in_channels", "input_size", "num_classes")  # ModelConfig fields fit_to_data sets
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # model keys become file names on export
+IMPORTED_PREFIX = "imported-"  # imported runs are keyed by this plus a content hash, never by a config key
+CLOCK_SKEW_S = 300.0  # an imported timestamp may be this far in the future (another machine's clock)
+MIN_CREATED = 1_577_836_800.0  # 2020-01-01 UTC: no run of this project was stored before it
+MAX_IMPORT_MODELS = 4  # the lab stores two models, a sweep run a pair
+IMPORT_MEMORY_BUDGET = 80 * 2**20  # bytes an import may need at once (estimated before anything big is read)
+SMALL_JSON_CAP = 64 * 1024  # manifest.json, config.json, summary.json: a few kB each in a real export
+_NUMBER_TEXT = 25  # longest number JSON writes for a float ("-1.2345678901234567e-308") plus its comma
+_RECORD_TEXT = 320  # one record's JSON besides its numbers: field names, punctuation, the model name
+_RECORD_MEMORY = 3000  # bytes per parsed record besides its numbers (dicts, lists, the StepRecord, re-dump)
+_NUMBER_MEMORY = 48  # bytes per parsed number (float object, list slot, its copy in the re-dump)
+_DIVERGED_MESSAGE = re.compile(
+    r"loss became (nan|-?inf|[0-9.e+-]{1,16}) at step (\d{1,9}); training of (\S{1,64}) stopped"
+)
 
 SkipEvent = tuple[str, int, float]  # (model, step it took effect, alpha), as Trainer.skip_events
 
@@ -63,16 +95,57 @@ _SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # info: what list_runs shows, readable without touching the big columns; config: {data, train, models};
     # summaries: {model: summarize() + flops}; history: zlib-compressed JSON of names, skip events, records.
+    # origin: 'trained' (by this server, keyed by run_key) or 'imported' (keyed by IMPORTED_PREFIX + content hash).
     "CREATE TABLE runs (key TEXT PRIMARY KEY, created REAL NOT NULL, info TEXT NOT NULL, config TEXT NOT NULL, "
-    "summaries TEXT NOT NULL, history BLOB NOT NULL)",
+    "summaries TEXT NOT NULL, history BLOB NOT NULL, origin TEXT NOT NULL DEFAULT 'trained')",
     # data: safetensors bytes of a model's final state_dict.
     "CREATE TABLE weights (key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, model TEXT NOT NULL, "
     "data BLOB NOT NULL, PRIMARY KEY (key, model))",
 )
 
 
+StoreErrorKind = Literal[
+    "corrupt",  # SQLite says the file is not a database or is damaged: the only kind that may be moved aside
+    "foreign",  # a SQLite database, but not a run store of this schema: left alone
+    "busy",  # another session held the write lock for longer than the busy timeout
+    "readonly",  # the file or its folder cannot be written
+    "full",  # the disk (or the database's size limit) is full
+    "io",  # any other disk or SQLite failure
+    "missing",  # the folder or file cannot be created or opened (missing folder, permissions)
+    "invalid_import",  # an imported file or zip was refused; the store is unchanged
+    "damaged_run",  # one stored run does not parse; the others are fine
+    "refused",  # the call itself was wrong (an unfinished run to save, nothing to move aside)
+]
+
+
 class StoreError(ValueError):
-    """The store or an imported file is unusable; the message names the file and the problem."""
+    """The store or an imported file is unusable; the message names the file and the problem.
+
+    `kind` says what happened, for callers that act on it (only "corrupt" may be moved aside): never
+    match the message text.
+    """
+
+    def __init__(self, message: str, kind: StoreErrorKind = "invalid_import") -> None:
+        super().__init__(message)
+        self.kind: StoreErrorKind = kind
+
+    @property
+    def can_move_aside(self) -> bool:
+        """SQLite itself called the file damaged or not a database: moving it aside loses nothing usable."""
+        return self.kind == "corrupt"
+
+
+_SQLITE_KINDS: dict[int, tuple[StoreErrorKind, str]] = {  # primary result code -> kind, what to do
+    sqlite3.SQLITE_CORRUPT: ("corrupt", "the file is damaged; the teacher can move it aside and start an empty store"),
+    sqlite3.SQLITE_NOTADB: ("corrupt", "not a database; the teacher can move it aside and start an empty store"),
+    sqlite3.SQLITE_BUSY: ("busy", "try again in a moment; nothing was changed"),
+    sqlite3.SQLITE_LOCKED: ("busy", "try again in a moment; nothing was changed"),
+    sqlite3.SQLITE_READONLY: ("readonly", "the store is read-only; make the file and its folder writable"),
+    sqlite3.SQLITE_FULL: ("full", "the disk is full; free some space (nothing was moved or deleted)"),
+    sqlite3.SQLITE_IOERR: ("io", "disk I/O error; check the disk (nothing was moved or deleted)"),
+    sqlite3.SQLITE_CANTOPEN: ("missing", "cannot open the run store; check that the folder exists and is writable"),
+    sqlite3.SQLITE_PERM: ("missing", "no permission to use the run store; check the file's permissions"),
+}
 
 
 def default_data_dir() -> Path:
@@ -125,9 +198,9 @@ def run_key(
 # Parsing and validation (shared by loading and importing: one code path, no trust in the bytes)
 
 
-def _expect(ok: bool, where: str, problem: str) -> None:
+def _expect(ok: bool, where: str, problem: str, kind: StoreErrorKind = "invalid_import") -> None:
     if not ok:
-        raise StoreError(f"{where}: {problem}")
+        raise StoreError(f"{where}: {problem}", kind)
 
 
 def _is_number(v: object) -> bool:
@@ -163,8 +236,8 @@ def _parse_config(obj: object, where: str) -> tuple[dict[str, ModelConfig], Trai
     return configs, train, data
 
 
-def _check_fitted(configs: Mapping[str, ModelConfig], data: DataConfig, where: str) -> None:
-    """The fields the data decides must be what the data gives: the key leaves them out."""
+def _check_fitted(configs: Mapping[str, ModelConfig], data: DataConfig, where: str) -> Dataset:
+    """The fields the data decides must be what the data gives (the key leaves them out); returns the data."""
     dataset = load_dataset(data)
     for key, cfg in configs.items():
         try:
@@ -172,12 +245,28 @@ def _check_fitted(configs: Mapping[str, ModelConfig], data: DataConfig, where: s
         except ConfigError as err:
             raise StoreError(f"{where}: models.{key}: invalid config: {err}") from err
         _expect(ok, where, f"models.{key}: {', '.join(DATA_DECIDED)} do not match the {data.name} data")
+    return dataset
 
 
-def _parse_float(value: object, where: str, finite: bool = True) -> float:
+def _parse_float(
+    value: object, where: str, finite: bool = True, low: float = -math.inf, high: float = math.inf
+) -> float:
     _expect(_is_number(value), where, f"must be a number, got {value!r}")
     _expect(not finite or math.isfinite(value), where, f"must be finite, got {value!r}")
+    _expect(not (value < low or value > high), where, f"must be in [{low:g}, {high:g}], got {value!r}")
     return float(value)
+
+
+_RECORD_RANGES = {  # field -> (low, high) of what training writes; all finite
+    "epoch": (0.0, math.inf),
+    "lr": (0.0, math.inf),
+    "loss": (0.0, DIVERGED_LOSS),  # a larger loss ends training as diverged, unrecorded
+    "acc": (0.0, 1.0),
+    "skip_scale": (0.0, 1.0),
+    "seconds": (0.0, math.inf),
+    "val_loss": (0.0, math.inf),
+    "val_acc": (0.0, 1.0),
+}
 
 
 def _parse_record(obj: object, sizes: dict[str, dict[str, int]], where: str) -> StepRecord:
@@ -186,11 +275,12 @@ def _parse_record(obj: object, sizes: dict[str, dict[str, int]], where: str) -> 
     _expect(isinstance(obj["model"], str) and obj["model"] in sizes, where, f"unknown model {obj['model']!r}")
     step = obj["step"]
     _expect(isinstance(step, int) and not isinstance(step, bool) and step >= 1, where, f"bad step {step!r}")
-    values = {n: _parse_float(obj[n], f"{where}.{n}") for n in ("epoch", "lr", "loss", "acc", "skip_scale", "seconds")}
-    for n in ("val_loss", "val_acc"):
-        values[n] = None if obj[n] is None else _parse_float(obj[n], f"{where}.{n}")
+    values = {
+        n: None if obj[n] is None and n.startswith("val_") else _parse_float(obj[n], f"{where}.{n}", True, *limits)
+        for n, limits in _RECORD_RANGES.items()
+    }
     probes = obj["probes"]
-    if probes is not None:  # probe values may be inf or NaN: that is what a probe shows on a blow-up
+    if probes is not None:  # norms, ratios and stds: >= 0, or inf or NaN, which is what a probe shows on a blow-up
         _expect(isinstance(probes, dict) and set(probes) <= set(METRICS), where, f"probes keys must be in {METRICS}")
         for metric, vals in probes.items():
             limit = sizes[obj["model"]][metric]
@@ -199,8 +289,8 @@ def _parse_record(obj: object, sizes: dict[str, dict[str, int]], where: str) -> 
                 where,
                 f"probes.{metric} must list at most {limit} values",
             )
-            if not all(type(v) is float for v in vals):  # the fast check passes what JSON writes for floats
-                probes[metric] = [_parse_float(v, f"{where}.probes.{metric}", finite=False) for v in vals]
+            if not all(type(v) is float and not v < 0 for v in vals):  # fast check: what JSON writes for floats
+                probes[metric] = [_parse_float(v, f"{where}.probes.{metric}", False, 0.0) for v in vals]
     return StepRecord(model=obj["model"], step=step, probes=probes, **values)
 
 
@@ -291,6 +381,133 @@ def _parse_weights(blob: bytes, cfg: ModelConfig, where: str) -> dict[str, torch
 
 
 # --------------------------------------------------------------------------------------------------
+# Import checks: what a complete run of the imported configs must look like, known before the big files
+# are read. The sizes bound every read (a 1 MB zip of 256 MiB of "0.0," is refused after one chunk), the
+# counts bound what json.loads builds, and the exact checks refuse records that training cannot produce.
+
+
+@dataclass(frozen=True)
+class _Plan:
+    train: TrainConfig  # the run's training config (schedule, validation and probe cadence)
+    per_epoch: int  # optimizer steps per epoch
+    total: int  # optimizer steps of a finished run
+    layers: dict[str, int]  # model -> weighted layers (length of grad_norm, update_ratio)
+    blocks: dict[str, int]  # model -> blocks (length of block_grad_norm, act_std)
+    alphas: dict[str, float]  # model -> skip scale at the start
+    records: int  # most records the run can have
+    numbers: int  # most numbers its records.json can hold
+    text: int  # most bytes its records.json can take, written as export writes it
+    weights: dict[str, int]  # model -> most bytes of its safetensors file
+
+    @property
+    def memory(self) -> int:
+        """About the most memory the import holds at once: records text, parsed records, re-dump, weights."""
+        parsed = self.records * _RECORD_MEMORY + self.numbers * _NUMBER_MEMORY
+        return 3 * self.text + parsed + 2 * max(self.weights.values())
+
+
+def _plan(configs: Mapping[str, ModelConfig], train: TrainConfig, dataset: Dataset) -> _Plan:
+    per_epoch = steps_per_epoch(len(dataset.y_train), train.batch_size)
+    total = per_epoch * train.epochs
+    names = {k: _names(cfg) for k, cfg in configs.items()}
+    layers, blocks = {k: len(n[0]) for k, n in names.items()}, {k: len(n[1]) for k, n in names.items()}
+    probed = len(range(0, total, train.probe_every)) if train.probe_every else 0
+    records = total * len(configs)
+    numbers = records * 12 + sum(probed * 2 * (layers[k] + blocks[k]) for k in configs)  # 9 fields + events
+    name_text = sum(len(s) + 3 for n in names.values() for s in n[0] + n[1])
+    weights = {}
+    for k, cfg in configs.items():
+        shapes = _shapes(cfg)
+        weights[k] = 1024 + sum(256 + dtype.itemsize * shape.numel() for dtype, shape in shapes.values())
+    return _Plan(
+        train=train, per_epoch=per_epoch, total=total, layers=layers, blocks=blocks,
+        alphas={k: cfg.alpha for k, cfg in configs.items()}, records=records, numbers=numbers,
+        text=1024 + 2 * name_text + records * _RECORD_TEXT + numbers * _NUMBER_TEXT, weights=weights,
+    )  # fmt: skip
+
+
+def _check_records_text(raw: bytes, plan: _Plan, where: str) -> None:
+    """Count separators and containers before parsing: json.loads then builds no more than a real run holds."""
+    commas, containers = raw.count(b","), raw.count(b"{") + raw.count(b"[")
+    _expect(commas <= plan.numbers + 16 * plan.records + 64, where,
+            f"{commas} values, more than a run of this config can have")  # fmt: skip
+    _expect(containers <= 8 * plan.records + 64, where,
+            f"{containers} objects and lists, more than a run of this config can have")  # fmt: skip
+
+
+def _close(a: float, b: float) -> bool:
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def _check_records(history: History, events: Sequence[SkipEvent], plan: _Plan, where: str) -> None:
+    """Refuse records training cannot write: each model's steps 1, 2, 3, ... in step order, the epoch, learning
+    rate and skip scale of each step, validation and probes exactly on the steps that have them."""
+    train, last_step = plan.train, 0
+    for i, (_, step, _) in enumerate(events):
+        _expect(1 <= step <= plan.total and step >= last_step, f"{where}: skip_events[{i}]",
+                f"step must be in 1..{plan.total} and in order, got {step}")  # fmt: skip
+        last_step = step
+    pending = list(events)
+    alpha = dict(plan.alphas)
+    done = dict.fromkeys(plan.alphas, 0)
+    seconds = dict.fromkeys(plan.alphas, 0.0)
+    last_step = 0
+    for i, r in enumerate(history.records):
+        here = f"{where}: records[{i}]"
+        _expect(r.step == done[r.model] + 1 and r.step >= last_step and r.step <= plan.total, f"{here}.step",
+                f"got {r.step}: each model's steps run 1, 2, ... {plan.total} without gaps, in step order")  # fmt: skip
+        done[r.model], last_step = r.step, r.step
+        while pending and pending[0][1] <= r.step:
+            alpha[pending[0][0]] = pending.pop(0)[2]
+        _expect(_close(r.epoch, r.step / plan.per_epoch), f"{here}.epoch", f"must be step / {plan.per_epoch}")
+        expected_lr = lr_at(train, r.step - 1, plan.total)
+        _expect(_close(r.lr, expected_lr), f"{here}.lr", f"is {r.lr!r}, the schedule gives {expected_lr!r}")
+        _expect(r.skip_scale == alpha[r.model], f"{here}.skip_scale", f"must be the alpha in force ({alpha[r.model]})")
+        _expect(r.seconds >= seconds[r.model], f"{here}.seconds", "must not decrease")
+        seconds[r.model] = r.seconds
+        validated = r.step % plan.per_epoch == 0 or bool(train.val_every and r.step % train.val_every == 0)
+        _expect((r.val_loss is not None) == validated and (r.val_acc is not None) == validated, f"{here}.val_loss",
+                "validation values belong exactly to epoch ends and every val_every steps")  # fmt: skip
+        armed = bool(train.probe_every) and (r.step - 1) % train.probe_every == 0
+        _expect((r.probes is not None) == armed, f"{here}.probes", "probes belong exactly to every probe_every-th step")
+        if r.probes is not None:
+            sizes = {m: plan.layers[r.model] if m in LAYER_METRICS else plan.blocks[r.model] for m in METRICS}
+            ok = set(r.probes) == set(METRICS) and all(len(r.probes[m]) == n for m, n in sizes.items())
+            _expect(ok, f"{here}.probes", f"must list {sizes} values")
+
+
+def _check_summaries(
+    given: Mapping[str, Mapping[str, object]], computed: Mapping[str, Mapping[str, object]], where: str
+) -> None:
+    """The summaries in the file must be what its records give; a divergence message must have training's form."""
+    for key, summary in computed.items():
+        for name, value in summary.items():
+            got = given[key].get(name)
+            if isinstance(value, float):
+                ok = _is_number(got) and (_close(got, value) or (math.isnan(got) and math.isnan(value)))
+            else:
+                ok = got == value and type(got) is type(value)
+            _expect(ok, where, f"{key}.{name} is {str(got)[:40]}, the records give {value!r}")
+        message = summary["message"]
+        if summary["status"] == "finished":
+            _expect(message == "", where, f"{key}.message must be empty for a finished model")
+        else:
+            match = _DIVERGED_MESSAGE.fullmatch(message)
+            ok = match is not None and int(match[2]) == summary["steps"] + 1 and match[3] == key
+            _expect(ok, where, f"{key}.message must say 'loss became <value> at step {summary['steps'] + 1}; "
+                    f"training of {key} stopped'")  # fmt: skip
+
+
+def _content_key(config: dict, summaries: dict, history_text: str, weights: Mapping[str, bytes]) -> str:
+    """IMPORTED_PREFIX + sha256 of everything stored: an imported run never lands on a config key."""
+    digest = sha256(json.dumps({"config": config, "summaries": summaries}, sort_keys=True).encode())
+    digest.update(history_text.encode())
+    for model in sorted(weights):
+        digest.update(model.encode() + b"\0" + sha256(weights[model]).digest())
+    return IMPORTED_PREFIX + digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
 # What the store hands out
 
 
@@ -308,6 +525,7 @@ class RunInfo:
     status: dict[str, str]  # model -> finished / diverged
     final_train_loss: dict[str, float]  # model -> mean training loss over the last epoch
     final_val_loss: dict[str, float]  # model -> last validation loss
+    imported: bool = False  # True: imported from a file (keyed by its content), not trained by this server
 
 
 @dataclass
@@ -323,6 +541,7 @@ class StoredRun:
     summaries: dict[str, dict[str, object]]  # model -> summarize() plus "flops" (forward FLOPs per example)
     skip_events: list[SkipEvent]  # live skip-scale changes while training
     cached: bool = True  # True: loaded from the store; False: trained by this call (and stored)
+    imported: bool = False  # True: imported from a file (keyed by its content), not trained by this server
     weights: Callable[[str], dict[str, torch.Tensor]] | None = field(default=None, repr=False)  # loads on demand
 
     @property
@@ -371,20 +590,13 @@ class StoredRun:
 def _json_loads(text: str | bytes, where: str) -> object:
     try:
         return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{where}: not valid JSON ({exc})") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise StoreError(f"{where}: not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from exc
 
 
-def _history_json(history: History, skip_events: Sequence[SkipEvent]) -> str:
-    return json.dumps(
-        {
-            "layer_names": history.layer_names,
-            "block_names": history.block_names,
-            "skip_events": [list(e) for e in skip_events],
-            "records": [asdict(r) for r in history.records],
-        },
-        separators=(",", ":"),
-    )
+def short_key(key: str) -> str:
+    """What listings show of a key: 12 hex digits, after the imported prefix where there is one."""
+    return key[: len(IMPORTED_PREFIX) + 12] if key.startswith(IMPORTED_PREFIX) else key[:12]
 
 
 def _info(config: dict, summaries: dict[str, dict[str, object]]) -> dict[str, object]:
@@ -409,40 +621,53 @@ class RunStore:
     `quarantine()` then moves it aside and the store starts empty.
     """
 
-    def __init__(self, directory: Path | str | None = None) -> None:
+    def __init__(self, directory: Path | str | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.directory = Path(directory).expanduser() if directory else default_data_dir()
         self.path = self.directory / DB_FILE
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self.busy_timeout_s = busy_timeout_s  # how long a writer waits for another session's transaction
+        self._checked: tuple[int, int] | None = None  # (device, inode) of the file last found to be a run store
+        self._checked_lock = threading.Lock()
 
     # ---- connections and transactions
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return StoreError(f"{self.path}: busy for over {BUSY_TIMEOUT_S:.0f} s (another session is writing): {text}")
-        if "unable to open" in text:
-            return StoreError(f"{self.path}: cannot open the run store ({text}); check the folder and its permissions")
-        return StoreError(
-            f"{self.path} is not a valid run store ({text}). Move it away to start fresh: RunStore.quarantine() "
-            f"renames it to {DB_FILE}.corrupt-<time>, or delete the file."
-        )
+        """A StoreError whose kind is what SQLite's result code says, with what to do about it."""
+        code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_ERROR) & 0xFF  # the primary result code
+        text = str(exc)[:200]
+        if code == sqlite3.SQLITE_ERROR and text.startswith("no such table"):
+            self._checked = None  # the file was deleted or replaced since it was checked: check the next one
+            return StoreError(f"{self.path} was deleted or replaced while in use ({text}); try again", "missing")
+        kind, advice = _SQLITE_KINDS.get(code, ("io", "nothing was moved or deleted"))
+        if kind == "busy":
+            advice = f"another session kept it locked for over {self.busy_timeout_s:g} s; {advice}"
+        return StoreError(f"{self.path}: {advice} (SQLite: {text})", kind)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the run store ({exc})") from exc
+        except OSError as exc:
+            raise StoreError(
+                f"{self.directory}: cannot create the run store's folder ({exc.strerror or exc}); check the path "
+                "and its permissions",
+                "missing",
+            ) from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            self._configure(conn)
             yield conn
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
             conn.close()
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        """Settings of every connection: wait on other writers, enforce the weights' foreign key."""
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -456,14 +681,46 @@ class RunStore:
             raise
         conn.execute("COMMIT")
 
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialise creating, checking and moving the file between processes (an advisory lock file beside it)."""
+        handle = None
+        if fcntl is not None:
+            with suppress(OSError):  # a folder that cannot hold the lock file cannot hold a new store either
+                self.directory.mkdir(parents=True, exist_ok=True)
+                handle = open(self.directory / f"{DB_FILE}.lock", "a")  # noqa: SIM115 - closed below
+        try:
+            if handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            if handle is not None:
+                handle.close()
+
     @contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
-        """A connection to a database known to be a run store of this schema (created when absent)."""
+        """A connection to a database known to be a run store of this schema (created when absent).
+
+        The check is redone whenever the file is not the one last checked: deleted, replaced, or moved
+        aside by another server on the same folder. It costs one stat per operation.
+        """
+        if self._checked is None or self._identity() != self._checked:
+            with self._checked_lock, self._file_lock():
+                if self._checked is None or self._identity() != self._checked:
+                    self._checked = None
+                    if self._identity() is None:
+                        self._move_aside("orphan")  # a WAL left by a deleted file must not replay into a new one
+                    with self._connect() as conn:
+                        self._prepare(conn)
+                    self._checked = self._identity()
         with self._connect() as conn:
-            with self._ready_lock:
-                if not self._ready:
-                    self._prepare(conn)
-                    self._ready = True
             yield conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -478,38 +735,79 @@ class RunStore:
                 )
                 return
             meta = dict(conn.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
-        if meta.get("format") != FORMAT:
-            raise StoreError(f"{self.path} is not a valid run store (no resnet-viz metadata); {self._move_hint()}")
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
-            raise StoreError(
-                f"{self.path} is a run store of schema {meta.get('schema_version')}, this version reads "
-                f"{SCHEMA_VERSION}; {self._move_hint()}"
-            )
+            hint = "nothing was moved: use another folder (--store DIR or RESNET_VIZ_DATA_DIR), or remove it by hand"
+            if meta.get("format") != FORMAT:
+                raise StoreError(f"{self.path} is a SQLite database but not a run store; {hint}", "foreign")
+            if meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path} is a run store of schema {str(meta.get('schema_version'))[:20]}, this version reads "
+                    f"{SCHEMA_VERSION}; {hint}",
+                    "foreign",
+                )
+            if "origin" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:  # stores from before it
+                conn.execute("ALTER TABLE runs ADD COLUMN origin TEXT NOT NULL DEFAULT 'trained'")
 
-    def _move_hint(self) -> str:
-        return f"move it away to start fresh (RunStore.quarantine() renames it to {DB_FILE}.corrupt-<time>)"
+    def _diagnose(self) -> StoreError | None:
+        """What SQLite says about the file now, reading every page (PRAGMA quick_check); None when healthy."""
+        try:
+            with self._connect() as conn:
+                self._prepare(conn)
+                rows = conn.execute("PRAGMA quick_check").fetchall()
+        except StoreError as err:
+            return err
+        if rows != [("ok",)]:
+            problem = str(rows[0][0])[:200] if rows else "no answer"
+            return StoreError(f"{self.path} is damaged (SQLite quick_check: {problem})", "corrupt")
+        return None
+
+    def check(self, thorough: bool = False) -> StoreError | None:
+        """The store's problem now, or None when it works: for a page that shows a failure from elsewhere.
+
+        `thorough` reads every page (slow on a big store); otherwise one small query.
+        """
+        if thorough:
+            with self._checked_lock, self._file_lock():
+                return self._diagnose()
+        try:
+            with self._open() as conn:
+                conn.execute("SELECT count(*) FROM runs").fetchone()
+        except StoreError as err:
+            return err
+        return None
+
+    def _move_aside(self, label: str) -> Path | None:
+        """Rename the file and its WAL files to ``<name>.<label>-<time>[-wal|-shm]``; the new name, or None."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{DB_FILE}.{label}-{stamp}")
+        n = 1
+        while any(target.with_name(target.name + s).exists() for s in ("", "-wal", "-shm")):
+            target, n = self.path.with_name(f"{DB_FILE}.{label}-{stamp}-{n}"), n + 1
+        moved = None
+        for suffix in ("-wal", "-shm", ""):  # the database last: a reader never sees it without its WAL
+            with suppress(FileNotFoundError):
+                self.path.with_name(DB_FILE + suffix).rename(target.with_name(target.name + suffix))
+                moved = target
+        return moved
 
     def quarantine(self) -> Path | None:
-        """Move a damaged database (and its WAL files) aside to ``<name>.corrupt-<time>``; start empty.
+        """Move a damaged database (and its WAL files) aside to ``<name>.corrupt-<time>``; the store starts empty.
 
-        Returns the new path of the old file, or None when there was none. Call it only when the
-        store raised StoreError: other sessions using the file at that moment lose their handle.
+        Only when SQLite, asked again here, calls the file damaged or not a database: the error a page
+        showed may be stale (another server may have moved the file and started a fresh one since).
+        Otherwise nothing is moved and this raises what is wrong instead (busy, full, read-only, foreign,
+        ...), or a StoreError of kind "refused" when the store works. Returns the new path of the old
+        file, or None when there was none. Sessions reading the file at that moment get an error once.
         """
-        with self._ready_lock:
-            self._ready = False
-            if not self.path.exists():
+        with self._checked_lock, self._file_lock():
+            if self._identity() is None:
                 return None
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            target = self.path.with_name(f"{DB_FILE}.corrupt-{stamp}")
-            n = 1
-            while target.exists():
-                target, n = self.path.with_name(f"{DB_FILE}.corrupt-{stamp}-{n}"), n + 1
-            for suffix in ("-wal", "-shm"):
-                side = self.path.with_name(DB_FILE + suffix)
-                if side.exists():
-                    side.rename(target.with_name(target.name + suffix))
-            self.path.rename(target)
-            return target
+            problem = self._diagnose()
+            if problem is None:
+                raise StoreError(f"{self.path} works (SQLite finds no damage); nothing was moved", "refused")
+            if not problem.can_move_aside:
+                raise problem
+            self._checked = None
+            return self._move_aside("corrupt")
 
     # ---- keys, saving and loading
 
@@ -527,32 +825,43 @@ class RunStore:
         """Store a finished run (every model finished or diverged) in one transaction; returns its key.
 
         A stopped run is refused: it is not what its config produces, so it must not answer for it.
+        When the store cannot take it (full disk, read-only, busy, damaged), the StoreError says the run
+        was not saved, with the store's kind.
         """
         events = list(trainer.skip_events if skip_events is None else skip_events)
         for key, state in trainer.states.items():
-            _expect(state.status in COMPLETE, "save", f"model {key!r} is {state.status}; only finished runs are stored")
-            _expect(bool(_SAFE_NAME.fullmatch(key)), "save", f"model name {key!r} must match {_SAFE_NAME.pattern}")
+            _expect(state.status in COMPLETE, "save", f"model {key!r} is {state.status}; only finished runs are stored",
+                    "refused")  # fmt: skip
+            _expect(bool(_SAFE_NAME.fullmatch(key)), "save", f"model name {key!r} must match {_SAFE_NAME.pattern}",
+                    "refused")  # fmt: skip
         config = _config_dict(trainer.configs, trainer.train, trainer.dataset.config)
         run_key_ = _key(trainer.configs, trainer.train, trainer.dataset.config, events)
         summaries = {
             k: summarize(trainer, history, k) | {"flops": flops_per_example(m, trainer.configs[k])}
             for k, m in trainer.models.items()
         }
-        weights = {
-            k: save_safetensors({n: t.detach().cpu().contiguous() for n, t in m.state_dict().items()})
-            for k, m in trainer.models.items()
-        }
-        blob = zlib.compress(_history_json(history, events).encode(), 6)
-        self._write(run_key_, time.time(), config, summaries, blob, weights)
+        blob = zlib.compress(history_json(history, events).encode(), 6)
+        try:
+            self._write(run_key_, time.time(), config, summaries, blob, model_weights(trainer), "trained")
+        except StoreError as err:
+            raise StoreError(f"The run was not saved. {err}", err.kind) from err
         return run_key_
 
     def _write(
-        self, key: str, created: float, config: dict, summaries: dict, history: bytes, weights: dict[str, bytes]
+        self,
+        key: str,
+        created: float,
+        config: dict,
+        summaries: dict,
+        history: bytes,
+        weights: Mapping[str, bytes],
+        origin: Literal["trained", "imported"],
     ) -> None:
         with self._open() as conn, self._transaction(conn):
             conn.execute("DELETE FROM runs WHERE key = ?", (key,))  # cascades to its weights
             conn.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (key, created, info, config, summaries, history, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     created,
@@ -560,6 +869,7 @@ class RunStore:
                     json.dumps(config),
                     json.dumps(summaries),
                     history,
+                    origin,
                 ),
             )
             conn.executemany("INSERT INTO weights VALUES (?, ?, ?)", [(key, k, w) for k, w in weights.items()])
@@ -571,18 +881,24 @@ class RunStore:
     def get(self, key: str) -> StoredRun | None:
         """The stored run with this key (records and summaries loaded, weights on demand), or None."""
         with self._open() as conn:
-            row = conn.execute("SELECT created, config, summaries, history FROM runs WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT created, config, summaries, history, origin FROM runs WHERE key = ?", (key,)
+            ).fetchone()
         if row is None:
             return None
-        where = f"{self.path}: run {key[:12]}"
+        where = f"{self.path}: run {short_key(key)}"
         try:
-            history_json = zlib.decompress(row[3])
+            configs, train, data = _parse_config(_json_loads(row[1], where), where)
+            history, events = _parse_history(_json_loads(zlib.decompress(row[3]), where), configs, where)
+            summaries = _parse_summaries(_json_loads(row[2], where), configs, where)
         except zlib.error as exc:
-            raise StoreError(f"{where}: damaged history ({exc}); delete the run") from exc
-        configs, train, data = _parse_config(_json_loads(row[1], where), where)
-        history, events = _parse_history(_json_loads(history_json, where), configs, where)
-        summaries = _parse_summaries(_json_loads(row[2], where), configs, where)
-        return StoredRun(key, row[0], data, train, configs, history, summaries, events, weights=self._loader(key))
+            raise StoreError(f"{where}: damaged history ({exc}); delete the run", "damaged_run") from exc
+        except StoreError as err:
+            raise StoreError(f"{err}; delete the run", "damaged_run") from err
+        return StoredRun(
+            key, row[0], data, train, configs, history, summaries, events, weights=self._loader(key),
+            imported=row[4] == "imported",
+        )  # fmt: skip
 
     def _loader(self, key: str) -> Callable[[str], dict[str, torch.Tensor]]:
         def load(model: str) -> dict[str, torch.Tensor]:
@@ -595,16 +911,28 @@ class RunStore:
         with self._open() as conn:
             row = conn.execute("SELECT data FROM weights WHERE key = ? AND model = ?", (key, model)).fetchone()
             config = conn.execute("SELECT config FROM runs WHERE key = ?", (key,)).fetchone()
-        where = f"{self.path}: run {key[:12]} weights of {model!r}"
-        _expect(row is not None and config is not None, where, "not in the store")
-        configs, _, _ = _parse_config(_json_loads(config[0], where), where)
-        return _parse_weights(row[0], configs[model], where)
+        where = f"{self.path}: run {short_key(key)} weights of {model!r}"
+        _expect(row is not None and config is not None, where, "not in the store", "refused")
+        try:
+            configs, _, _ = _parse_config(_json_loads(config[0], where), where)
+            return _parse_weights(row[0], configs[model], where)
+        except StoreError as err:
+            raise StoreError(str(err), "damaged_run") from err
 
     def list_runs(self) -> list[RunInfo]:
         """Every stored run, newest first: metadata only (fast)."""
         with self._open() as conn:
-            rows = conn.execute("SELECT key, created, info FROM runs ORDER BY created DESC").fetchall()
-        return [RunInfo(key=k, created=c, **_json_loads(info, f"{self.path}: run {k[:12]}")) for k, c, info in rows]
+            rows = conn.execute("SELECT key, created, info, origin FROM runs ORDER BY created DESC").fetchall()
+        runs = []
+        for key, created, info, origin in rows:
+            where = f"{self.path}: run {short_key(key)}"
+            try:
+                runs.append(
+                    RunInfo(key=key, created=created, imported=origin == "imported", **_json_loads(info, where))
+                )
+            except (StoreError, TypeError) as exc:
+                raise StoreError(f"{where}: damaged listing ({exc}); delete the run", "damaged_run") from exc
+        return runs
 
     def delete(self, key: str) -> bool:
         """Remove a run and its weights; False if it was not there."""
@@ -614,65 +942,123 @@ class RunStore:
     # ---- export and import
 
     def export(self, key: str, folder: Path | str) -> Path:
-        """Write a run as plain files: manifest.json, config.json, summary.json, records.json (what import
-        reads), steps.csv and layers.csv (for people and spreadsheets), <model>.safetensors."""
+        """Write a run as the exported folder (`archive.write_run_folder`): what `import_run` reads back."""
         run = self.get(key)
-        _expect(run is not None, str(folder), f"no run {key[:12]} in {self.path}")
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key, "created": run.created,
-                    "models": list(run.configs)}  # fmt: skip
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        (out / "config.json").write_text(json.dumps(_config_dict(run.configs, run.train, run.data), indent=2))
-        (out / "summary.json").write_text(json.dumps(run.summaries, indent=2))
-        (out / "records.json").write_text(_history_json(run.history, run.skip_events))
-        run.history.steps_frame().to_csv(out / "steps.csv", index=False)
-        run.history.layers_frame().to_csv(out / "layers.csv", index=False)
+        _expect(run is not None, str(folder), f"no run {short_key(key)} in {self.path}", "refused")
         with self._open() as conn:
-            for model, blob in conn.execute("SELECT model, data FROM weights WHERE key = ?", (key,)):
-                (out / f"{model}.safetensors").write_bytes(blob)
-        return out
+            weights = dict(conn.execute("SELECT model, data FROM weights WHERE key = ?", (key,)).fetchall())
+        manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key, "created": run.created,
+                    "origin": "imported" if run.imported else "trained", "models": list(run.configs)}  # fmt: skip
+        config = _config_dict(run.configs, run.train, run.data)
+        return write_run_folder(Path(folder), manifest, config, run.summaries, run.history, run.skip_events, weights)
+
+    def export_zip(self, key: str) -> bytes:
+        """The exported folder of a run as a zip (one top folder ``resnet-viz-run-<key>``): what `import_zip` takes."""
+        with tempfile.TemporaryDirectory(prefix="resnet-viz-export-") as tmp:
+            return zip_folder(self.export(key, Path(tmp) / f"resnet-viz-run-{short_key(key)}"))
 
     def import_run(self, folder: Path | str) -> str:
-        """Validate an exported folder completely and store it; returns its key. Raises StoreError naming
-        the file and the problem for anything malformed, tampered with or foreign. The CSV files are
-        not read: records.json is the source of truth."""
-        src = Path(folder)
-        _expect(src.is_dir(), str(src), "not a folder (export writes a folder)")
+        """Validate an exported folder completely and store it as an imported run; returns its key.
+
+        See `import_zip`. Raises StoreError (kind "invalid_import", naming the file and field) for
+        anything malformed, tampered with or foreign; the store is then unchanged.
+        """
+        try:
+            members = FolderMembers(folder)
+        except ArchiveError as err:
+            raise StoreError(str(err)) from err
+        return self._import(members)
+
+    def import_zip(self, data: bytes, name: str) -> str:
+        """Validate an exported zip completely and store it as an imported run; returns its key.
+
+        Provenance: the run is kept under ``imported-<sha256 of its content>``, marked imported, so it
+        never replaces or answers for a run this server trained (whose keys come from configs); the
+        same file imported twice is stored once. Every field is checked against its range and against
+        what training writes; the summaries are recomputed from the records (a file whose summary
+        disagrees is refused). Bounded: each member is capped by what its config implies before it is
+        unpacked or parsed, and a run too big to check within IMPORT_MEMORY_BUDGET is refused.
+        """
+        try:
+            members = ZipMembers(data, name)
+        except ArchiveError as err:
+            raise StoreError(f"{name}: {err}") from err
+        try:
+            return self._import(members)
+        finally:
+            members.close()
+
+    def _import(self, members: FolderMembers | ZipMembers) -> str:
+        label = members.label
+
+        def read(name: str, cap: int) -> bytes:
+            try:
+                return members.read(name, cap)
+            except ArchiveError as err:
+                raise StoreError(f"{label}: {err}") from err
 
         def read_json(name: str) -> object:
-            path = src / name
-            _expect(path.is_file(), str(path), "missing")
-            return _json_loads(path.read_bytes(), str(path))
+            return _json_loads(read(name, SMALL_JSON_CAP), f"{label}: {name}")
 
-        manifest = read_json("manifest.json")
-        where = str(src / "manifest.json")
+        where = f"{label}: {MANIFEST}"
+        manifest = read_json(MANIFEST)
         _expect(isinstance(manifest, dict) and manifest.get("format") == FORMAT, where, f"not a {FORMAT} manifest")
+        version = str(manifest.get("schema_version"))[:20]
         _expect(manifest.get("schema_version") == SCHEMA_VERSION, where,
-                f"schema version {manifest.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")  # fmt: skip
-        key, created = manifest.get("key"), manifest.get("created")
-        _expect(isinstance(key, str) and _is_number(created), where, "needs a string key and a numeric created time")
-        config_obj = read_json("config.json")
-        configs, train, data = _parse_config(config_obj, str(src / "config.json"))
-        _check_fitted(configs, data, str(src / "config.json"))
-        history, events = _parse_history(read_json("records.json"), configs, str(src / "records.json"))
+                f"schema version {version}, this version reads {SCHEMA_VERSION}")  # fmt: skip
+        created = manifest.get("created")
+        ok = _is_number(created) and math.isfinite(created) and MIN_CREATED <= created <= time.time() + CLOCK_SKEW_S
+        _expect(ok, f"{where}: created", f"must be a Unix time from 2020 to now, got {str(created)[:40]}")
+
+        where = f"{label}: config.json"
+        configs, train, data = _parse_config(read_json("config.json"), where)
+        _expect(len(configs) <= MAX_IMPORT_MODELS, where, f"at most {MAX_IMPORT_MODELS} models, got {len(configs)}")
+        plan = _plan(configs, train, _check_fitted(configs, data, where))
+        _expect(plan.memory <= IMPORT_MEMORY_BUDGET, where, f"a run this long needs about {plan.memory >> 20} MB "
+                f"to check; imports take up to {IMPORT_MEMORY_BUDGET >> 20} MB (fewer epochs or probes)")  # fmt: skip
+
+        where = f"{label}: records.json"
+        raw = read("records.json", plan.text)
+        _check_records_text(raw, plan, where)
+        obj = _json_loads(raw, where)
+        del raw  # the parsed records replace the text
+        history, events = _parse_history(obj, configs, where)
+        del obj
         for k, cfg in configs.items():
-            _expect((history.layer_names[k], history.block_names[k]) == _names(cfg), str(src / "records.json"),
+            _expect((history.layer_names[k], history.block_names[k]) == _names(cfg), where,
                     f"layer/block names of {k!r} do not match its config")  # fmt: skip
-        summaries = _parse_summaries(read_json("summary.json"), configs, str(src / "summary.json"))
-        _expect(_key(configs, train, data, events) == key, where,
-                "key does not match config.json and records.json (edited, or from another version)")  # fmt: skip
+        _check_records(history, events, plan, where)
+
+        where = f"{label}: summary.json"
+        given = _parse_summaries(read_json("summary.json"), configs, where)
+        summaries = {
+            k: summarize_records(
+                k, cfg, train, plan.per_epoch, [r for r in history.records if r.model == k],
+                history.layer_names[k], str(given[k]["message"]),
+            )
+            for k, cfg in configs.items()
+        }  # fmt: skip
+        _check_summaries(given, summaries, where)
+
         weights = {}
         for k, cfg in configs.items():
-            path = src / f"{k}.safetensors"
-            _expect(path.is_file(), str(path), "missing")
-            blob = path.read_bytes()
-            _parse_weights(blob, cfg, str(path))
-            weights[k] = blob
-        stored = _config_dict(configs, train, data)
-        blob = zlib.compress(_history_json(history, events).encode(), 6)
-        self._write(key, float(created), stored, summaries, blob, weights)
+            name = f"{k}.safetensors"
+            weights[k] = read(name, plan.weights[k])
+            _parse_weights(weights[k], cfg, f"{label}: {name}")
+        config = _config_dict(configs, train, data)
+        text = history_json(history, events)
+        key = _content_key(config, summaries, text, weights)
+        if not self.has(key):  # the same content imported before: nothing to change
+            self._write(key, float(created), config, summaries, zlib.compress(text.encode(), 6), weights, "imported")
         return key
+
+
+def model_weights(trainer: Trainer) -> dict[str, bytes]:
+    """Each model's final state_dict as safetensors bytes (what the store and an exported folder keep)."""
+    return {
+        k: save_safetensors({n: t.detach().cpu().contiguous() for n, t in m.state_dict().items()})
+        for k, m in trainer.models.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -135,9 +135,14 @@ def test_export_import_round_trip(store, trained, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["key"] == key and manifest["schema_version"] == store_module.SCHEMA_VERSION
     other = RunStore(tmp_path / "other")
-    assert other.import_run(folder) == key
-    assert_same_run(other.get(key), trainer, history)
-    assert same_json(other.get(key).summaries, store.get(key).summaries)
+    imported = other.import_run(folder)
+    assert imported.startswith(store_module.IMPORTED_PREFIX) and imported != key  # never under a config key
+    assert other.get(key) is None and other.get(imported).imported and not store.get(key).imported
+    assert_same_run(other.get(imported), trainer, history)
+    assert same_json(other.get(imported).summaries, store.get(key).summaries)
+    assert other.import_run(folder) == imported and len(other.list_runs()) == 1  # the same content: stored once
+    [info] = other.list_runs()
+    assert info.imported and info.key == imported
 
 
 def _edit_json(name, edit):
@@ -182,8 +187,8 @@ def _rename_model(folder):
         (_edit_json("config.json", lambda c: c["models"]["plain"].update(depth=21)), "config.json", "depth"),
         (_edit_json("config.json", lambda c: c["models"]["plain"].update(depth="8")), "config.json", "depth"),
         (_edit_json("config.json", lambda c: c["models"]["plain"].update(in_channels=3)), "config.json", "data"),
-        (_edit_json("config.json", lambda c: c["train"].update(epochs=2)), "manifest.json", "key does not match"),
-        (_edit_json("config.json", lambda c: c["models"].update(residual=c["models"]["plain"])), "manifest", "key"),
+        (_edit_json("config.json", lambda c: c["train"].update(epochs=2)), "records.json", "lr"),
+        (_edit_json("config.json", lambda c: c["models"].update(residual=c["models"]["plain"])), "records", "skip"),
         (_edit_json("records.json", lambda r: r["records"][0].update(loss="low")), "records.json", "loss"),
         (_edit_json("records.json", lambda r: r["records"][0].update(loss=float("inf"))), "records.json", "finite"),
         (_edit_json("records.json", lambda r: r["records"][0].pop("acc")), "records.json", "fields"),
@@ -256,7 +261,7 @@ def test_corrupted_database_is_reported_and_quarantined(store, trained, keep_hea
     fresh = RunStore(store.directory)
     with pytest.raises(StoreError) as err:
         fresh.get(key)
-    assert "not a valid run store" in str(err.value) and "quarantine" in str(err.value)
+    assert err.value.kind == "corrupt" and err.value.can_move_aside
     moved = fresh.quarantine()
     assert moved.exists() and ".corrupt-" in moved.name and not store.path.exists()
     assert fresh.list_runs() == []  # a fresh, empty store
@@ -267,8 +272,9 @@ def test_foreign_sqlite_file_is_refused(store):
     store.directory.mkdir(parents=True)
     with sqlite3.connect(store.path) as conn:
         conn.execute("CREATE TABLE notes (body TEXT)")
-    with pytest.raises(StoreError, match="not a valid run store"):
+    with pytest.raises(StoreError, match="not a run store") as err:
         store.list_runs()
+    assert err.value.kind == "foreign" and not err.value.can_move_aside
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
