@@ -24,9 +24,11 @@ from resnet_viz.models import ConfigError, ModelConfig
 from resnet_viz.store import RunInfo, RunStore, StoreError
 from resnet_viz.sweep import MAX_SEEDS, SweepConfig, SweepJob, SweepView, classroom_sweep
 from resnet_viz.training import TrainConfig
+from resnet_viz.ui.roles import confirm_button, is_teacher, teacher_only
 from resnet_viz.ui.session import session_jobs
 from resnet_viz.ui.store import run_store, store_problem
-from resnet_viz.ui.widgets import DATASET_HELP, MAX_UI_DEPTH, WIDTHS, chart, fmt_seconds
+from resnet_viz.ui.text import safe_text
+from resnet_viz.ui.widgets import DATASET_HELP, WIDTHS, chart, fmt_seconds
 
 JOB_NAME = "depth_sweep"
 REFRESH_SECONDS = 1.0
@@ -125,7 +127,7 @@ def _seed_defaults() -> list[str]:
 def _depth_options(family: str, block: str) -> tuple[str, list[int]]:
     kind = "mlp" if family == "mlp" else block
     probe = ModelConfig(family=family, block=block if family == "cnn" else "basic")
-    return kind, probe.allowed_depths(MAX_UI_DEPTH if family == "cnn" else 64)
+    return kind, probe.allowed_depths()
 
 
 def _sync_depths(kind: str, options: list[int]) -> None:
@@ -364,7 +366,7 @@ def status_line(view: SweepView) -> None:
     elif view.message.startswith(StoreError.__name__):
         store_problem(StoreError(view.message.removeprefix(f"{StoreError.__name__}: ")), K + "sweep.store")
     else:
-        st.error(f"The sweep failed: {view.message}")
+        st.error(f"The sweep failed: {safe_text(view.message)}")
 
 
 def _figures(job: SweepJob, view: SweepView) -> dict[str, Any]:
@@ -543,11 +545,12 @@ def import_section(store: RunStore) -> None:
     if result is None or result[0] != upload.file_id:
         try:
             key = import_zip(store, upload.getvalue(), upload.name)
-            result = (upload.file_id, True, f"Imported run {key[:12]} from {upload.name}.")
+            result = (upload.file_id, True, f"Imported run {key[:12]} from {safe_text(upload.name)}.")
         except StoreError as err:
-            result = (upload.file_id, False, f"Cannot import {upload.name}: {err}")
+            result = (upload.file_id, False, f"Cannot import {safe_text(upload.name)}: {safe_text(err)}")
         except Exception as exc:  # noqa: BLE001 - the library should raise StoreError; never show a traceback
-            result = (upload.file_id, False, f"Cannot import {upload.name}: {type(exc).__name__}: {exc}")
+            problem = safe_text(f"{type(exc).__name__}: {exc}")
+            result = (upload.file_id, False, f"Cannot import {safe_text(upload.name)}: {problem}")
         st.session_state[K + "import.result"] = result
         if result[1]:
             st.rerun()  # list the new run
@@ -581,12 +584,13 @@ def stored_runs(runs: list[RunInfo] | None) -> None:
                 f"· {_model_text(by_key[k])}"
             ),
         )
-        if delete.button("Delete", icon=":material/delete:", key=K + "stored.delete"):
+        question = f"Delete run {safe_text(key[:12])} from the store, for everyone on this server? It cannot be undone."
+        if is_teacher() and confirm_button("Delete", K + "stored.delete", question, delete, icon=":material/delete:"):
             try:
                 removed = store.delete(key)
                 st.session_state[K + "stored.message"] = f"Deleted run {key[:12]}." if removed else "Already gone."
             except StoreError as err:
-                st.session_state[K + "stored.message"] = f"Could not delete: {err}"
+                st.session_state[K + "stored.message"] = f"Could not delete: {safe_text(err)}"
             st.rerun()
         export.download_button(
             "Export",
@@ -597,7 +601,10 @@ def stored_runs(runs: list[RunInfo] | None) -> None:
             key=K + "stored.export",
             on_click="ignore",
         )
-    import_section(store)
+    if is_teacher():
+        import_section(store)
+    else:
+        teacher_only("delete stored runs and import runs")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -621,7 +628,7 @@ def main() -> None:
     if K + "store_error" in st.session_state:
         store_problem(StoreError(st.session_state.pop(K + "store_error")), K + "store.start")
     if K + "error" in st.session_state:
-        st.error(st.session_state.pop(K + "error"))
+        st.error(safe_text(st.session_state.pop(K + "error")))
     run_controls(running)
     st.subheader("Results")
     if job is None:

@@ -223,6 +223,8 @@ def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_z
             archive.write(path, f"run/{path.name}")
     at.selectbox(key="depth.stored.pick").set_value(key).run()
     _button(at, "Delete").click().run()
+    assert len(at.dataframe[-1].value) == 2  # nothing deleted before the confirmation
+    _button(at, "Yes, delete").click().run()
     assert f"Deleted run {key[:12]}." in _texts(at.success)
     assert len(at.dataframe[-1].value) == 1
     at.file_uploader(key="depth.import").set_value(("run.zip", buffer.getvalue(), "application/zip")).run()

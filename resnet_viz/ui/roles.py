@@ -19,6 +19,7 @@ import hmac
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from streamlit import config
@@ -139,20 +140,20 @@ def teacher_only(action: str) -> None:
     st.caption(f"A teacher can {action} here (teacher mode in the sidebar).")
 
 
-def confirm_button(label: str, key: str, question: str, **button_args) -> bool:
+def confirm_button(label: str, key: str, question: str, container: Any = None, **button_args: Any) -> bool:
     """A button for a destructive action: True only after a second, explicit "Yes" click.
 
-    The first click shows `question` (our own wording; escape anything user-supplied in it) with
-    "Yes, <label>" and "Cancel" buttons; the action runs on "Yes".
+    The first click (on the button, drawn in `container` if given) shows `question` at full width,
+    our own wording (escape anything user-supplied in it), with "Yes, <label>" and "Cancel".
     """
     pending = key + ".pending"
     if not st.session_state.get(pending):
-        if st.button(label, key=key, **button_args):
+        if (container or st).button(label, key=key, **button_args):
             st.session_state[pending] = True
             st.rerun()
         return False
     st.warning(question)
-    yes, no = st.columns(2)
+    yes, no, _ = st.columns([1, 1, 3])
     if yes.button(f"Yes, {label.lower()}", key=key + ".yes", type="primary"):
         del st.session_state[pending]
         return True

@@ -11,17 +11,17 @@ import streamlit as st
 
 from resnet_viz.data import DATASETS, DataConfig
 from resnet_viz.jobs import JobView
-from resnet_viz.lab import PRESETS, LabConfig, decode, encode
+from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from
 from resnet_viz.models import ModelConfig
+from resnet_viz.options import OPTIONS, Range
 from resnet_viz.training import TrainConfig
 
 from .session import session_jobs
+from .text import safe_text
 
 STATE_KEY = "lab.config"  # the LabConfig the widgets currently show
-URL_ERRORS_KEY = "lab.url_errors"  # (config decoded from the URL, messages about ignored values)
-WIDTHS = [4, 8, 16, 32, 64]
-BATCH_SIZES = [16, 32, 64, 128, 256, 512]
-MAX_UI_DEPTH = 110
+URL_ERRORS_KEY = "lab.url_errors"  # (config decoded from the URL, issues about values it did not use)
+WIDTHS = list(OPTIONS["width"].ticks)  # the width slider's stops (any width in range is allowed)
 DATASET_HELP = {
     "digits": "scikit-learn's 8x8 handwritten digits, 10 classes",
     "shapes": "generated squares, disks, triangles, crosses with ground-truth masks",
@@ -67,26 +67,34 @@ def _set_widgets(cfg: LabConfig) -> None:
     state[STATE_KEY] = cfg
 
 
-def sync_from_url() -> tuple[LabConfig, list[str], str | None]:
+def sync_from_url() -> tuple[LabConfig, list[UrlIssue], str | None]:
     """The lab config to show: from the URL when it carries a different one, else the session's.
 
-    Returns (config, messages about ignored URL values, preset key if the URL names one).
+    Returns (config, issues about URL values that were not used, preset key if the URL names one).
     """
-    params = st.query_params.to_dict()
+    params = {key: st.query_params.get_all(key) for key in st.query_params}
     current: LabConfig | None = st.session_state.get(STATE_KEY)
-    preset = params.get("preset") if params.get("preset") in PRESETS else None
+    preset, preset_issues = preset_from(params)
     config_params = {k: v for k, v in params.items() if k != "preset"}
-    if current is not None and not config_params and not preset:
+    if current is not None and not config_params and not preset and not preset_issues:
         return current, [], None  # navigation dropped the URL: keep what the user set (written back below)
-    cfg, errors = decode(config_params)
+    cfg, issues = decode(config_params)
     if current is None or cfg != current:
         _set_widgets(cfg)
-        st.session_state[URL_ERRORS_KEY] = (cfg, errors)
+        st.session_state[URL_ERRORS_KEY] = (cfg, preset_issues + issues)
     # Messages about the URL stay up until the user changes the config they were about.
     shown_for, messages = st.session_state.get(URL_ERRORS_KEY, (None, []))
     if preset and PRESETS[preset].config.normalized() != cfg:
         preset = None  # the URL names a preset but carries another config: it is no longer that demo
     return cfg, messages if shown_for == cfg else [], preset
+
+
+def url_issue(issue: UrlIssue) -> None:
+    """One ignored URL value as a warning; the value is shown as literal text (it may be anything)."""
+    st.warning(
+        f"Ignored a value in the URL: {issue.key} {safe_text(issue.problem)}; got '{safe_text(issue.value)}', "
+        f"using {safe_text(issue.used)}."
+    )
 
 
 def write_url(cfg: LabConfig, preset: str | None) -> None:
@@ -107,17 +115,25 @@ def _default(key: str, value: Any) -> None:
 
 
 def _nearest(key: str, options: list[Any]) -> None:
-    """Make the state of a choice widget one of its options (a URL may carry any valid value)."""
+    """Make a choice widget's state one of its options: the nearest depth when the block rule changes."""
     value = st.session_state[key]
     if value not in options:
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        st.session_state[key] = min(options, key=lambda o: abs(o - value)) if numeric else options[0]
+        st.session_state[key] = min(options, key=lambda o: abs(o - value))
 
 
-def _clamped(key: str, low: float, high: float) -> None:
-    """Keep a number widget's state inside its range."""
-    value = st.session_state[key]
-    st.session_state[key] = type(value)(min(max(value, low), high))
+def _stops(key: str, name: str) -> list[float]:
+    """A select slider's stops for setting `name`: its ticks plus the current (allowed) value."""
+    option = OPTIONS[name]
+    assert isinstance(option, Range)
+    return option.options(st.session_state[key])
+
+
+def _number(label: str, key: str, name: str, **kwargs: Any) -> Any:
+    """A number input with the range of setting `name` from the options table."""
+    option = OPTIONS[name]
+    assert isinstance(option, Range)
+    low, high = (int(option.low), int(option.high)) if option.integer else (option.low, option.high)
+    return st.number_input(label, min_value=low, max_value=high, key=key, **kwargs)
 
 
 def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool) -> ModelConfig:
@@ -129,16 +145,15 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
     if not skip_only:
         if cfg.family == "cnn":
             values["block"] = st.radio(
-                "Block", ["basic", "bottleneck"], key=k + "block", horizontal=True, disabled=disabled,
+                "Block", OPTIONS["block"].values, key=k + "block", horizontal=True, disabled=disabled,
                 help="basic: 3x3-3x3 (6n+2 layers); bottleneck: 1x1-3x3-1x1 (9n+2 layers)",
             )  # fmt: skip
         probe = replace(cfg, **values)
-        depths = probe.allowed_depths(MAX_UI_DEPTH if cfg.family == "cnn" else 64)
-        _nearest(k + "depth", depths)  # e.g. the block changed: the nearest valid depth
+        depths = probe.allowed_depths()
+        _nearest(k + "depth", depths)  # the block changed: the nearest depth its rule allows
         values["depth"] = st.select_slider("Depth (weighted layers)", depths, key=k + "depth", disabled=disabled)
-        _nearest(k + "width", WIDTHS)
         values["width"] = st.select_slider(
-            "Width", WIDTHS, key=k + "width", disabled=disabled,
+            "Width", _stops(k + "width", "width"), key=k + "width", disabled=disabled,
             help="channels of the first stage (doubling at each stage) or hidden units of the MLP",
         )  # fmt: skip
     values["skip"] = st.toggle("Skip connections", key=k + "skip", disabled=disabled)
@@ -149,18 +164,19 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
     if skip_only:
         return replace(cfg, **values)
     values["shortcut"] = st.radio(
-        "Shortcut", ["identity", "projection"], key=k + "shortcut", horizontal=True, disabled=disabled,
+        "Shortcut", OPTIONS["shortcut"].values, key=k + "shortcut", horizontal=True, disabled=disabled,
         help="identity: zero-padded where channels grow, no parameters (He et al. option A); "
         "projection: 1x1 conv where the shape changes (option B)",
     )  # fmt: skip
     if values["shortcut"] == "projection" and not values["skip"]:
         st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
-    values["norm"] = st.radio("Normalisation", ["batch", "none"], key=k + "norm", horizontal=True, disabled=disabled)
+    values["norm"] = st.radio("Normalisation", OPTIONS["norm"].values, key=k + "norm", horizontal=True,
+                              disabled=disabled)  # fmt: skip
     values["order"] = st.radio(
-        "Block order", ["post", "pre"], key=k + "order", horizontal=True, disabled=disabled,
+        "Block order", OPTIONS["order"].values, key=k + "order", horizontal=True, disabled=disabled,
         help="post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)",
     )  # fmt: skip
-    values["init"] = st.selectbox("Init", ["kaiming", "xavier", "pytorch"], key=k + "init", disabled=disabled)
+    values["init"] = st.selectbox("Init", OPTIONS["init"].values, key=k + "init", disabled=disabled)
     values["zero_init_last"] = st.checkbox(
         "Zero-init last layer of each block", key=k + "zero_init_last", disabled=disabled,
         help="each residual block starts as the identity (Goyal et al. 2017)",
@@ -179,15 +195,13 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
     )
     values: dict[str, Any] = {"name": name}
     if name in ("digits", "shapes"):
-        sizes = [8, 16, 24, 32]
-        _nearest(k + "input_size", sizes)
         values["input_size"] = st.select_slider(
-            "Image size (px)", sizes, key=k + "input_size", disabled=disabled,
+            "Image size (px)", _stops(k + "input_size", "input_size"), key=k + "input_size", disabled=disabled,
             help="digits are 8x8; larger sizes upsample them (slower: about 2.5x per doubling)",
         )  # fmt: skip
     if name != "digits":
-        _clamped(k + "noise", 0.0, 1.0)
-        values["noise"] = st.slider("Noise", 0.0, 1.0, step=0.05, key=k + "noise", disabled=disabled)
+        noise = OPTIONS["noise"]
+        values["noise"] = st.slider("Noise", noise.low, noise.high, step=0.05, key=k + "noise", disabled=disabled)
     return replace(cfg, **values)
 
 
@@ -195,32 +209,25 @@ def _train_form(cfg: TrainConfig, disabled: bool) -> TrainConfig:
     k = "lab.train."
     for name, value in cfg.to_dict().items():
         _default(k + name, value)
-    for name, low, high in (
-        ("epochs", 1, 1000),
-        ("lr", 1e-5, 1000.0),
-        ("momentum", 0.0, 0.99),
-        ("weight_decay", 0.0, 1.0),
-        ("warmup_steps", 0, 100_000),
-    ):
-        _clamped(k + name, low, high)
-    _nearest(k + "batch_size", BATCH_SIZES)
     v: dict[str, Any] = {}
-    v["epochs"] = st.number_input("Epochs", 1, 1000, step=1, key=k + "epochs", disabled=disabled)
-    v["batch_size"] = st.select_slider("Batch size", BATCH_SIZES, key=k + "batch_size",
+    v["epochs"] = _number("Epochs", k + "epochs", "epochs", step=1, disabled=disabled)
+    v["batch_size"] = st.select_slider("Batch size", _stops(k + "batch_size", "batch_size"), key=k + "batch_size",
                                        disabled=disabled)  # fmt: skip
-    v["optimizer"] = st.radio("Optimizer", ["sgd", "adam"], key=k + "optimizer", horizontal=True, disabled=disabled)
-    v["lr"] = st.number_input(
-        "Learning rate", min_value=1e-5, max_value=1000.0, format="%.4g", key=k + "lr", disabled=disabled,
-        help="from 0.00001 to 1000; above about 1 most nets diverge, and the run stops and says so",
+    v["optimizer"] = st.radio("Optimizer", OPTIONS["optimizer"].values, key=k + "optimizer", horizontal=True,
+                              disabled=disabled)  # fmt: skip
+    v["lr"] = _number(
+        "Learning rate", k + "lr", "lr", format="%.4g", disabled=disabled,
+        help=f"{OPTIONS['lr'].describe()}; above about 1 most nets diverge, and the run stops and says so",
     )  # fmt: skip
     if v["optimizer"] == "sgd":
-        v["momentum"] = st.slider("Momentum", 0.0, 0.99, step=0.01, key=k + "momentum", disabled=disabled)
-    v["weight_decay"] = st.number_input("Weight decay", 0.0, 1.0, format="%.4g", key=k + "weight_decay",
-                                        disabled=disabled)  # fmt: skip
-    v["warmup_steps"] = st.number_input("Warm-up steps", 0, 100_000, key=k + "warmup_steps", disabled=disabled)
-    v["schedule"] = st.radio("LR schedule", ["cosine", "step", "constant"], key=k + "schedule", horizontal=True,
+        momentum = OPTIONS["momentum"]
+        v["momentum"] = st.slider("Momentum", momentum.low, momentum.high, step=0.01, key=k + "momentum",
+                                  disabled=disabled)  # fmt: skip
+    v["weight_decay"] = _number("Weight decay", k + "weight_decay", "weight_decay", format="%.4g", disabled=disabled)
+    v["warmup_steps"] = _number("Warm-up steps", k + "warmup_steps", "warmup_steps", disabled=disabled)
+    v["schedule"] = st.radio("LR schedule", OPTIONS["schedule"].values, key=k + "schedule", horizontal=True,
                              disabled=disabled)  # fmt: skip
-    v["seed"] = st.number_input("Seed", 0, 2**31 - 1, key=k + "seed", disabled=disabled)
+    v["seed"] = _number("Seed", k + "seed", "seed", disabled=disabled)
     return replace(cfg, **v)
 
 
