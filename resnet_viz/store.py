@@ -135,9 +135,10 @@ class StoreError(ValueError):
         return self.kind == "corrupt"
 
 
+_MOVE_ASIDE = "move it aside to start an empty store (the teacher's button in the app, or RunStore.quarantine())"
 _SQLITE_KINDS: dict[int, tuple[StoreErrorKind, str]] = {  # primary result code -> kind, what to do
-    sqlite3.SQLITE_CORRUPT: ("corrupt", "the file is damaged; the teacher can move it aside and start an empty store"),
-    sqlite3.SQLITE_NOTADB: ("corrupt", "not a database; the teacher can move it aside and start an empty store"),
+    sqlite3.SQLITE_CORRUPT: ("corrupt", f"the file is damaged; {_MOVE_ASIDE}"),
+    sqlite3.SQLITE_NOTADB: ("corrupt", f"not a database; {_MOVE_ASIDE}"),
     sqlite3.SQLITE_BUSY: ("busy", "try again in a moment; nothing was changed"),
     sqlite3.SQLITE_LOCKED: ("busy", "try again in a moment; nothing was changed"),
     sqlite3.SQLITE_READONLY: ("readonly", "the store is read-only; make the file and its folder writable"),
@@ -724,28 +725,39 @@ class RunStore:
             yield conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
+        """Check an existing run store, or create (or migrate) one. Writes only when something is missing,
+        so a store that is read-only, or busy with another session's write, can still be read."""
+        if self._layout(conn) == "ready":
+            return
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
         with self._transaction(conn):
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not tables:
+            layout = self._layout(conn)  # again under the write lock: another process may have done it
+            if layout == "empty":
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta VALUES (?, ?)", [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))]
                 )
-                return
-            meta = dict(conn.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
-            hint = "nothing was moved: use another folder (--store DIR or RESNET_VIZ_DATA_DIR), or remove it by hand"
-            if meta.get("format") != FORMAT:
-                raise StoreError(f"{self.path} is a SQLite database but not a run store; {hint}", "foreign")
-            if meta.get("schema_version") != str(SCHEMA_VERSION):
-                raise StoreError(
-                    f"{self.path} is a run store of schema {str(meta.get('schema_version'))[:20]}, this version reads "
-                    f"{SCHEMA_VERSION}; {hint}",
-                    "foreign",
-                )
-            if "origin" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:  # stores from before it
+            elif layout == "old":  # a store from before provenance: its runs were trained here
                 conn.execute("ALTER TABLE runs ADD COLUMN origin TEXT NOT NULL DEFAULT 'trained'")
+
+    def _layout(self, conn: sqlite3.Connection) -> Literal["empty", "old", "ready"]:
+        """What the file holds: nothing yet, a run store without the origin column, or a current run store."""
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return "empty"
+        meta = dict(conn.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
+        hint = "nothing was moved: use another folder (--store DIR or RESNET_VIZ_DATA_DIR), or remove it by hand"
+        if meta.get("format") != FORMAT:
+            raise StoreError(f"{self.path} is a SQLite database but not a run store; {hint}", "foreign")
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path} is a run store of schema {str(meta.get('schema_version'))[:20]}, this version reads "
+                f"{SCHEMA_VERSION}; {hint}",
+                "foreign",
+            )
+        return "ready" if "origin" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")} else "old"
 
     def _diagnose(self) -> StoreError | None:
         """What SQLite says about the file now, reading every page (PRAGMA quick_check); None when healthy."""
@@ -757,7 +769,7 @@ class RunStore:
             return err
         if rows != [("ok",)]:
             problem = str(rows[0][0])[:200] if rows else "no answer"
-            return StoreError(f"{self.path} is damaged (SQLite quick_check: {problem})", "corrupt")
+            return StoreError(f"{self.path} is damaged (SQLite quick_check: {problem}); {_MOVE_ASIDE}", "corrupt")
         return None
 
     def check(self, thorough: bool = False) -> StoreError | None:
@@ -836,10 +848,7 @@ class RunStore:
                     "refused")  # fmt: skip
         config = _config_dict(trainer.configs, trainer.train, trainer.dataset.config)
         run_key_ = _key(trainer.configs, trainer.train, trainer.dataset.config, events)
-        summaries = {
-            k: summarize(trainer, history, k) | {"flops": flops_per_example(m, trainer.configs[k])}
-            for k, m in trainer.models.items()
-        }
+        summaries = trained_summaries(trainer, history)
         blob = zlib.compress(history_json(history, events).encode(), 6)
         try:
             self._write(run_key_, time.time(), config, summaries, blob, model_weights(trainer), "trained")
@@ -1059,6 +1068,25 @@ def model_weights(trainer: Trainer) -> dict[str, bytes]:
         k: save_safetensors({n: t.detach().cpu().contiguous() for n, t in m.state_dict().items()})
         for k, m in trainer.models.items()
     }
+
+
+def trained_summaries(trainer: Trainer, history: History) -> dict[str, dict[str, object]]:
+    """Per model: `summarize` plus forward FLOPs per example, as the store keeps them."""
+    return {
+        k: summarize(trainer, history, k) | {"flops": flops_per_example(m, trainer.configs[k])}
+        for k, m in trainer.models.items()
+    }
+
+
+def export_trained(trainer: Trainer, history: History, folder: Path | str) -> Path:
+    """Write a finished run that was not stored as the exported folder (`RunStore.export`'s format)."""
+    data = trainer.dataset.config
+    events = trainer.skip_events
+    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "created": time.time(), "origin": "trained",
+                "key": _key(trainer.configs, trainer.train, data, events), "models": list(trainer.configs)}  # fmt: skip
+    config = _config_dict(trainer.configs, trainer.train, data)
+    summaries = trained_summaries(trainer, history)
+    return write_run_folder(Path(folder), manifest, config, summaries, history, events, model_weights(trainer))
 
 
 # --------------------------------------------------------------------------------------------------
