@@ -1,10 +1,35 @@
-"""The server's run store (one per process) and a clear way forward when its file is damaged."""
+"""The server's run store (one per process), what each store problem means, and safe timestamps.
+
+A store error is explained by its kind (`StoreError.kind`), never by matching its text. Only a file
+SQLite calls damaged or not a database may be moved aside, only by the teacher, after a confirmation,
+and `RunStore.quarantine` checks the file again before it moves anything: a busy, full or read-only
+store, or one another server has already replaced, is never taken away from the class.
+"""
 
 from __future__ import annotations
+
+import datetime as dt
+import math
 
 import streamlit as st
 
 from resnet_viz.store import RunStore, StoreError
+from resnet_viz.ui.roles import confirm_button, is_teacher, teacher_only
+from resnet_viz.ui.text import safe_text
+
+HEADLINES = {
+    "corrupt": "The run store file is damaged",
+    "foreign": "The run store folder holds another database",
+    "busy": "The run store is busy",
+    "readonly": "The run store is read-only",
+    "full": "The disk of the run store is full",
+    "io": "The run store had a disk error",
+    "missing": "The run store cannot be opened",
+    "damaged_run": "A stored run is damaged",
+    "invalid_import": "The file was not imported",
+    "refused": "The run store refused this",
+}
+_EARLIEST, _LATEST = dt.datetime(1970, 1, 2).timestamp(), dt.datetime(9999, 1, 1).timestamp()
 
 
 @st.cache_resource(show_spinner=False)
@@ -13,11 +38,36 @@ def run_store() -> RunStore:
     return RunStore()
 
 
+def format_time(seconds: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored Unix time as local time, or "unknown time" for one no calendar holds (NaN, inf, 1e308)."""
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or not _EARLIEST <= seconds <= _LATEST:
+        return "unknown time"
+    try:
+        return dt.datetime.fromtimestamp(seconds).strftime(fmt)
+    except (OverflowError, OSError, ValueError):  # platform limits of localtime()
+        return "unknown time"
+
+
 def store_problem(err: StoreError, key: str) -> None:
-    """Explain a store error and offer to move the damaged file aside; nothing computed is lost."""
-    st.error(f"The run store cannot be used: {err}")
-    if st.button("Move the damaged store aside and start an empty one", key=key):
-        moved = run_store().quarantine()
+    """Explain a store error by its kind; offer the teacher to move the file aside only when it is damaged."""
+    st.error(f"{HEADLINES.get(err.kind, 'The run store cannot be used')}: {safe_text(err, 600)}")
+    if not err.can_move_aside:
+        return
+    if not is_teacher():
+        teacher_only("move the damaged store aside")
+        return
+    question = (
+        "Move the damaged store aside and start an empty one? Every session on this server then sees an empty "
+        "store; the old file is kept beside it as runs.sqlite3.corrupt-<time>."
+    )
+    if confirm_button("Move the damaged store aside", key, question, icon=":material/drive_file_move:"):
+        try:
+            moved = run_store().quarantine()
+        except StoreError as again:
+            st.warning(f"Nothing was moved. {HEADLINES.get(again.kind, '')}: {safe_text(again, 600)}")
+            return
         st.success(
-            f"Moved to {moved}. Finished runs will be stored again from now on." if moved else "Nothing to move."
+            f"Moved to {safe_text(moved)}. Finished runs will be stored again from now on."
+            if moved
+            else "Nothing to move: the file is gone already."
         )
