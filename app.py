@@ -8,16 +8,26 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from resnet_viz.jobs import LIMITER
-from resnet_viz.ui.widgets import sidebar_status
+from resnet_viz.ui.roles import teacher_login
+from resnet_viz.ui.run_panel import sidebar_status
+from resnet_viz.ui.session import run_service
+from resnet_viz.ui.shell import shell
 
 PAGES = Path(__file__).parent / "pages"
 
 
-@st.cache_resource(show_spinner=False)
+def _page(file: str, title: str, icon: str) -> st.Page:
+    """A page whose URL path is its file name (`/depth_study`): Streamlit's legacy pages/ mode, which
+    serves a fresh server's first request, finds the same page by that name (see resnet_viz/ui/shell.py)."""
+    return st.Page(PAGES / file, title=title, icon=icon, url_path=Path(file).stem)
+
+
 def configure_torch() -> int:
-    """Once per server: intra-op threads shared fairly by the jobs allowed to train at once."""
-    threads = max(1, (torch.get_num_threads() or 1) // max(1, LIMITER.max_jobs))
+    """Intra-op threads of this script run's thread (each thread has its own): every core while nothing
+    trains, one while runs train, so a page's analysis never oversubscribes the cores they use."""
+    scheduler = run_service().scheduler
+    training, _ = scheduler.counts()
+    threads = 1 if training else scheduler.cores
     torch.set_num_threads(threads)
     return threads
 
@@ -28,29 +38,19 @@ def main() -> None:
     page = st.navigation(
         [
             st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
-            st.Page(PAGES / "lab.py", title="Training lab", icon=":material/monitoring:", url_path="lab"),
-            st.Page(
-                PAGES / "depth_study.py",
-                title="Depth study",
-                icon=":material/stacked_line_chart:",
-                url_path="depth-study",
-            ),
-            st.Page(
-                PAGES / "receptive_fields.py",
-                title="Receptive fields",
-                icon=":material/center_focus_strong:",
-                url_path="receptive-fields",
-            ),
-            st.Page(
-                PAGES / "attributions.py", title="Attributions", icon=":material/visibility:", url_path="attributions"
-            ),
+            _page("lab.py", "Training lab", ":material/monitoring:"),
+            _page("depth_study.py", "Depth study", ":material/stacked_line_chart:"),
+            _page("receptive_fields.py", "Receptive fields", ":material/center_focus_strong:"),
+            _page("attributions.py", "Attributions", ":material/visibility:"),
         ]
     )
     with st.sidebar:
         st.markdown("### resnet-viz")
         st.caption("Why skip connections matter, trained live.")
         sidebar_status()
-    page.run()
+        teacher_login()
+    with shell():
+        page.run()
 
 
 main()

@@ -1,8 +1,8 @@
 """Attributions: what models A and B look at in a test image, by seven Captum methods, and whether to trust it.
 
-Models come from this session's lab run (at a chosen snapshot) or, when there is none, from a quick
-default pair trained here in the background (plain vs residual on shapes, where masks allow
-localisation scores). The default view is one image: two maps and Grad-CAM by stage for each model.
+Models come from this session's lab run (at a chosen snapshot), a stored run, or the server's
+default pair (plain vs residual on shapes, where masks allow localisation scores), trained once
+for the whole server by the run service. The default view is one image: two maps and Grad-CAM by stage for each model.
 The sanity check (Adebayo et al. 2018) and the localisation scores are computed on demand; every heavy
 result is cached in the session per (model weights, images, method, targets), so widgets that do not
 change them redraw at once.
@@ -24,24 +24,15 @@ from torch import nn
 from resnet_viz import attribution as attr
 from resnet_viz.data import DataConfig, Dataset, load_dataset
 from resnet_viz.figures import attribution as figs
-from resnet_viz.jobs import Job
-from resnet_viz.models import ConfigError, ModelConfig
-from resnet_viz.training import TrainConfig, model_at
-from resnet_viz.ui.session import SessionJobs, session_jobs
-from resnet_viz.ui.snapshots import ChosenModel, choose_models
-from resnet_viz.ui.widgets import chart, fmt_seconds, model_label
+from resnet_viz.runs.defaults import SHAPES_PAIR
+from resnet_viz.ui.shell import require_shell
+from resnet_viz.ui.snapshots import DEFAULT, ChosenModel, choose_models
+from resnet_viz.ui.widgets import chart
 
 K = "attributions."  # widget and cache prefix in session_state
-JOB_NAME = "attributions"  # session_jobs().others key of the quick pair
-REFRESH_SECONDS = 1.0
 GALLERY = 16  # test images shown (and scored for localisation)
 SANITY_IMAGES = 8
 MAX_CACHE = 96  # cached results per session (maps are tiny; sanity and localisation tables small)
-QUICK_DATA = DataConfig(name="shapes", input_size=16)
-QUICK_MODELS = {"A": ModelConfig(depth=14, width=16, skip=False), "B": ModelConfig(depth=14, width=16, skip=True)}
-QUICK_TRAIN = TrainConfig(epochs=3, batch_size=64, warmup_steps=10, probe_every=0, max_snapshots=2)
-QUICK_TEXT = "plain vs residual, depth 14, width 16, on shapes 16×16 for 3 epochs"
-LAB, QUICK = "A and B of this session (lab)", "Quick default pair"
 FILTERS = {
     "all": "all test images",
     "A+": "correct for A",
@@ -108,95 +99,8 @@ def from_cache(key: tuple) -> Any:
     return st.session_state.get(K + "cache", {}).get(key)
 
 
-# --------------------------------------------------------------------------------------------------
-# Models: the lab's, or a quick default pair trained here
-
-
-def _use_quick() -> None:
-    st.session_state[K + "pair"] = QUICK
-    st.session_state[K + "pair.chosen"] = QUICK
-
-
-def _remember_pair() -> None:
-    st.session_state[K + "pair.chosen"] = st.session_state[K + "pair"]
-
-
-def quick_progress(job: Job, lab: bool) -> None:
-    """Progress of the quick pair; one full rerun when it ends while watched."""
-    view = job.view()
-    if view.status == "queued":
-        st.info(
-            f"Queued: {view.queue_position} run(s) ahead of the quick pair. The server trains a limited number "
-            "of runs at once; it starts by itself."
-        )
-    fraction = view.step / view.total_steps if view.total_steps else 0.0
-    st.progress(
-        min(1.0, fraction),
-        text=f"{'Training' if lab else 'No lab run in this session: training'} a quick default pair ({QUICK_TEXT}) "
-        f"· step {view.step}/{view.total_steps} · ETA {fmt_seconds(view.eta_seconds)}",
-    )
-    if job.done and st.session_state.get(K + "watching") == id(job):
-        del st.session_state[K + "watching"]
-        st.rerun()
-
-
-def quick_pair(jobs: SessionJobs) -> tuple[dict[str, ChosenModel], DataConfig, str] | None:
-    """The quick pair's final snapshots (fresh copies), training it first if needed; None while it trains."""
-    job = jobs.others.get(JOB_NAME)
-    if job is None:
-        try:
-            job = Job(QUICK_MODELS, QUICK_TRAIN, QUICK_DATA).start()
-        except ConfigError as err:  # cannot happen with the constants above; said plainly if it does
-            st.error(f"Could not set up the quick pair: {err}")
-            return None
-        jobs.others[JOB_NAME] = job
-    if not job.done:
-        st.session_state[K + "watching"] = id(job)
-        st.fragment(run_every=REFRESH_SECONDS)(quick_progress)(job, jobs.lab is not None)
-        return None
-    if job.status != "finished":
-        what = f"failed: {job.message}" if job.status == "failed" else f"was stopped at step {job.view().step}"
-        st.warning(f"The quick default pair {what}.")
-        if st.button("Train the quick pair again", key=K + "quick.retry"):
-            jobs.others.pop(JOB_NAME, None)
-            st.rerun()
-        return None
-    models: dict = st.session_state.setdefault(K + "quick.models", {})
-    if models.get("job") is not job:
-        models.clear()
-        models["job"] = job
-        models["chosen"] = {
-            key: ChosenModel(
-                key, model_label(key, cfg), cfg, model_at(job.trainer, key, job.trainer.snapshots[key][-1]),
-                job.trainer.snapshots[key][-1].step,
-            )
-            for key, cfg in job.trainer.configs.items()
-        }  # fmt: skip
-    view = job.view()
-    seconds = view.records[-1].seconds if view.records else 0.0
-    trained = f"a quick default pair ({QUICK_TEXT}) in {fmt_seconds(seconds)}, final weights at step {view.step}."
-    if jobs.lab is None:
-        description = (
-            f"No lab run in this session: trained {trained} Train your own pair in the Training lab to explain "
-            "it here instead."
-        )
-    else:
-        description = f"Trained {trained} Pick “{LAB}” above to explain the lab's run instead."
-    return models["chosen"], QUICK_DATA, description
-
-
-def pick_models(jobs: SessionJobs) -> tuple[dict[str, ChosenModel], DataConfig, str] | None:
-    if K + "pair" not in st.session_state:
-        st.session_state[K + "pair"] = st.session_state.get(K + "pair.chosen") or (
-            LAB if jobs.lab is not None else QUICK
-        )
-    source = st.radio(
-        "Pair to explain", [LAB, QUICK], key=K + "pair", horizontal=True, on_change=_remember_pair,
-        help=f"The quick default pair is {QUICK_TEXT}, trained here in seconds.",
-    )  # fmt: skip
-    if source == QUICK:
-        return quick_pair(jobs)
-    return choose_models("attributions")
+def _use_default() -> None:
+    st.session_state[K[:-1] + ".source"] = DEFAULT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,7 +321,7 @@ def localisation_section(chosen: dict[str, ChosenModel], fps: dict[str, str], ds
     if ds.masks_test is None:
         st.info(
             f"Localisation scores need a ground-truth mask of the object in each image. Only the shapes dataset "
-            f"has masks; these models were trained on {ds.config.name}, so no scores are shown. Pick the quick "
+            f"has masks; these models were trained on {ds.config.name}, so no scores are shown. Pick the server's "
             "default pair (shapes) at the top to see them."
         )
         return
@@ -469,13 +373,13 @@ def localisation_section(chosen: dict[str, ChosenModel], fps: dict[str, str], ds
 
 
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Attributions")
     st.caption(
         "What each model looks at in a test image, by seven Captum methods, and two checks of the maps "
         "themselves: do they depend on the weights (sanity check), and do they land on the object (localisation)."
     )
-    jobs = session_jobs()
-    picked = pick_models(jobs)
+    picked = choose_models("attributions")
     if picked is None:
         return
     chosen, data, description = picked
@@ -484,9 +388,9 @@ def main() -> None:
         st.info(
             f"These models were trained on {data.name}, 2-D points: their input is two coordinates, not an image, "
             "so there is nothing to draw a map over (the Training lab's decision boundary shows what they learned). "
-            f"The quick default pair ({QUICK_TEXT}) is ready to explain instead."
+            f"The server's default pair ({SHAPES_PAIR.title}) can be explained instead."
         )
-        st.button("Explain the quick default pair", on_click=_use_quick, key=K + "use_quick", type="primary")
+        st.button("Explain the server's default pair", on_click=_use_default, key=K + "use_default", type="primary")
         return
     ds = load_dataset(data)
     fps = {k: fingerprint(c.model) for k, c in chosen.items()}

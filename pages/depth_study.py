@@ -8,11 +8,6 @@ export as a zip or import from one.
 
 from __future__ import annotations
 
-import datetime as dt
-import io
-import tempfile
-import zipfile
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -21,12 +16,14 @@ import streamlit as st
 from resnet_viz.data import DATASETS, DataConfig
 from resnet_viz.figures import depth as figs
 from resnet_viz.models import ConfigError, ModelConfig
-from resnet_viz.store import RunInfo, RunStore, StoreError
+from resnet_viz.store import RunInfo, RunStore, StoreError, short_key
 from resnet_viz.sweep import MAX_SEEDS, SweepConfig, SweepJob, SweepView, classroom_sweep
+from resnet_viz.tasks import ThreadExecutor
 from resnet_viz.training import TrainConfig
 from resnet_viz.ui.roles import confirm_button, is_teacher, teacher_only
 from resnet_viz.ui.session import session_jobs
-from resnet_viz.ui.store import run_store, store_problem
+from resnet_viz.ui.shell import require_shell
+from resnet_viz.ui.store import format_time, run_store, store_problem
 from resnet_viz.ui.text import safe_text
 from resnet_viz.ui.widgets import DATASET_HELP, WIDTHS, chart, fmt_seconds
 
@@ -34,8 +31,6 @@ JOB_NAME = "depth_sweep"
 REFRESH_SECONDS = 1.0
 BATCH_SIZES = [32, 64, 128, 256]
 DEFAULT_DEPTHS = {"basic": [8, 14, 20, 32, 44, 56], "bottleneck": [11, 20, 29, 38, 47, 56], "mlp": [4, 8, 16, 32]}
-MAX_IMPORT_FILES = 64
-MAX_IMPORT_BYTES = 512 * 2**20  # uncompressed; a deep pair with every step's probes stays far below
 K = "depth."  # widget-state prefix
 
 
@@ -51,15 +46,16 @@ def start(config: SweepConfig) -> None:
         old.stop()
     store = run_store()
     try:
-        job = SweepJob(config, store)
+        job = SweepJob(config, jobs.service)
         stored = stored_count(store, config)
     except ConfigError as err:
         st.session_state[K + "error"] = str(err)
         return
     except StoreError as err:
-        st.session_state[K + "store_error"] = str(err)
+        st.session_state[K + "store_error"] = err
         return
-    jobs.others[JOB_NAME] = job.start()
+    jobs.others[JOB_NAME] = job
+    ThreadExecutor().submit(job)
     if stored == len(config.points()):
         job.join(10.0)  # a pure replay takes well under a second: show it finished on the first draw
 
@@ -363,8 +359,8 @@ def status_line(view: SweepView) -> None:
             f"Stopped: {done} finished. Run the same sweep again to resume: the {view.runs_done} finished "
             "runs come back from the store."
         )
-    elif view.message.startswith(StoreError.__name__):
-        store_problem(StoreError(view.message.removeprefix(f"{StoreError.__name__}: ")), K + "sweep.store")
+    elif (problem := run_store().check()) is not None:  # the sweep failed because the store did
+        store_problem(problem, K + "sweep.store")
     else:
         st.error(f"The sweep failed: {safe_text(view.message)}")
 
@@ -474,61 +470,16 @@ def _model_text(info: RunInfo, values: dict[str, float] | None = None) -> str:
 def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "stored": [dt.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M") for r in runs],
+            "stored": [format_time(r.created) for r in runs],
+            "origin": ["imported" if r.imported else "trained here" for r in runs],
             "dataset": [r.dataset for r in runs],
             "epochs": [r.epochs for r in runs],
             "seed": [r.seed for r in runs],
             "models → final training loss": [_model_text(r, r.final_train_loss) for r in runs],
             "status": [", ".join(sorted(set(r.status.values()))) for r in runs],
-            "key": [r.key[:12] for r in runs],
+            "key": [short_key(r.key) for r in runs],
         }
     )
-
-
-def export_zip(store: RunStore, key: str) -> bytes:
-    """The run as a zip of the folder RunStore.export writes (import takes the same zip back)."""
-    with tempfile.TemporaryDirectory(prefix="resnet-viz-export-") as tmp:
-        folder = store.export(key, Path(tmp) / f"resnet-viz-run-{key[:12]}")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.iterdir()):
-                archive.write(path, f"{folder.name}/{path.name}")
-    return buffer.getvalue()
-
-
-def import_zip(store: RunStore, data: bytes, name: str) -> str:
-    """Store the run in an exported zip; returns its key. Anything malformed raises StoreError."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise StoreError(f"{name}: not a zip file ({exc}); export a run on this page to get one") from exc
-    with archive, tempfile.TemporaryDirectory(prefix="resnet-viz-import-") as tmp:
-        members = archive.infolist()
-        if len(members) > MAX_IMPORT_FILES or sum(m.file_size for m in members) > MAX_IMPORT_BYTES:
-            raise StoreError(
-                f"{name}: too large for an exported run (over {MAX_IMPORT_FILES} files or "
-                f"{MAX_IMPORT_BYTES // 2**20} MiB unpacked)"
-            )
-        for member in members:
-            path = PurePosixPath(member.filename)
-            if path.is_absolute() or ".." in path.parts or "\\" in member.filename:
-                raise StoreError(f"{name}: unsafe path {member.filename!r} in the zip")
-        try:
-            archive.extractall(tmp)
-        except (zipfile.BadZipFile, RuntimeError, OSError) as exc:
-            raise StoreError(f"{name}: cannot unpack ({type(exc).__name__}: {exc})") from exc
-        root = Path(tmp)
-        folders = (
-            [root]
-            if (root / "manifest.json").is_file()
-            else [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()]
-        )
-        if len(folders) != 1:
-            raise StoreError(f"{name}: no manifest.json (at the top or in one folder): not an exported run")
-        try:
-            return store.import_run(folders[0])
-        except StoreError as exc:  # name the uploaded file, not the temporary folder
-            raise StoreError(str(exc).replace(str(folders[0]), name)) from exc
 
 
 def import_section(store: RunStore) -> None:
@@ -544,8 +495,8 @@ def import_section(store: RunStore) -> None:
     result = st.session_state.get(K + "import.result")
     if result is None or result[0] != upload.file_id:
         try:
-            key = import_zip(store, upload.getvalue(), upload.name)
-            result = (upload.file_id, True, f"Imported run {key[:12]} from {safe_text(upload.name)}.")
+            key = store.import_zip(upload.getvalue(), upload.name)
+            result = (upload.file_id, True, f"Imported run {short_key(key)} from {safe_text(upload.name)}.")
         except StoreError as err:
             result = (upload.file_id, False, f"Cannot import {safe_text(upload.name)}: {safe_text(err)}")
         except Exception as exc:  # noqa: BLE001 - the library should raise StoreError; never show a traceback
@@ -580,22 +531,24 @@ def stored_runs(runs: list[RunInfo] | None) -> None:
             list(by_key),
             key=K + "stored.pick",
             format_func=lambda k: (
-                f"{k[:12]} · {by_key[k].dataset} · {by_key[k].epochs} ep · seed {by_key[k].seed} "
+                f"{short_key(k)}{' (imported)' if by_key[k].imported else ''} · {by_key[k].dataset} · "
+                f"{by_key[k].epochs} ep · seed {by_key[k].seed} "
                 f"· {_model_text(by_key[k])}"
             ),
         )
-        question = f"Delete run {safe_text(key[:12])} from the store, for everyone on this server? It cannot be undone."
+        question = f"Delete run {short_key(key)} from the store, for everyone on this server? It cannot be undone."
         if is_teacher() and confirm_button("Delete", K + "stored.delete", question, delete, icon=":material/delete:"):
             try:
                 removed = store.delete(key)
-                st.session_state[K + "stored.message"] = f"Deleted run {key[:12]}." if removed else "Already gone."
+                done = f"Deleted run {short_key(key)}." if removed else "Already gone."
+                st.session_state[K + "stored.message"] = done
             except StoreError as err:
                 st.session_state[K + "stored.message"] = f"Could not delete: {safe_text(err)}"
             st.rerun()
         export.download_button(
             "Export",
-            data=lambda: export_zip(store, key),
-            file_name=f"resnet-viz-run-{key[:12]}.zip",
+            data=lambda: store.export_zip(key),
+            file_name=f"resnet-viz-run-{short_key(key)}.zip",
             mime="application/zip",
             icon=":material/download:",
             key=K + "stored.export",
@@ -611,6 +564,7 @@ def stored_runs(runs: list[RunInfo] | None) -> None:
 
 
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Depth study")
     st.markdown(
         "Does a deeper net train better? He et al. (2015) found that **plain** nets get *worse* with depth, on "
@@ -626,7 +580,7 @@ def main() -> None:
         store_problem(err, K + "store.reset")
         runs = None
     if K + "store_error" in st.session_state:
-        store_problem(StoreError(st.session_state.pop(K + "store_error")), K + "store.start")
+        store_problem(st.session_state.pop(K + "store_error"), K + "store.start")
     if K + "error" in st.session_state:
         st.error(safe_text(st.session_state.pop(K + "error")))
     run_controls(running)

@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from resnet_viz.lab import PRESETS, encode
+from resnet_viz.ui.shell import require_shell
 
 ASSETS = Path(__file__).parent.parent / "assets"
 
@@ -33,6 +34,7 @@ def presets() -> None:
 
 
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Why skip connections matter")
     left, right = st.columns([3, 2], gap="large")
     with left:

@@ -10,6 +10,7 @@ from resnet_viz.runs import LiveRun, Replay, RunRefused, RunRequest
 from resnet_viz.store import RunInfo, StoreError
 from resnet_viz.ui.run_panel import charts, skip_sliders, status_line, view_of
 from resnet_viz.ui.session import SessionJobs, session_jobs
+from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.store import format_time, run_store, store_problem
 from resnet_viz.ui.text import safe_text
 from resnet_viz.ui.widgets import lab_form, model_label, sync_from_url, url_issue, write_url
@@ -43,9 +44,9 @@ def reattach(jobs: SessionJobs, cfg: LabConfig) -> None:
 
 def live_panel(jobs: SessionJobs) -> None:
     """Everything that moves while training: redrawn by its fragment timer, the rest of the page stays."""
-    run, cfg = jobs.lab, jobs.lab_config
+    run = jobs.lab
     view = view_of(run)
-    labels = {k: model_label(k, c) for k, c in cfg.models().items()}
+    labels = {k: model_label(k, c) for k, c in run.request.models.items()}
     if isinstance(run, Replay):
         stored = run.run
         st.info(
@@ -55,7 +56,7 @@ def live_panel(jobs: SessionJobs) -> None:
     status_line(view, labels)
     if isinstance(run, LiveRun):
         skip_sliders(jobs, run, view, labels)
-    charts(view, labels, cfg.data)
+    charts(view, labels, run.request.data)
     if run.done and st.session_state.get("lab.watching") == run.id:
         del st.session_state["lab.watching"]
         st.rerun()  # it finished while we watched: one full rerun stops the timer and shows the downloads
@@ -77,7 +78,8 @@ def _describe(info: RunInfo) -> str:
         f"{k}: {'residual' if info.skips[k] else 'plain'} {info.depths[k]} → {info.final_train_loss[k]:.3g}"
         for k in info.depths
     )
-    return f"{format_time(info.created, '%m-%d %H:%M')} · {info.dataset} · {info.epochs} ep · seed {info.seed} · {models}"
+    when = format_time(info.created, "%m-%d %H:%M")
+    return f"{when} · {info.dataset} · {info.epochs} ep · seed {info.seed} · {models}"
 
 
 def stored_runs(jobs: SessionJobs, running: bool) -> None:
@@ -92,7 +94,7 @@ def stored_runs(jobs: SessionJobs, running: bool) -> None:
             st.caption("No stored runs yet. Every lab run that finishes is stored here.")
             return
         by_key = {r.key: r for r in runs}
-        key = st.selectbox("Run", list(by_key), format_func=lambda k: safe_text(_describe(by_key[k])), key="lab.stored")
+        key = st.selectbox("Run", list(by_key), format_func=lambda k: _describe(by_key[k]), key="lab.stored")
         if st.button("Open", key="lab.stored.open", disabled=running,
                      help="Stop the current run first" if running else None):  # fmt: skip
             try:
@@ -101,20 +103,12 @@ def stored_runs(jobs: SessionJobs, running: bool) -> None:
                 st.error(safe_text(err))
                 return
             if stored is not None:
-                models = stored.configs
-                cfg = LabConfig(a=models.get("A", next(iter(models.values()))), b=models.get("B", list(models.values())[-1]),
-                                train=stored.train, data=stored.data, linked=False)  # fmt: skip
-                jobs.watch_lab(Replay(stored), cfg if set(models) == {"A", "B"} else _pair_config(stored))
+                jobs.watch_lab(Replay(stored), None)
             st.rerun()
 
 
-def _pair_config(stored) -> LabConfig:
-    """A stored run of other model keys (a depth-study pair: plain, residual) shown as A and B."""
-    first, *rest = stored.configs.values()
-    return LabConfig(a=first, b=rest[-1] if rest else first, train=stored.train, data=stored.data, linked=False)
-
-
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Training lab")
     jobs = session_jobs()
     cfg, url_errors, preset = sync_from_url()
@@ -146,7 +140,7 @@ def main() -> None:
     if run is None:
         st.info("Press **Train** to train model A and model B side by side, on the same batches from the same start.")
         return
-    if jobs.lab_config != cfg:
+    if jobs.lab_config is not None and jobs.lab_config != cfg:
         st.caption("The charts show the last run; the setup above has changed since. Train again to compare.")
     if running:
         st.session_state["lab.watching"] = run.id

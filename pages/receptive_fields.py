@@ -22,11 +22,12 @@ from resnet_viz.figures import receptive_field as figs
 from resnet_viz.lab import LabConfig
 from resnet_viz.models import ModelConfig, build_model
 from resnet_viz.receptive_field import ERFResult, RFInfo, erf_all_layers, theoretical_rf
+from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
 from resnet_viz.ui.widgets import DATASET_HELP, STATE_KEY, chart, model_label
 
 K = "rf."  # widget-state prefix
-SESSION, QUICK = "This session (lab run or lab setup)", "A CNN pair built here"
+SESSION, QUICK = "Trained models (lab run, stored run, server default)", "A CNN pair built here"
 NOISE, IMAGES = "Noise N(0, 1) (Luo et al.)", "Test images of the dataset"
 DEPTHS = [6 * n + 2 for n in range(1, 10)]  # 8 ... 56, basic blocks
 WIDTHS = [4, 8, 16, 32]
@@ -92,12 +93,16 @@ def quick_pair(note: str | None = None) -> Pair:
     return Pair(models, data, f"A plain and a residual CNN built here from seed {seed}, at initialisation.")
 
 
-def choose_pair() -> Pair:
-    """The session's models (as every analysis page offers them) or a quick pair; MLPs get a CNN pair."""
+def choose_pair() -> Pair | None:
+    """The session's models (as every analysis page offers them) or a quick pair; MLPs get a CNN pair.
+    None while the chosen pair is still training (its progress is shown)."""
     source = st.radio("Source", [SESSION, QUICK], key=K + "origin", horizontal=True)
     if source == QUICK:
         return quick_pair()
-    chosen, data, description = choose_models("rf")
+    picked = choose_models("rf")
+    if picked is None:
+        return None
+    chosen, data, description = picked
     if data.is_image and all(c.config.family == "cnn" for c in chosen.values()):
         return Pair(chosen, data, description)
     return quick_pair(
@@ -241,6 +246,7 @@ def table_section(
 
 
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Receptive fields")
     st.markdown(
         "How many input pixels can a unit see (its **theoretical** receptive field), and how many does it "
@@ -249,6 +255,8 @@ def main() -> None:
     top, right = st.columns([3, 1], gap="large")
     with top:
         pair = choose_pair()
+    if pair is None:
+        return
     with right:
         inputs = st.radio(
             "ERF inputs", [NOISE, IMAGES], key=K + "inputs",

@@ -20,13 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from safetensors.torch import save_file
-
 from .data import DATASETS, POINT_DATASETS, DataConfig
 from .models import CHOICES, ConfigError, ModelConfig
-from .store import RunStore, StoreError, get_or_train
+from .runs import LiveRun, RunRefused, RunRequest, RunService
+from .store import RunStore, StoreError, export_trained, trained_summaries
 from .sweep import BASIC_DEPTHS, SweepConfig, SweepJob, SweepView, classroom_sweep
-from .training import History, StepRecord, TrainConfig, Trainer, summarize
+from .training import StepRecord, TrainConfig, Trainer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,12 +149,13 @@ def run_stored(store: RunStore, models: dict[str, ModelConfig], train: TrainConf
     """Load the run from the store, or train it with a progress bar and store it; returns the StoredRun."""
     bars: list[Progress] = []
 
-    def on_step(trainer: Trainer, records: list[StepRecord]) -> None:
+    def on_step(live: LiveRun, records: list[StepRecord]) -> None:
         if not bars:
-            bars.append(Progress(trainer.total_steps))
+            bars.append(Progress(live.estimate.steps))
         _show_step(bars[0], records)
 
-    run = get_or_train(store, models, train, data, on_step=None if quiet else on_step)
+    service = RunService(store)
+    run = service.fetch(RunRequest(models, train, data), "cli", on_step=None if quiet else on_step)
     if bars:
         bars[0].close()
     if run is not None and run.cached and not quiet:
@@ -163,21 +163,20 @@ def run_stored(store: RunStore, models: dict[str, ModelConfig], train: TrainConf
     return run
 
 
-def write_outputs(out: Path, trainer: Trainer, history: History, summaries: dict[str, dict]) -> None:
-    """config.json, summary.json, steps.csv, layers.csv and <model>.safetensors in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "data": trainer.dataset.config.to_dict(),
-        "train": trainer.train.to_dict(),
-        "models": {k: c.to_dict() for k, c in trainer.configs.items()},
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2))
-    history.steps_frame().to_csv(out / "steps.csv", index=False)
-    history.layers_frame().to_csv(out / "layers.csv", index=False)
-    for key, model in trainer.models.items():
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(out / f"{key}.safetensors"))
+def finite(obj: object) -> object:
+    """`obj` with every non-finite float as None: strict JSON (NaN is not JSON; a diverged run has NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_line(payload: object) -> str:
+    """One line of strict JSON (non-finite numbers as null)."""
+    return json.dumps(finite(payload), allow_nan=False)
 
 
 def _fmt(v: object) -> str:
@@ -212,17 +211,17 @@ def _train(args: argparse.Namespace, models: Callable[[ModelConfig], dict[str, M
             store.export(run.key, Path(args.out))
     else:
         trainer, history = run_training(models(model), train, data, quiet=args.json)
-        summaries = {k: summarize(trainer, history, k) for k in trainer.models}
+        summaries = trained_summaries(trainer, history)
         if args.out:
-            write_outputs(Path(args.out), trainer, history, summaries)
-    if args.json:
-        payload = next(iter(summaries.values())) if len(summaries) == 1 else summaries
-        print(json.dumps(payload))
+            export_trained(trainer, history, Path(args.out))
+    if args.json:  # one summary for train; for compare one per model and the run's status
+        status = "finished" if all(s["status"] == "finished" for s in summaries.values()) else "diverged"
+        print(json_line(next(iter(summaries.values())) if len(summaries) == 1 else {"status": status, **summaries}))
     else:
         print_table(summaries)
         for s in summaries.values():
-            if s["message"]:
-                print(f"{s['model']}: {s['message']}")
+            if s["status"] != "finished":
+                print(f"warning: {s['model']} {s['status']}: {s['message']}", file=sys.stderr)
     return 0
 
 
@@ -319,16 +318,21 @@ def _ctrl_c_stops(job: SweepJob) -> Iterator[None]:
 
 def _sweep(args: argparse.Namespace) -> int:
     config = sweep_config_from_args(args)
+    store = RunStore(args.store)
+    problem = store.check()
+    if problem is not None:  # before any work: a store error is one line and exit status 2
+        raise problem
     bar = None if args.json else SweepProgress()
-    job = SweepJob(config, RunStore(args.store), on_progress=bar.update if bar else None)
+    job = SweepJob(config, RunService(store), on_progress=bar.update if bar else None)
     with _ctrl_c_stops(job):
-        view = job.run()
+        job.run()
+    view = job.view()
     if bar:
         bar.close()
     frame = view.results_frame()
     if args.json:
         results = json.loads(frame.to_json(orient="records"))  # NaN -> null: strict JSON
-        print(json.dumps({"status": view.status, "message": view.message, "results": results}))
+        print(json_line({"status": view.status, "message": view.message, "results": results}))
     elif len(frame):
         cols = [
             "depth",
@@ -343,6 +347,9 @@ def _sweep(args: argparse.Namespace) -> int:
         ]
         print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if view.status == "failed":
+        problem = store.check()
+        if problem is not None:  # the store failed mid-sweep (disk full, file removed, ...)
+            raise problem
         print(f"error: {view.message}", file=sys.stderr)
         return 1
     if view.status == "stopped":
@@ -389,6 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             return _sweep(args)
         return _train(args, lambda m: {"plain": m.with_skip(False), "residual": m.with_skip(True)})
-    except (ConfigError, StoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, StoreError, RunRefused) as err:
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
         return 2
+    except OSError as err:  # --out in a place that cannot be written
+        where = err.filename or getattr(args, "out", None)
+        print(f"error: {_one_line(f'{where}: {err.strerror or err}')}", file=sys.stderr)
+        return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:2000]

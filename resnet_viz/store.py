@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from hashlib import sha256
 from pathlib import Path
 from typing import Literal
@@ -43,7 +43,6 @@ from safetensors.torch import save as save_safetensors
 
 from .archive import MANIFEST, ArchiveError, FolderMembers, ZipMembers, history_json, write_run_folder, zip_folder
 from .data import DataConfig, Dataset, load_dataset
-from .jobs import LIMITER, JobLimiter, JobView
 from .models import (
     ConfigError,
     ModelConfig,
@@ -102,6 +101,14 @@ _SCHEMA = (
     "CREATE TABLE weights (key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, model TEXT NOT NULL, "
     "data BLOB NOT NULL, PRIMARY KEY (key, model))",
 )
+# Results computed from a run (a loss landscape, ...) by kind and settings (canonical JSON); result: zlib-compressed
+# canonical JSON. No foreign key (a live run may be analysed before it is stored); `delete` removes a run's rows.
+_ANALYSES = (
+    "CREATE TABLE IF NOT EXISTS analyses (run_key TEXT NOT NULL, kind TEXT NOT NULL, params TEXT NOT NULL, "
+    "created REAL NOT NULL, result BLOB NOT NULL, PRIMARY KEY (run_key, kind, params))"
+)
+MAX_ANALYSIS_BYTES = 16 * 2**20  # an analysis result's JSON, on write and on read (a 101 x 101 grid pair is ~0.5 MB)
+_ANALYSIS_KIND = re.compile(r"[a-z0-9_.-]{1,64}")
 
 
 StoreErrorKind = Literal[
@@ -559,19 +566,6 @@ class StoredRun:
         events = [alpha for model, _, alpha in self.skip_events if model == key]
         return events[-1] if events else self.configs[key].alpha
 
-    def view(self) -> JobView:
-        """The run as a finished job's view, so the training lab draws a stored run like a live one."""
-        history = self.history
-        states = self.states
-        step = max((s.step for s in states.values()), default=0)
-        per_epoch = self.steps_per_epoch
-        return JobView(
-            status="finished", message="", step=step, total_steps=per_epoch * self.train.epochs,
-            steps_per_epoch=per_epoch, steps_per_second=0.0, eta_seconds=0.0, queue_position=0, states=states,
-            records=history.records, skip_events=list(self.skip_events), layer_names=history.layer_names,
-            block_names=history.block_names,
-        )  # fmt: skip
-
     def model(self, key: str) -> Net:
         """A fresh copy of model `key` with its final weights, in eval mode (weights via safetensors only)."""
         if key not in self.configs:
@@ -944,9 +938,50 @@ class RunStore:
         return runs
 
     def delete(self, key: str) -> bool:
-        """Remove a run and its weights; False if it was not there."""
+        """Remove a run, its weights and its analyses; False if it was not there."""
         with self._open() as conn, self._transaction(conn):
+            conn.execute("DELETE FROM analyses WHERE run_key = ?", (key,))
             return conn.execute("DELETE FROM runs WHERE key = ?", (key,)).rowcount > 0
+
+    # ---- analyses: results computed from a run, cached by kind and settings
+
+    def put_analysis(self, run_key: str, kind: str, params: dict, result: dict) -> None:
+        """Keep `result` (a JSON-able dict, no NaN) for the run `run_key`, `kind` and `params`; replaces an old one."""
+        _expect(bool(_ANALYSIS_KIND.fullmatch(kind)), "put_analysis", f"kind must match {_ANALYSIS_KIND.pattern}; "
+                f"got {kind[:80]!r}", "refused")  # fmt: skip
+        try:
+            text = _canonical(result).encode()
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"put_analysis: {kind} result is not strict JSON ({exc})", "refused") from exc
+        _expect(len(text) <= MAX_ANALYSIS_BYTES, "put_analysis", f"{kind} result of {len(text)} bytes is over the "
+                f"{MAX_ANALYSIS_BYTES} byte limit", "refused")  # fmt: skip
+        row = (run_key, kind, _canonical(params), time.time(), zlib.compress(text, 6))
+        with self._open() as conn, self._transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)", row)
+
+    def get_analysis(self, run_key: str, kind: str, params: dict) -> dict | None:
+        """The result kept for this run, kind and params, or None. A damaged row raises StoreError ("damaged_run")."""
+        with self._open() as conn:
+            row = conn.execute(
+                "SELECT result FROM analyses WHERE run_key = ? AND kind = ? AND params = ?",
+                (run_key, kind, _canonical(params)),
+            ).fetchone()
+        if row is None:
+            return None
+        where = f"{self.path}: {kind} analysis of run {run_key[:12]}"
+        _expect(isinstance(row[0], bytes) and len(row[0]) <= MAX_ANALYSIS_BYTES, where, "too large", "damaged_run")
+        inflate = zlib.decompressobj()
+        try:
+            text = inflate.decompress(row[0], MAX_ANALYSIS_BYTES + 1)
+        except zlib.error as exc:
+            raise StoreError(f"{where}: damaged ({exc})", "damaged_run") from exc
+        _expect(len(text) <= MAX_ANALYSIS_BYTES and inflate.eof, where, "damaged or over the size limit", "damaged_run")
+        try:
+            result = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{where}: not valid JSON ({exc})", "damaged_run") from exc
+        _expect(isinstance(result, dict), where, "must be a JSON object", "damaged_run")
+        return result
 
     # ---- export and import
 
@@ -1087,44 +1122,3 @@ def export_trained(trainer: Trainer, history: History, folder: Path | str) -> Pa
     config = _config_dict(trainer.configs, trainer.train, data)
     summaries = trained_summaries(trainer, history)
     return write_run_folder(Path(folder), manifest, config, summaries, history, events, model_weights(trainer))
-
-
-# --------------------------------------------------------------------------------------------------
-# Load or train
-
-
-def get_or_train(
-    store: RunStore,
-    models: Mapping[str, ModelConfig],
-    train: TrainConfig,
-    data: DataConfig,
-    stop: threading.Event | None = None,
-    limiter: JobLimiter = LIMITER,
-    on_step: Callable[[Trainer, list[StepRecord]], None] | None = None,
-    owner: object | None = None,
-) -> StoredRun | None:
-    """The stored run for these configs, or train it (in this thread, inside a limiter slot) and store it.
-
-    Returns the run (`cached` True when it came from the store), or None when `stop` was set before
-    it finished: a stopped run is not stored. `on_step(trainer, records)` is called after every step;
-    `owner` is who waits in the limiter queue (for its queue position), the trainer by default.
-    """
-    run = store.get(store.key_for(models, train, data))
-    if run is not None:
-        return run
-    stop = stop or threading.Event()
-    trainer = Trainer(models, train, data, stop)
-    if not limiter.acquire(owner or trainer, stop):
-        return None
-    try:
-        history = trainer.history()
-        for records in trainer.run():
-            history.add(records)
-            if on_step is not None:
-                on_step(trainer, records)
-    finally:
-        limiter.release()
-    if any(s.status not in COMPLETE for s in trainer.states.values()):
-        return None
-    stored = store.get(store.save(trainer, history))
-    return replace(stored, cached=False) if stored is not None else None

@@ -7,17 +7,18 @@ improving (Fig. 4 right), and that the residual functions respond more weakly th
 and the residual net of that depth in lockstep (identical init and batches) as one stored run, so a
 rerun, or a class replaying the same sweep, loads finished points from the run store instantly.
 
-Runs go one at a time through the server-wide job limiter, like the training lab's jobs. A sweep can
-be stopped between steps (the interrupted run is not stored) and resumed later: the finished runs
-come back from the store and are reported as cached.
+Runs are requested one at a time from the run service as background work (a run someone watches
+goes first; a point another session is already training is waited for, not trained twice). A sweep
+can be stopped between steps (the interrupted run is not stored) and resumed later: the finished
+runs come back from the store and are reported as cached.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -26,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from .data import DataConfig
-from .jobs import LIMITER, JobLimiter
 from .models import ConfigError, ModelConfig
-from .store import RunStore, StoredRun, get_or_train
-from .training import StepRecord, TrainConfig, Trainer
+from .runs import BACKGROUND, LiveRun, RunRequest, RunService
+from .store import StoredRun
+from .tasks import Task
+from .training import StepRecord, TrainConfig
 
 SweepStatus = Literal["queued", "running", "finished", "stopped", "failed"]
 BASIC_DEPTHS = (8, 14, 20, 32, 44, 56)  # 6n+2 for n = 1, 2, 3, 5, 7, 9: He et al.'s CIFAR family, shrunk
@@ -126,90 +128,66 @@ class SweepView:
         return responses_frame(self.runs)
 
 
-class SweepJob:
-    """Runs a sweep, in the caller's thread (`run()`) or a daemon thread (`start()`); `view()` and
-    `stop()` are safe from any thread. `on_progress(view)` is called after every step and every run."""
+class SweepJob(Task):
+    """Runs a sweep, in the caller's thread (`run()`) or as a background task; `view()` and `stop()`
+    are safe from any thread. `on_progress(view)` is called after every step and every run."""
+
+    name = "sweep"
 
     def __init__(
         self,
         config: SweepConfig,
-        store: RunStore,
-        limiter: JobLimiter = LIMITER,
+        service: RunService,
         on_progress: Callable[[SweepView], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
+        super().__init__(stop)
         self.config = config.validate()
-        self.store = store
-        self.limiter = limiter
+        self.service = service
         self.on_progress = on_progress
-        self.stop_event = stop or threading.Event()
-        self.status: SweepStatus = "queued"
-        self.message = ""
+        self.viewer = f"sweep-{secrets.token_hex(4)}"  # how the run service counts this sweep as a viewer
         self._points = config.points()
         self._lock = threading.Lock()
         self._runs: list[SweepRun] = []
         self._current: tuple[int, int] | None = None
+        self._live: LiveRun | None = None  # the run being trained or waited for
         self._step, self._total_steps, self._run_seconds = 0, 0, 0.0  # the current run's progress
         self._untrained: list[tuple[int, int]] = []  # points not in the store when the sweep started, not done yet
         self._trained_work, self._trained_seconds = 0, 0.0  # depth x steps and seconds of runs trained here
-        self._thread = threading.Thread(target=self.run, name="resnet-viz-sweep", daemon=True)
 
-    def start(self) -> SweepJob:
-        self._thread.start()
-        return self
+    def work(self) -> None:
+        """Train or load every grid point in order."""
+        store = self.service.store
+        self._untrained = [p for p in self._points if not store.has(self._request(*p).key)]
+        for depth, seed in self._points:
+            if self.stop_event.is_set() or not self._run_point(depth, seed):
+                break
+        if len(self._runs) < len(self._points):
+            self.stop_event.set()
+            self.message = f"stopped after {len(self._runs)} of {len(self._points)} runs"
 
-    def stop(self) -> None:
-        """Stop between steps; the interrupted run is not stored, finished ones stay."""
-        self.stop_event.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("finished", "stopped", "failed")
-
-    def run(self) -> SweepView:
-        """Train or load every grid point in order; returns the final view."""
-        try:
-            self.status = "running"
-            self._untrained = [p for p in self._points if not self.store.has(self._key(*p))]
-            for depth, seed in self._points:
-                if self.stop_event.is_set() or not self._run_point(depth, seed):
-                    break
-            finished = len(self._runs) == len(self._points)
-            self.status = "finished" if finished else "stopped"
-            self.message = "" if finished else f"stopped after {len(self._runs)} of {len(self._points)} runs"
-        except Exception as exc:  # a sweep must never take the server down; the UI shows the message
-            self.status, self.message = "failed", f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
+    def on_done(self) -> None:
         with self._lock:
-            self._current = None  # a stopped or failed run leaves nothing in progress
-        return self._notify()
+            self._current, self._live = None, None  # a stopped or failed run leaves nothing in progress
+        self._notify()
 
-    def _key(self, depth: int, seed: int) -> str:
-        return self.store.key_for(self.config.models(depth), self.config.train_for(seed), self.config.data)
+    def _request(self, depth: int, seed: int) -> RunRequest:
+        return RunRequest(self.config.models(depth), self.config.train_for(seed), self.config.data)
 
     def _run_point(self, depth: int, seed: int) -> bool:
         with self._lock:
             self._current, self._step = (depth, seed), 0
         started = time.perf_counter()
-        run = get_or_train(
-            self.store,
-            self.config.models(depth),
-            self.config.train_for(seed),
-            self.config.data,
-            stop=self.stop_event,
-            limiter=self.limiter,
-            on_step=self._on_step,
-            owner=self,
-        )
+        run = self.service.fetch(
+            self._request(depth, seed), self.viewer, self.stop_event, BACKGROUND,
+            on_step=self._on_step, on_wait=self._on_wait,
+        )  # fmt: skip
         if run is None:
             return False
         seconds = time.perf_counter() - started
         with self._lock:
             self._runs.append(SweepRun(depth, seed, run, seconds))
-            self._current = None
+            self._current, self._live = None, None
             if not run.cached:
                 self._trained_work += depth * self._total_steps
                 self._trained_seconds += run.history.records[-1].seconds
@@ -218,9 +196,20 @@ class SweepJob:
         self._notify()
         return True
 
-    def _on_step(self, trainer: Trainer, records: list[StepRecord]) -> None:
+    def _on_step(self, live: LiveRun, records: list[StepRecord]) -> None:
         with self._lock:
-            self._step, self._total_steps, self._run_seconds = records[0].step, trainer.total_steps, records[0].seconds
+            self._live = live
+            self._step, self._total_steps, self._run_seconds = records[0].step, live.estimate.steps, records[0].seconds
+        self._notify()
+
+    def _on_wait(self, live: LiveRun) -> None:
+        """Progress of a run another session started (or of ours while it is queued)."""
+        trainer = live.trainer
+        with self._lock:
+            self._live = live
+            self._total_steps = live.estimate.steps
+            if trainer is not None and live.on_step is None:
+                self._step = trainer.step
         self._notify()
 
     def _eta(self) -> float:
@@ -239,8 +228,9 @@ class SweepJob:
         return max(0.0, remaining) * seconds / work
 
     def view(self) -> SweepView:
-        position = self.limiter.position(self)
         with self._lock:
+            live = self._live
+            position = self.service.scheduler.position(live.ticket)[0] if live is not None and not live.done else 0
             return SweepView(
                 status="queued" if position else self.status,
                 message=self.message,
@@ -264,13 +254,14 @@ class SweepJob:
 
 def run_sweep(
     config: SweepConfig,
-    store: RunStore,
+    service: RunService,
     stop: threading.Event | None = None,
-    limiter: JobLimiter = LIMITER,
     on_progress: Callable[[SweepView], None] | None = None,
 ) -> SweepView:
     """Run a sweep in this thread (CLI, notebooks, tests); returns the final view."""
-    return SweepJob(config, store, limiter, on_progress, stop).run()
+    job = SweepJob(config, service, on_progress, stop)
+    job.run()
+    return job.view()
 
 
 # --------------------------------------------------------------------------------------------------

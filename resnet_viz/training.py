@@ -12,6 +12,7 @@ RNG: batch order comes from its own `torch.Generator`.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -83,6 +84,11 @@ def fit_to_data(cfg: ModelConfig, dataset: Dataset) -> ModelConfig:
     return replace(cfg, **dataset.model_fields()).validate()
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps per pass over `n` examples; a last batch of one example is dropped (BatchNorm needs 2)."""
+    return n // batch_size + (1 if n % batch_size >= 2 else 0)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda was asked for but no CUDA device is present; use auto or cpu")
@@ -136,6 +142,27 @@ class ModelState:
     message: str = ""  # why it stopped (divergence step, error)
 
 
+@dataclass
+class TrainerState:
+    """Everything a run needs to go on exactly where it is, captured between two steps.
+
+    A fork of a shared run starts from this: the same weights, BN statistics, optimizer moments,
+    batch order and schedule position, so its next step is bit-identical to the original's when
+    nothing was changed (on the same device and thread count).
+    """
+
+    step: int  # optimizer steps done
+    elapsed: float  # seconds of training behind it (record.seconds go on from here)
+    models: dict[str, dict[str, torch.Tensor]]  # model -> state_dict copy
+    optimizers: dict[str, dict]  # model -> optimizer state_dict (deep copy)
+    alphas: dict[str, float]  # model -> skip scale in force
+    generator: torch.Tensor  # batch-order RNG state after drawing the current epoch's permutation
+    perm: torch.Tensor | None  # the current epoch's permutation (None before the first step)
+    states: dict[str, ModelState]  # model -> status so far
+    snapshots: dict[str, list[Snapshot]]  # model -> snapshots so far (tensors shared: never mutated)
+    skip_events: list[tuple[str, int, float]]  # live skip changes so far
+
+
 class Trainer:
     """Trains one or more models in lockstep on identical batches."""
 
@@ -145,6 +172,7 @@ class Trainer:
         train: TrainConfig,
         data: DataConfig,
         stop: threading.Event | None = None,
+        start: TrainerState | None = None,
     ) -> None:
         if not models:
             raise ConfigError("models", "needs at least one model")
@@ -161,12 +189,54 @@ class Trainer:
         self.skip_events: list[tuple[str, int, float]] = []  # (model, step it took effect, alpha)
         self._pending_alpha: dict[str, float] = {}
         self._lock = threading.Lock()
-        n = len(self.dataset.y_train)
-        self.steps_per_epoch = n // train.batch_size + (1 if n % train.batch_size >= 2 else 0)
+        self.steps_per_epoch = steps_per_epoch(len(self.dataset.y_train), train.batch_size)
         self.total_steps = self.steps_per_epoch * train.epochs
         self.snapshot_steps = set(
             np.linspace(0, self.total_steps, min(train.max_snapshots, self.total_steps + 1)).round().astype(int)
         )
+        self.optimizers = {key: self._optimizer(model) for key, model in self.models.items()}
+        self.step = 0  # optimizer steps done
+        self._elapsed = 0.0  # seconds of training before this trainer's run() (a fork's parent's time)
+        self._t0: float | None = None  # when run() started
+        self._generator = torch.Generator().manual_seed(train.seed)
+        self._perm: torch.Tensor | None = None
+        if start is not None:
+            self._resume(start)
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        train = self.train
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(
+                model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+            )
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+    def capture(self) -> TrainerState:
+        """A copy of the whole training state; call between steps (e.g. from the loop over `run()`)."""
+        return TrainerState(
+            step=self.step,
+            elapsed=self._elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0),
+            models={k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in self.models.items()},
+            optimizers={k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()},
+            alphas={k: self.skip_scale(k) for k in self.models},
+            generator=self._generator.get_state(),
+            perm=None if self._perm is None else self._perm.clone(),
+            states={k: replace(s) for k, s in self.states.items()},
+            snapshots={k: list(v) for k, v in self.snapshots.items()},
+            skip_events=list(self.skip_events),
+        )
+
+    def _resume(self, state: TrainerState) -> None:
+        for key, model in self.models.items():
+            set_skip_scale(model, state.alphas[key])
+            model.load_state_dict(state.models[key])
+            self.optimizers[key].load_state_dict(copy.deepcopy(state.optimizers[key]))
+        self.step, self._elapsed = state.step, state.elapsed
+        self._generator.set_state(state.generator)
+        self._perm = None if state.perm is None else state.perm.clone()
+        self.states = {k: replace(s) for k, s in state.states.items()}
+        self.snapshots = {k: list(v) for k, v in state.snapshots.items()}
+        self.skip_events = list(state.skip_events)
 
     def history(self) -> History:
         """An empty history whose probe lists follow this run's layer and block names."""
@@ -221,40 +291,36 @@ class Trainer:
         model.train(was_training)
         return total_loss / len(y), correct / len(y)
 
-    def _batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        n = len(self.dataset.y_train)
-        for _ in range(self.train.epochs):
-            perm = torch.randperm(n, generator=generator)
-            for i in range(self.steps_per_epoch):
-                yield perm[i * self.train.batch_size : (i + 1) * self.train.batch_size]
+    def _batch(self, index: int) -> torch.Tensor:
+        """Example indices of 0-based step `index`: a fresh permutation at each epoch start."""
+        i = index % self.steps_per_epoch
+        if i == 0 or self._perm is None:
+            self._perm = torch.randperm(len(self.dataset.y_train), generator=self._generator)
+        return self._perm[i * self.train.batch_size : (i + 1) * self.train.batch_size]
 
     def run(self) -> Iterator[list[StepRecord]]:
-        """Train to the end (or stop/divergence), yielding one record per running model per step."""
-        t0 = time.perf_counter()
+        """Train to the end (or stop/divergence), yielding one record per running model per step.
+
+        Between two yields the trainer is between steps: `capture()` and `set_skip_scale()` are safe there.
+        """
+        self._t0 = time.perf_counter()
         train = self.train
-        opts: dict[str, torch.optim.Optimizer] = {}
-        probes: dict[str, Probe] = {}
+        probes = {key: Probe(model) for key, model in self.models.items()} if train.probe_every else {}
         for key, model in self.models.items():
             model.train()
-            if train.optimizer == "sgd":
-                opts[key] = torch.optim.SGD(
-                    model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-                )
-            else:
-                opts[key] = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-            if train.probe_every:
-                probes[key] = Probe(model)
-            self.states[key].status = "running"
+            if self.states[key].status == "queued":
+                self.states[key].status = "running"
         x_all, y_all = self.dataset.x_train.to(self.device), self.dataset.y_train.to(self.device)
-        self._snapshot_running(0)
+        if self.step == 0:
+            self._snapshot_running(0)
         try:
-            for index, idx in enumerate(self._batches(torch.Generator().manual_seed(train.seed))):
-                if self.stop.is_set():
-                    break
+            while self.step < self.total_steps and not self.stop.is_set():
+                index = self.step
                 step = index + 1
                 self._apply_skip_changes(step)
                 lr = lr_at(train, index, self.total_steps)
-                xb, yb = x_all[idx.to(self.device)], y_all[idx.to(self.device)]
+                idx = self._batch(index).to(self.device)
+                xb, yb = x_all[idx], y_all[idx]
                 armed = bool(train.probe_every) and index % train.probe_every == 0
                 epoch_end = step % self.steps_per_epoch == 0
                 validate = epoch_end or (train.val_every and step % train.val_every == 0)
@@ -262,14 +328,15 @@ class Trainer:
                 for key, model in self.models.items():
                     if self.states[key].status != "running":
                         continue
-                    record = self._step(key, model, opts[key], probes.get(key), armed, xb, yb, lr, step)
+                    record = self._step(key, model, self.optimizers[key], probes.get(key), armed, xb, yb, lr, step)
                     if record is None:
                         continue
                     if validate:
                         record.val_loss, record.val_acc = self.evaluate(key)
-                    record.seconds = time.perf_counter() - t0
+                    record.seconds = self._elapsed + time.perf_counter() - self._t0
                     self.states[key].step = step
                     records.append(record)
+                self.step = step
                 if step in self.snapshot_steps:
                     self._snapshot_running(step)
                 if not records:

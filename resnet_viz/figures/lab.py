@@ -20,12 +20,18 @@ def loss_figure(
     labels: Mapping[str, str],
     skip_events: Sequence[tuple[str, int, float]] = (),
     diverged: Mapping[str, int] | None = None,
+    fork_step: int = 0,
 ) -> go.Figure:
-    """Training loss per step (solid) and validation loss (dashed, markers), log y, both models."""
+    """Training loss per step (solid) and validation loss (dashed, markers), log y, both models.
+
+    `steps` is `History.steps_frame()` or the live chart table (`ChartTables.steps_frame()`, whose
+    training rows are bin means and whose validation rows have no training loss). `fork_step` marks
+    where this run was forked from a shared one.
+    """
     fig = go.Figure()
     for i, (key, label) in enumerate(labels.items()):
         rows = steps[steps.model == key]
-        train = thin(rows)
+        train = thin(rows[rows.loss.notna()])
         fig.add_trace(
             go.Scatter(
                 x=train.step,
@@ -47,6 +53,11 @@ def loss_figure(
             )
         )
     _mark_skip_events(fig, skip_events, labels)
+    if fork_step:
+        fig.add_vline(
+            x=fork_step, line={"color": "#555555", "dash": "dash", "width": 1.5},
+            annotation_text="your copy from here", annotation_position="bottom right",
+        )  # fmt: skip
     for key, step in (diverged or {}).items():
         fig.add_vline(
             x=step, line={"color": color(key), "width": 2}, annotation_text=f"{labels.get(key, key)} diverged"
@@ -67,12 +78,16 @@ def _mark_skip_events(fig: go.Figure, events: Sequence[tuple[str, int, float]], 
 
 
 def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
-    """Training accuracy (smoothed over 10 steps) and validation accuracy, in percent."""
+    """Training accuracy (smoothed over 10 steps) and validation accuracy, in percent.
+
+    The live chart table brings the 10-step mean as ``acc_smooth``; a full steps frame is smoothed here.
+    """
     fig = go.Figure()
     for i, (key, label) in enumerate(labels.items()):
         rows = steps[steps.model == key]
-        smooth = rows.assign(acc=rows.acc.rolling(10, min_periods=1).mean())
-        train = thin(smooth)
+        rows = rows[rows.acc.notna()]
+        mean = rows.acc_smooth if "acc_smooth" in rows else rows.acc.rolling(10, min_periods=1).mean()
+        train = thin(rows.assign(acc=mean))
         fig.add_trace(
             go.Scatter(
                 x=train.step,
@@ -143,8 +158,13 @@ def grad_profile_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.F
 
 
 def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str = "grad_norm") -> go.Figure:
-    """Layer x step heatmap of log10(metric) for each model, one shared colour scale."""
-    rows = layers[layers.metric == metric]
+    """Layer x step heatmap of log10(metric) for each model, one shared colour scale.
+
+    Rows of metric ``<metric>_binned`` (the live chart table: log10 values already binned over steps)
+    are used when present; otherwise the raw rows are logged and binned here.
+    """
+    binned = layers[layers.metric == f"{metric}_binned"]
+    rows = binned.assign(value=10.0**binned.value) if len(binned) else layers[layers.metric == metric]
     keys = list(labels)
     fig = make_subplots(
         rows=1, cols=len(keys), shared_yaxes=False, subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.12

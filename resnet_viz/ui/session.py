@@ -1,21 +1,24 @@
-"""Per-browser-session job registry.
+"""Per-browser-session references to runs, and the server's one run service.
 
-Each browser session (tab) gets its own `SessionJobs` from a session-scoped resource cache, so two
-tabs never see each other's runs, every page of one session sees the same jobs, and training goes on
-while the user switches pages. When the session is released (tab closed), `on_release` stops its jobs
-so no thread outlives its user for long.
+A session does not own training: it holds handles that the server-wide `RunService` gave it (a
+live run it watches, shared with every session that asked for the same run, or a stored run). Each
+session is one viewer with an id. When the session is released (tab closed), `on_release` leaves
+every run it watched (a run stops when its last viewer has gone, after a grace period that lets a
+reloaded tab re-attach) and stops its own background tasks (sweeps, analyses).
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import streamlit as st
 
-from resnet_viz.jobs import Job
 from resnet_viz.lab import LabConfig
-from resnet_viz.store import StoredRun
+from resnet_viz.runs import Handle, RunService
+
+from .store import run_store
 
 SESSION_KEY = "resnet_viz.jobs"
 
@@ -24,32 +27,56 @@ class Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
+@st.cache_resource(show_spinner=False)
+def run_service() -> RunService:
+    """The server's run service: one per process, on the server's run store."""
+    return RunService(run_store())
+
+
 @dataclass
 class SessionJobs:
-    """The jobs of one browser session."""
+    """What one browser session watches and runs."""
 
-    lab: Job | None = None  # the training lab's current run (A and B in lockstep)
-    lab_config: LabConfig | None = None  # the config that run was started with
-    replay: StoredRun | None = None  # a stored run reopened in the lab (shown when no run is live)
-    others: dict[str, Stoppable] = field(default_factory=dict)  # other pages' background work, by name
+    service: RunService  # the server's run service
+    viewer: str = field(default_factory=lambda: f"tab-{secrets.token_hex(6)}")  # this session as a viewer
+    lab: Handle | None = None  # the training lab's run (A and B in lockstep): live or stored
+    lab_config: LabConfig | None = None  # the config of that run
+    pairs: dict[str, Handle] = field(default_factory=dict)  # analysis pages' default pairs, by page
+    others: dict[str, Stoppable] = field(default_factory=dict)  # background tasks of this session, by name
 
-    def stop_all(self) -> None:
-        for job in [self.lab, *self.others.values()]:
-            if job is not None:
-                job.stop()
+    def watch_lab(self, handle: Handle, config: LabConfig) -> None:
+        """Make `handle` this session's lab run; the previous one is left (one live lab run per session)."""
+        if self.lab is not None and self.lab is not handle:
+            self.service.release(self.lab, self.viewer)
+        self.lab, self.lab_config = handle, config
+
+    def leave_lab(self) -> None:
+        if self.lab is not None:
+            self.service.release(self.lab, self.viewer)
+        self.lab, self.lab_config = None, None
+
+    def close(self) -> None:
+        self.service.release_viewer(self.viewer)
+        for task in self.others.values():
+            task.stop()
 
 
-def _release(jobs: SessionJobs) -> None:
-    jobs.stop_all()
+def _release(opened: list[SessionJobs]) -> None:
+    for jobs in opened:
+        jobs.close()
 
 
 @st.cache_resource(scope="session", on_release=_release, show_spinner=False)
-def _session_registry() -> SessionJobs:
-    return SessionJobs()
+def _session_registry() -> list[SessionJobs]:
+    """What this session opened, released with it (a list: a test harness may open several per session id)."""
+    return []
 
 
 def session_jobs() -> SessionJobs:
-    """This browser session's jobs (created on first use; also in session_state for tests)."""
-    jobs = _session_registry()
-    st.session_state[SESSION_KEY] = jobs
+    """This browser session's runs: kept in its session state, closed when the session is released."""
+    jobs = st.session_state.get(SESSION_KEY)
+    if jobs is None:
+        jobs = SessionJobs(run_service())
+        _session_registry().append(jobs)
+        st.session_state[SESSION_KEY] = jobs
     return jobs

@@ -1,11 +1,15 @@
-"""Pick models A and B for analysis pages: from this session's lab run at a stored step, or fresh.
+"""Pick models A and B for analysis pages: this session's lab run, the server's default pair, a stored run,
+or fresh from the lab setup.
 
-Analysis never touches a model a job is training: a snapshot is loaded into a fresh copy
-(`training.model_at`), in eval mode, and cached per (run, model, step) for this session.
+Analysis never touches a model a run is training: a snapshot is loaded into a fresh copy
+(`training.model_at`), in eval mode, and cached per (run, model, step) for this session. The
+server's default pair is requested from the run service like any run: trained once for the whole
+server (every session asking at the same time watches the same training), then replayed from the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -13,14 +17,26 @@ from torch import nn
 
 from resnet_viz.data import DataConfig
 from resnet_viz.lab import LabConfig
-from resnet_viz.models import ModelConfig, build_model
+from resnet_viz.models import ConfigError, ModelConfig, build_model
+from resnet_viz.runs import WATCHED, Handle, LiveRun, Replay, RunRefused
+from resnet_viz.runs.defaults import default_pair
+from resnet_viz.store import StoreError
 from resnet_viz.training import Snapshot, model_at
 
-from .session import session_jobs
+from .run_panel import status_line, view_of
+from .session import SessionJobs, session_jobs
+from .store import format_time, run_store
+from .text import safe_text
 from .widgets import STATE_KEY, model_label
 
-LAB_RUN, FRESH = "Lab run of this session", "Fresh from the lab setup (at initialisation)"
+LAB_RUN, DEFAULT, STORED, FRESH = (
+    "Lab run of this session",
+    "The server's default pair",
+    "A stored run",
+    "Fresh from the lab setup (at initialisation)",
+)
 CACHE_KEY = "snapshots.models"  # session_state: {(run id, model key, step): nn.Module}
+REFRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -37,7 +53,7 @@ class ChosenModel:
     snapshots: list[Snapshot] = field(default_factory=list)  # the run's weight snapshots, by step (may be empty)
 
 
-def _cached(run: int, key: str, step: int, build) -> nn.Module:
+def _cached(run: str, key: str, step: int, build: Callable[[], nn.Module]) -> nn.Module:
     cache: dict = st.session_state.setdefault(CACHE_KEY, {})
     if (run, key, step) not in cache:
         if len(cache) > 8:  # a handful of models at most per session
@@ -46,22 +62,20 @@ def _cached(run: int, key: str, step: int, build) -> nn.Module:
     return cache[(run, key, step)]
 
 
-def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str]:
-    """Widgets to pick the models; returns them, their dataset, and a sentence saying what they are."""
-    jobs = session_jobs()
-    job, cfg = jobs.lab, jobs.lab_config
-    sources = [LAB_RUN, FRESH] if job is not None else [FRESH]
-    source = st.radio("Models", sources, key=f"{page}.source", horizontal=True)
-    if source == FRESH:
-        setup: LabConfig = st.session_state.get(STATE_KEY) or LabConfig().normalized()
-        seed = setup.train.seed
-        chosen = {
-            key: ChosenModel(key, model_label(key, c), c,
-                             _cached(0, f"{key}:{hash(c)}:{seed}", 0, lambda c=c: build_model(c, seed).eval()), 0)
-            for key, c in setup.models().items()
+def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
+    """Models of a run: a stored run's final weights, or a live run's snapshots at a chosen step."""
+    models = run.request.models
+    seed = run.request.train.seed
+    if isinstance(run, Replay):
+        stored = run.run
+        return {
+            key: ChosenModel(key, model_label(key, cfg), cfg,
+                             _cached(stored.key, key, -1, lambda key=key: stored.model(key)),
+                             stored.states[key].step, seed, stored.key)
+            for key, cfg in stored.configs.items()
         }  # fmt: skip
-        return chosen, setup.data, "Freshly built from the lab's setup, at initialisation (no training)."
-    steps = sorted(set.intersection(*({s.step for s in snaps} for snaps in job.trainer.snapshots.values())))
+    trainer = run.trainer
+    steps = sorted(set.intersection(*({s.step for s in snaps} for snaps in trainer.snapshots.values())))
     step = steps[-1]
     if len(steps) > 1:
         step = st.select_slider(
@@ -69,9 +83,97 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str]:
             format_func=lambda s: "init" if s == 0 else str(s),
         )  # fmt: skip
     chosen = {}
-    for key, model_cfg in job.trainer.configs.items():
-        snapshot = next(s for s in job.trainer.snapshots[key] if s.step == step)
-        model = _cached(id(job), key, step, lambda key=key, snapshot=snapshot: model_at(job.trainer, key, snapshot))
-        chosen[key] = ChosenModel(key, model_label(key, cfg.models()[key]), model_cfg, model, step)
-    status = "still training" if not job.done else job.status
-    return chosen, cfg.data, f"The lab run of this session ({status}), at step {step}."
+    for key, cfg in trainer.configs.items():
+        snaps = list(trainer.snapshots[key])
+        snapshot = next(s for s in snaps if s.step == step)
+        model = _cached(run.id, key, step, lambda key=key, snapshot=snapshot: model_at(trainer, key, snapshot))
+        chosen[key] = ChosenModel(key, model_label(key, models[key]), cfg, model, step, seed, run.saved_key, snaps)
+    return chosen
+
+
+def _default_pair(jobs: SessionJobs, page: str) -> Handle | None:
+    pair = default_pair(page)
+    run = jobs.pairs.get(page)
+    if run is None or run.status in ("stopped", "failed"):
+        try:
+            run = jobs.service.request(pair.request, jobs.viewer, WATCHED)
+        except (ConfigError, RunRefused, StoreError) as err:
+            st.error(f"The server's default pair cannot be had now: {safe_text(err, 400)}")
+            return None
+        jobs.pairs[page] = run
+    return run
+
+
+def _progress(run: LiveRun, page: str) -> None:
+    """The default pair while it trains (one training for the whole server); a rerun when it ends."""
+    view = run.view()
+    labels = {k: model_label(k, c) for k, c in run.request.models.items()}
+    status_line(view, labels)
+    if run.done and st.session_state.get(f"{page}.watching") == run.id:
+        del st.session_state[f"{page}.watching"]
+        st.rerun()
+
+
+def _stored(page: str) -> Replay | None:
+    try:
+        runs = run_store().list_runs()
+    except StoreError as err:
+        st.error(f"The run store cannot be read: {safe_text(err, 400)}")
+        return None
+    if not runs:
+        st.info("No stored runs yet: every lab run that finishes is stored.")
+        return None
+    by_key = {r.key: r for r in runs}
+
+    def describe(key: str) -> str:
+        info = by_key[key]
+        models = ", ".join(f"{k}: {'residual' if info.skips[k] else 'plain'} {info.depths[k]}" for k in info.depths)
+        return f"{format_time(info.created, '%m-%d %H:%M')} · {info.dataset} · {models}"
+
+    key = st.selectbox("Stored run", list(by_key), format_func=describe, key=f"{page}.stored")
+    try:
+        stored = run_store().get(key)
+    except StoreError as err:
+        st.error(safe_text(err, 400))
+        return None
+    return Replay(stored) if stored is not None else None
+
+
+def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] | None:
+    """Widgets to pick the models; returns them, their dataset and a sentence saying what they are, or None
+    while the chosen pair is still training (its progress is drawn instead)."""
+    jobs = session_jobs()
+    pair = default_pair(page)
+    sources = ([LAB_RUN] if jobs.lab is not None else []) + [DEFAULT, STORED, FRESH]
+    source = st.radio(
+        "Models", sources, key=f"{page}.source", horizontal=True,
+        help=f"The server's default pair is {pair.title}: trained once for everybody, then kept.",
+    )  # fmt: skip
+    if source == FRESH:
+        setup: LabConfig = st.session_state.get(STATE_KEY) or LabConfig().normalized()
+        seed = setup.train.seed
+        chosen = {
+            key: ChosenModel(key, model_label(key, c), c,
+                             _cached("fresh", f"{key}:{hash(c)}:{seed}", 0, lambda c=c: build_model(c, seed).eval()), 0,
+                             seed)
+            for key, c in setup.models().items()
+        }  # fmt: skip
+        return chosen, setup.data, "Freshly built from the lab's setup, at initialisation (no training)."
+    if source == STORED:
+        replay = _stored(page)
+        if replay is None:
+            return None
+        return _from_handle(replay, page), replay.run.data, f"The stored run {replay.run.key[:10]}, final weights."
+    run = jobs.lab if source == LAB_RUN else _default_pair(jobs, page)
+    if run is None:
+        return None
+    started = isinstance(run, Replay) or (run.trainer is not None and all(run.trainer.snapshots.values()))
+    if not started or (source == DEFAULT and not run.done):  # the default pair is analysed once trained
+        st.session_state[f"{page}.watching"] = run.id
+        st.fragment(run_every=REFRESH_SECONDS)(_progress)(run, page)
+        return None
+    chosen = _from_handle(run, page)
+    what = "this session's lab run" if source == LAB_RUN else f"the server's default pair ({pair.title})"
+    status = "stored" if isinstance(run, Replay) else ("still training" if not run.done else view_of(run).status)
+    step = max(c.step for c in chosen.values())
+    return chosen, run.request.data, f"Models of {what} ({status}), at step {step}."

@@ -10,13 +10,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz.data import DATASETS, DataConfig
-from resnet_viz.jobs import JobView
 from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from
 from resnet_viz.models import ModelConfig
 from resnet_viz.options import OPTIONS, Range
 from resnet_viz.training import TrainConfig
 
-from .session import session_jobs
 from .text import safe_text
 
 STATE_KEY = "lab.config"  # the LabConfig the widgets currently show
@@ -97,10 +95,13 @@ def url_issue(issue: UrlIssue) -> None:
     )
 
 
-def write_url(cfg: LabConfig, preset: str | None) -> None:
+def write_url(cfg: LabConfig, preset: str | None, run_id: str | None = None) -> None:
+    """The config (and the live run this tab watches, so a reload re-attaches to it) into the URL."""
     params = encode(cfg)
     if preset and PRESETS[preset].config.normalized() == cfg:
         params["preset"] = preset
+    if run_id:
+        params["run"] = run_id
     if params != st.query_params.to_dict():
         st.query_params.from_dict(params)
 
@@ -256,28 +257,3 @@ def lab_form(cfg: LabConfig, disabled: bool) -> LabConfig:
     new = LabConfig(a=a, b=b, train=train, data=data, linked=linked).normalized()
     st.session_state[STATE_KEY] = new
     return new
-
-
-# --------------------------------------------------------------------------------------------------
-# Sidebar
-
-
-def _status_text() -> None:
-    job = session_jobs().lab
-    if job is None:
-        st.caption("No training run in this session yet.")
-        return
-    view: JobView = job.view()
-    if view.status == "queued":
-        st.info(f"Lab run queued: position {view.queue_position}")
-    elif view.status == "running":
-        st.info(f"Lab run training: step {view.step}/{view.total_steps}")
-    else:
-        st.caption(f"Lab run {view.status} at step {view.step}/{view.total_steps}.")
-
-
-def sidebar_status() -> None:
-    """The session's lab run in one line, on every page; call inside `with st.sidebar`."""
-    job = session_jobs().lab
-    running = job is not None and not job.done
-    st.fragment(run_every=2.0 if running else None)(_status_text)()

@@ -1,0 +1,283 @@
+"""A run in training: one `Trainer` in a background task, watched by any number of viewers.
+
+The run builds nothing heavy until the scheduler gives it a slot. Then, between every two steps, it
+appends the step to its compact history and chart tables (under a lock, so a viewer's `view()` gets
+a consistent copy at a fixed cost), updates decision boundaries for 2-D data, serves fork requests,
+and asks the scheduler how many threads to use. A finished run is saved to the store.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from ..data import DataConfig
+from ..models import ModelConfig, block_names, layer_names
+from ..probes import decision_grid
+from ..store import COMPLETE, RunStore, StoreError, run_key
+from ..tasks import Task
+from ..training import ModelState, StepRecord, TrainConfig, Trainer, TrainerState
+from .budget import Estimate
+from .scheduler import Scheduler, Ticket
+from .tables import ChartTables, CompactHistory
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What decides a run: its models, recipe (seed included) and data. Its key is the store's key."""
+
+    models: Mapping[str, ModelConfig]  # model key -> config ("A"/"B", "plain"/"residual", ...)
+    train: TrainConfig  # recipe and seed
+    data: DataConfig  # dataset
+
+    @property
+    def key(self) -> str:
+        return run_key(self.models, self.train, self.data)
+
+
+@dataclass
+class RunView:
+    """A consistent copy of a run for drawing; the same for a live run and a stored one."""
+
+    id: str  # the run's id (live runs) or store key prefix (stored runs)
+    status: str  # queued, running, finished, stopped, failed
+    message: str  # why it failed or stopped
+    step: int  # steps done
+    total_steps: int
+    steps_per_epoch: int
+    steps_per_second: float
+    eta_seconds: float
+    queue_position: int  # 1-based place in the queue, 0 unless queued
+    queue_wait_seconds: float  # estimated wait before it starts (queued runs)
+    states: dict[str, ModelState]  # per model: finished / stopped / diverged and why
+    skip_events: list[tuple[str, int, float]]  # (model, step, alpha) of live skip changes
+    steps: pd.DataFrame  # chart rows (ChartTables.steps_frame)
+    layers: pd.DataFrame  # chart rows (ChartTables.layers_frame)
+    viewers: int = 1  # sessions watching it
+    fork_step: int = 0  # the step this run was forked from a shared run at (0: not a fork)
+    boundaries: dict[str, tuple] = field(default_factory=dict)  # 2-D data: model -> (xs, ys, P(class 1))
+    boundary_step: int = 0
+    saved: bool | None = None  # stored when it finished (None while training or when not complete)
+    save_error: str = ""  # why a finished run could not be stored
+
+
+@dataclass
+class ForkSeed:
+    """What a fork starts from: the shared run's state between two steps, and its history so far."""
+
+    state: TrainerState | None  # None when the shared run had not started (the fork starts fresh)
+    history: CompactHistory | None
+
+
+class LiveRun(Task):
+    """One training run; `view()`, `set_skip_scale()`, `capture()` and `stop()` are safe from any thread."""
+
+    name = "run"
+
+    def __init__(
+        self,
+        request: RunRequest,
+        estimate: Estimate,
+        scheduler: Scheduler,
+        ticket: Ticket,
+        store: RunStore | None = None,
+        seed: ForkSeed | None = None,
+        alphas: Mapping[str, float] | None = None,
+        on_step: Callable[[LiveRun, list[StepRecord]], None] | None = None,
+        boundary_every: int = 10,
+    ) -> None:
+        super().__init__()
+        self.id = secrets.token_urlsafe(9)  # unguessable: a URL that names it re-attaches (reload)
+        self.request = request
+        self.key: str | None = None if (seed and seed.state) or alphas else request.key  # None once changed live
+        self.estimate, self.scheduler, self.ticket, self.store = estimate, scheduler, ticket, store
+        self.on_step = on_step
+        self.boundary_every = boundary_every if not request.data.is_image else 0
+        self.viewers: dict[str, int] = {}  # viewer -> priority it asked with
+        self.fork_step = seed.state.step if seed and seed.state else 0
+        self.saved: bool | None = None
+        self.save_error = ""
+        self.saved_key: str | None = None  # the store key it was saved under
+        self.trainer: Trainer | None = None
+        self._seed = seed
+        self._alphas = dict(alphas or {})
+        self._lock = threading.Lock()
+        self._history: CompactHistory | None = seed.history if seed else None
+        self._tables = ChartTables.of(seed.history.history()) if seed and seed.history else None
+        self._boundaries: dict[str, tuple] = {}
+        self._boundary_step = 0
+        self._forks: list[tuple[threading.Event, list[ForkSeed]]] = []
+        self._started = 0.0
+        self._start_step = self.fork_step
+
+    # ---- viewers (the service holds the lock that orders these)
+
+    def attach(self, viewer: str, priority: int) -> None:
+        self.viewers[viewer] = min(priority, self.viewers.get(viewer, priority))
+        self.ticket.priority = min(self.viewers.values())
+
+    def detach(self, viewer: str) -> None:
+        self.viewers.pop(viewer, None)
+        if self.viewers:
+            self.ticket.priority = min(self.viewers.values())
+
+    # ---- the work
+
+    def work(self) -> None:
+        if not self.scheduler.acquire(self.ticket, self.stop_event):
+            return
+        try:
+            self._train()
+        finally:
+            self.scheduler.release(self.ticket)
+            self._serve_forks()  # a fork asked for as it ended starts from where it got to
+
+    def _train(self) -> None:
+        threads = self.ticket.threads
+        torch.set_num_threads(threads)
+        req = self.request
+        state = self._seed.state if self._seed else None
+        self.trainer = trainer = Trainer(req.models, req.train, req.data, self.stop_event, start=state)
+        self._seed = None  # the trainer holds the state now
+        for key, alpha in self._alphas.items():
+            trainer.set_skip_scale(key, alpha)
+        layers = {k: layer_names(m) for k, m in trainer.models.items()}
+        blocks = {k: block_names(m) for k, m in trainer.models.items()}
+        with self._lock:
+            if self._history is None:
+                self._history = CompactHistory(layers, blocks)
+                self._tables = ChartTables(layers, blocks)
+        self._started = time.perf_counter()
+        flops_per_step = self.estimate.train_flops / max(1, self.estimate.steps)
+        for records in trainer.run():
+            with self._lock:
+                self._history.add(records)
+                self._tables.add(records)
+            step = records[0].step
+            if self.boundary_every and (step % self.boundary_every == 0 or step == trainer.total_steps):
+                self._update_boundaries(step)
+            if self.on_step is not None:
+                self.on_step(self, records)
+            self._serve_forks()
+            self.scheduler.progress(self.ticket, flops_per_step * step, time.perf_counter() - self._started)
+            granted = self.scheduler.checkpoint(self.ticket, self.stop_event)
+            if granted and granted != threads:
+                threads = granted
+                torch.set_num_threads(threads)
+        if not self.stop_event.is_set():
+            self._save()
+
+    def _save(self) -> None:
+        trainer = self.trainer
+        if self.store is None or any(s.status not in COMPLETE for s in trainer.states.values()):
+            return
+        try:
+            self.saved_key = self.store.save(trainer, self.history())
+            self.saved = True
+        except StoreError as err:  # the run is kept in memory; the page says it was not stored
+            self.saved, self.save_error = False, str(err)
+
+    def _update_boundaries(self, step: int) -> None:
+        trainer = self.trainer
+        points = trainer.dataset.x_train
+        low = tuple((points.min(0).values - 0.3).tolist())
+        high = tuple((points.max(0).values + 0.3).tolist())
+        grids = {
+            k: decision_grid(m, low, high) for k, m in trainer.models.items() if trainer.states[k].status == "running"
+        }
+        with self._lock:
+            self._boundaries.update(grids)
+            self._boundary_step = step
+
+    # ---- live changes and forks
+
+    def set_skip_scale(self, model: str, alpha: float) -> None:
+        """Change a model's skip scale from the next step on (this run's own viewers only: see the service)."""
+        self.key = None
+        if self.trainer is not None:
+            self.trainer.set_skip_scale(model, alpha)
+        else:
+            self._alphas[model] = alpha
+
+    def skip_scale(self, model: str) -> float:
+        if self.trainer is not None:
+            return self.trainer.skip_scale(model)
+        return self._alphas.get(model, self.request.models[model].alpha)
+
+    def fork_seed(self, timeout: float = 30.0) -> ForkSeed:
+        """The state a fork starts from, taken between two steps by the training thread."""
+        if self.trainer is None and not self.done:
+            return ForkSeed(None, None)  # not started yet: the fork is a fresh run of the same request
+        ready, box = threading.Event(), []
+        with self._lock:
+            self._forks.append((ready, box))
+        if self.done:
+            self._serve_forks()
+        ready.wait(timeout)
+        return box[0] if box else ForkSeed(None, None)
+
+    def _serve_forks(self) -> None:
+        with self._lock:
+            waiting, self._forks = self._forks, []
+        if not waiting:
+            return
+        trainer = self.trainer
+        seed = ForkSeed(trainer.capture(), self._history.up_to(trainer.step)) if trainer else ForkSeed(None, None)
+        for ready, box in waiting:
+            box.append(seed)
+            ready.set()
+
+    # ---- what viewers read
+
+    def history(self):
+        """The full history so far (exact records), for the store and downloads."""
+        with self._lock:
+            compact = self._history
+        return compact.history() if compact is not None else None
+
+    def view(self) -> RunView:
+        with self._lock:
+            steps = self._tables.steps_frame() if self._tables else pd.DataFrame()
+            layers = self._tables.layers_frame() if self._tables else pd.DataFrame()
+            boundaries, boundary_step = dict(self._boundaries), self._boundary_step
+        trainer = self.trainer
+        step = trainer.step if trainer else self.fork_step
+        elapsed = time.perf_counter() - self._started if self._started else 0.0
+        rate = (step - self._start_step) / elapsed if elapsed > 0 and step > self._start_step else 0.0
+        total = self.estimate.steps
+        position, wait = self.scheduler.position(self.ticket)
+        states = (
+            {k: ModelState(s.status, s.step, s.message) for k, s in trainer.states.items()}
+            if trainer
+            else {k: ModelState() for k in self.request.models}
+        )
+        status = "queued" if position or (self.status == "running" and trainer is None) else self.status
+        return RunView(
+            id=self.id,
+            status=status,
+            message=self.message,
+            step=step,
+            total_steps=total,
+            steps_per_epoch=self.estimate.steps_per_epoch,
+            steps_per_second=rate,
+            eta_seconds=(total - step) / rate if rate else float("nan"),
+            queue_position=position,
+            queue_wait_seconds=wait,
+            states=states,
+            skip_events=list(trainer.skip_events) if trainer else [],
+            steps=steps,
+            layers=layers,
+            viewers=len(self.viewers),
+            fork_step=self.fork_step,
+            boundaries=boundaries,
+            boundary_step=boundary_step,
+            saved=self.saved,
+            save_error=self.save_error,
+        )
+

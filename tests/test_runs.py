@@ -1,0 +1,230 @@
+"""The run service: one training per distinct run, viewers, forks, scheduling, budgets, bounded history."""
+
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from resnet_viz.data import DataConfig
+from resnet_viz.models import ModelConfig
+from resnet_viz.runs import BACKGROUND, WATCHED, Limits, LiveRun, Replay, RunRefused, RunRequest, RunService, Scheduler
+from resnet_viz.runs.budget import estimate
+from resnet_viz.runs.tables import ChartTables, CompactHistory
+from resnet_viz.store import RunStore
+from resnet_viz.training import StepRecord, TrainConfig
+
+PAIR = {"A": ModelConfig(depth=8, width=8, skip=False), "B": ModelConfig(depth=8, width=8)}
+REQUEST = RunRequest(PAIR, TrainConfig(epochs=2, warmup_steps=0), DataConfig())
+WAIT = 120.0  # seconds a test waits for a condition before it fails
+
+
+@pytest.fixture
+def service(tmp_path) -> RunService:
+    """One core (runs queue one behind another, one thread each) and no grace period."""
+    return RunService(RunStore(tmp_path), Scheduler(cores=1), grace_seconds=0)
+
+
+def _hold_slot(service: RunService) -> tuple:
+    """Take the only slot, so requests stay queued until `release`."""
+    ticket = service.scheduler.ticket(estimate(PAIR, REQUEST.train, REQUEST.data), WATCHED)
+    assert service.scheduler.acquire(ticket, threading.Event())
+    return ticket
+
+
+def _losses(run, model: str) -> list[float]:
+    return [r.loss for r in run.history().records if r.model == model]
+
+
+def test_same_request_same_run_and_viewers_counted(service):
+    held = _hold_slot(service)
+    first = service.request(REQUEST, "tab-1")
+    second = service.request(REQUEST, "tab-2")
+    assert first is second and service.trainings == 1 and set(first.viewers) == {"tab-1", "tab-2"}
+    # a queued run holds no model or optimizer, says where it is and how long it may wait
+    view = first.view()
+    assert first.trainer is None and view.status == "queued" and view.queue_position == 1
+    service.release(first, "tab-1")
+    assert not first.stop_event.is_set()  # the other viewer still watches
+    service.release(first, "tab-2")
+    assert first.stop_event.is_set() and first.join(WAIT) and first.status == "stopped"
+    service.scheduler.release(held)
+    assert service.live_runs() == []
+
+
+def test_a_stored_run_trains_nothing(service):
+    stored = service.fetch(REQUEST, "cli")
+    assert stored is not None and not stored.cached and service.trainings == 1
+    again = service.request(REQUEST, "tab-1")
+    assert isinstance(again, Replay) and service.trainings == 1
+    assert again.view().step == 20 and again.view().saved
+
+
+def test_fork_keeps_history_and_state(service):
+    reached = threading.Event()
+
+    def on_step(run: LiveRun, records: list[StepRecord]) -> None:
+        if records[0].step >= 3:
+            reached.set()
+
+    shared = service.request(REQUEST, "tab-1", on_step=on_step)
+    assert service.request(REQUEST, "tab-2") is shared
+    assert reached.wait(WAIT)
+    same = service.set_skip_scale(shared, "tab-2", "B", 1.0)  # alpha unchanged: the fork is a bit-exact copy
+    assert same is not shared and same.fork_step >= 3 and set(shared.viewers) == {"tab-1"}
+    service.request(REQUEST, "tab-3")  # attaches to the original, not to a fork
+    assert service.trainings == 2
+    changed = service.set_skip_scale(shared, "tab-3", "B", 0.25)
+    for run in (shared, same, changed):
+        assert run.join(WAIT) and run.status == "finished"
+    k = changed.fork_step
+    # the fork's history up to the fork step is the shared run's; unchanged models go on identically
+    assert _losses(changed, "B")[:k] == _losses(shared, "B")[:k]
+    assert _losses(changed, "A") == _losses(shared, "A")
+    assert _losses(same, "B") == _losses(shared, "B") and _losses(same, "A") == _losses(shared, "A")
+    # the changed model differs from the step after the fork on, and the change is recorded
+    assert _losses(changed, "B")[k] != _losses(shared, "B")[k]
+    assert changed.view().skip_events == [("B", k + 1, 0.25)] and changed.view().fork_step == k
+    assert shared.view().skip_events == []
+    # a fork of a run only one viewer watches is that run itself
+    solo = service.request(RunRequest(PAIR, TrainConfig(epochs=1, warmup_steps=0, seed=5), DataConfig()), "tab-9")
+    assert service.set_skip_scale(solo, "tab-9", "B", 0.5) is solo
+    solo.join(WAIT)
+
+
+def test_watched_runs_go_first_fifo_within_a_level():
+    scheduler = Scheduler(cores=1, limits=Limits.from_env())
+    cost = estimate(PAIR, REQUEST.train, REQUEST.data)
+    holder = scheduler.ticket(cost, WATCHED)
+    assert scheduler.acquire(holder, threading.Event())
+    order: list[str] = []
+    tickets = {"bg1": BACKGROUND, "w1": WATCHED, "bg2": BACKGROUND, "w2": WATCHED}
+    threads = []
+    for name, priority in tickets.items():
+        ticket = scheduler.ticket(cost, priority)
+
+        def work(ticket=ticket, name=name) -> None:
+            scheduler.acquire(ticket, threading.Event())
+            order.append(name)
+            scheduler.release(ticket)
+
+        threads.append(threading.Thread(target=work))
+        threads[-1].start()
+        assert scheduler.wait_until(lambda n=len(threads): scheduler.counts()[1] == n, WAIT)
+    scheduler.release(holder)
+    for t in threads:
+        t.join(WAIT)
+    assert order == ["w1", "w2", "bg1", "bg2"]
+
+
+def test_background_work_yields_to_a_watched_run():
+    scheduler = Scheduler(cores=1)
+    cost = estimate(PAIR, REQUEST.train, REQUEST.data)
+    background, watched = scheduler.ticket(cost, BACKGROUND), scheduler.ticket(cost, WATCHED)
+    stop = threading.Event()
+    assert scheduler.acquire(background, stop)
+    order: list[str] = []
+
+    def watch() -> None:
+        scheduler.acquire(watched, stop)
+        order.append("watched")
+        scheduler.release(watched)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    assert scheduler.wait_until(lambda: scheduler.counts()[1] == 1, WAIT)
+    assert scheduler.checkpoint(background, stop) == 1  # yields, waits for the watched run, goes on
+    order.append("background")
+    thread.join(WAIT)
+    assert order == ["watched", "background"]
+
+
+def test_threads_never_oversubscribe_the_cores():
+    scheduler = Scheduler(cores=2)
+    cnn = estimate(PAIR, REQUEST.train, REQUEST.data)
+    mlp = estimate({"A": ModelConfig(family="mlp", depth=4)}, TrainConfig(), DataConfig(name="spirals"))
+    a, b = scheduler.ticket(cnn, WATCHED), scheduler.ticket(cnn, WATCHED)
+    stop = threading.Event()
+    assert scheduler.acquire(a, stop) and a.threads == 2  # alone: every core
+    assert scheduler.acquire(b, stop) and (a.threads, b.threads) == (1, 1)
+    scheduler.release(a)
+    scheduler.release(b)
+    m1, m2 = scheduler.ticket(mlp, WATCHED), scheduler.ticket(mlp, WATCHED)
+    assert scheduler.acquire(m1, stop) and scheduler.acquire(m2, stop)  # two single-thread MLP runs at once
+    assert (m1.threads, m2.threads) == (1, 1)
+
+
+def test_cost_memory_and_queue_limits_refuse_with_a_message(tmp_path):
+    tight = Limits(max_run_tflop=0.01, max_run_mb=4096, memory_mb=4096, max_queue=8, max_per_viewer=1)
+    service = RunService(RunStore(tmp_path), Scheduler(cores=1, limits=tight), grace_seconds=0)
+    with pytest.raises(RunRefused, match="TFLOP.*Lower the epochs"):
+        service.request(RunRequest(PAIR, TrainConfig(epochs=100), DataConfig()), "tab")
+    small = Limits(max_run_tflop=100, max_run_mb=1, memory_mb=4096, max_queue=8, max_per_viewer=1)
+    service.scheduler.limits = small
+    with pytest.raises(RunRefused, match="MB of memory.*Lower the batch size"):
+        service.request(REQUEST, "tab")
+    service.scheduler.limits = Limits(max_run_tflop=100, max_run_mb=4096, memory_mb=4096, max_queue=8,
+                                      max_per_viewer=1)  # fmt: skip
+    held = _hold_slot(service)
+    first = service.request(REQUEST, "tab")
+    with pytest.raises(RunRefused, match="limit per tab is 1"):
+        service.request(RunRequest(PAIR, TrainConfig(epochs=1, seed=3), DataConfig()), "tab")
+    service.release(first, "tab")
+    service.scheduler.release(held)
+
+
+def test_the_largest_widget_config_is_refused_by_default():
+    """Depth 110, width 64, 32 px, batch 16, 1000 epochs would hold the server for about two weeks."""
+    huge = {"A": ModelConfig(depth=110, width=64, skip=False), "B": ModelConfig(depth=110, width=64)}
+    service = RunService(None, Scheduler(cores=2, limits=Limits.from_env()))
+    with pytest.raises(RunRefused):
+        service.request(RunRequest(huge, TrainConfig(epochs=1000, batch_size=16), DataConfig(input_size=32)), "tab")
+    assert service.trainings == 0
+
+
+def _record(model: str, step: int, layers: int, blocks: int) -> StepRecord:
+    rng = np.random.default_rng(step)
+    probes = {
+        "grad_norm": rng.random(layers, dtype=np.float32).tolist(),
+        "update_ratio": rng.random(layers, dtype=np.float32).tolist(),
+        "block_grad_norm": rng.random(blocks, dtype=np.float32).tolist(),
+        "act_std": rng.random(blocks, dtype=np.float32).tolist(),
+    }
+    val = 0.5 if step % 100 == 0 else None
+    return StepRecord(model, step, step / 100, 0.1, float(np.float32(1 / step)), 0.5, 1.0, 0.01 * step, val, val,
+                      probes)  # fmt: skip
+
+
+def test_history_memory_per_step_is_bounded_and_exact():
+    layers, blocks = [f"l{i}" for i in range(57)], [f"b{i}" for i in range(27)]  # depth 56
+    names = {"A": layers, "B": layers}, {"A": blocks, "B": blocks}
+    compact, tables = CompactHistory(*names), ChartTables(*names)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for step in range(1, 10_001):
+        records = [_record(k, step, len(layers), len(blocks)) for k in ("A", "B")]
+        compact.add(records)
+        tables.add(records)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    per_step = grown / 10_000
+    # about 1.5 KB per step for the pair (float32 probes); Python lists of floats would take about 16 KB
+    assert per_step < 4_000, per_step
+    # the chart tables stay the same size at step 10,000 as at step 600
+    steps = tables.steps_frame()
+    assert (steps[steps.loss.notna()].groupby("model").size() <= 600).all()
+    heat = tables.layers_frame()
+    assert heat[heat.metric == "grad_norm_binned"].step.nunique() <= 240
+    # and the compact history gives back exactly what it was given
+    again = compact.history()
+    assert len(again.records) == 20_000
+    assert again.records[-1] == _record("B", 10_000, len(layers), len(blocks))
+
+
+def test_binned_curve_means_are_exact():
+    tables = ChartTables({"A": ["l"]}, {"A": ["b"]})
+    tables.add([StepRecord("A", s, s, 0.1, float(s), 0.0, 1.0, 0.0) for s in range(1, 1201)])
+    rows = tables.steps_frame()
+    rows = rows[rows.loss.notna()]
+    assert len(rows) == 600 and rows.step.tolist()[:2] == [2, 4]
+    assert rows.loss.tolist()[:2] == [1.5, 3.5]  # each point is the mean of the two steps it covers
