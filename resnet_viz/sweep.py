@@ -208,7 +208,7 @@ class SweepJob(Task):
         with self._lock:
             self._live = live
             self._total_steps = live.estimate.steps
-            if trainer is not None and live.on_step is None:
+            if trainer is not None:
                 self._step = trainer.step
         self._notify()
 

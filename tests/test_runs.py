@@ -110,7 +110,8 @@ def test_watched_runs_go_first_fifo_within_a_level():
 
         threads.append(threading.Thread(target=work))
         threads[-1].start()
-        assert scheduler.wait_until(lambda n=len(threads): scheduler.counts()[1] == n, WAIT)
+        waiting = len(threads)
+        assert scheduler.wait_until(lambda n=waiting: scheduler.counts()[1] == n, WAIT)
     scheduler.release(holder)
     for t in threads:
         t.join(WAIT)
@@ -228,3 +229,23 @@ def test_binned_curve_means_are_exact():
     rows = rows[rows.loss.notna()]
     assert len(rows) == 600 and rows.step.tolist()[:2] == [2, 4]
     assert rows.loss.tolist()[:2] == [1.5, 3.5]  # each point is the mean of the two steps it covers
+
+
+def test_fetch_trains_once_then_loads(service):
+    steps = []
+    first = service.fetch(REQUEST, "cli", on_step=lambda run, records: steps.append(records[0].step))
+    assert not first.cached and service.trainings == 1 and steps == list(range(1, 21))
+    second = service.fetch(REQUEST, "cli")
+    assert second.cached and service.trainings == 1  # loaded from the store, no second training
+    assert second.key == first.key and second.history.records == first.history.records
+
+
+def test_fetch_stopped_stores_nothing(service):
+    stop = threading.Event()
+
+    def stop_after_three(run: LiveRun, records: list[StepRecord]) -> None:
+        if records[0].step == 3:
+            stop.set()
+
+    assert service.fetch(REQUEST, "cli", stop=stop, on_step=stop_after_three) is None
+    assert service.store.list_runs() == []

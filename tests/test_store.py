@@ -13,9 +13,8 @@ from safetensors.torch import load_file, save_file
 
 import resnet_viz.store as store_module
 from resnet_viz.data import DataConfig
-from resnet_viz.jobs import JobLimiter
 from resnet_viz.models import ModelConfig
-from resnet_viz.store import RunStore, StoreError, default_data_dir, get_or_train
+from resnet_viz.store import RunStore, StoreError, default_data_dir
 from resnet_viz.training import TrainConfig, Trainer, summarize, train_models
 
 MODELS = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
@@ -91,34 +90,9 @@ def test_skip_events_are_part_of_the_key_and_restore_alpha(store, trained):
     assert run.model("residual").stage1.block1.alpha == 0.25
 
 
-def test_get_or_train_loads_instead_of_training(store, monkeypatch):
-    built = []
-
-    class CountingTrainer(Trainer):
-        def __init__(self, *args, **kwargs):
-            built.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(store_module, "Trainer", CountingTrainer)
-    steps = []
-    first = get_or_train(store, MODELS, TRAIN, DATA, limiter=JobLimiter(1), on_step=lambda t, r: steps.append(r))
-    assert not first.cached and len(built) == 1 and len(steps) == 10
-    second = get_or_train(store, MODELS, TRAIN, DATA, limiter=JobLimiter(1))
-    assert second.cached and len(built) == 1  # no second Trainer: loaded from the store
-    assert second.key == first.key and second.history.records == first.history.records
-    other_seed = TrainConfig(epochs=1, warmup_steps=0, seed=1)
-    assert store.key_for(MODELS, other_seed, DATA) != first.key  # the seed is part of the key
-
-
-def test_a_stopped_run_is_not_stored(store, trained):
+def test_a_stopped_run_is_not_stored(store):
     stop = threading.Event()
-
-    def stop_after_three(trainer, records):
-        if records[0].step == 3:
-            stop.set()
-
-    assert get_or_train(store, MODELS, TRAIN, DATA, stop=stop, limiter=JobLimiter(1), on_step=stop_after_three) is None
-    assert store.list_runs() == []
+    stop.set()
     trainer = Trainer(MODELS, TRAIN, DATA, stop)
     for _ in trainer.run():
         pass

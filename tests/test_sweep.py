@@ -12,10 +12,11 @@ import pytest
 
 from resnet_viz.cli import main
 from resnet_viz.data import DataConfig
-from resnet_viz.jobs import JobLimiter
 from resnet_viz.models import ConfigError, ModelConfig
+from resnet_viz.runs import RunService, Scheduler
 from resnet_viz.store import RunStore
 from resnet_viz.sweep import RESULT_COLUMNS, SweepConfig, SweepJob, classroom_sweep, run_sweep
+from resnet_viz.tasks import ThreadExecutor
 from resnet_viz.training import TrainConfig
 
 TINY = SweepConfig(
@@ -67,8 +68,9 @@ def test_stop_then_resume_from_the_store(tmp_path):
         if view.runs_done == 1:
             job.stop()
 
-    job = SweepJob(TINY, store, limiter=JobLimiter(1), on_progress=stop_after_first_run)
-    stopped = job.run()
+    job = SweepJob(TINY, RunService(store, Scheduler(cores=1)), on_progress=stop_after_first_run)
+    job.run()
+    stopped = job.view()
     assert stopped.status == "stopped" and stopped.runs_done == 1 and stopped.total_runs == 2
     assert "stopped after 1 of 2" in stopped.message and stopped.current is None
     assert len(store.list_runs()) == 1  # the interrupted depth-14 run was not stored
@@ -76,7 +78,8 @@ def test_stop_then_resume_from_the_store(tmp_path):
     assert [v.step for v in training if v.step] == list(range(1, 11)) and training[-1].total_steps == 10
     assert any(math.isfinite(v.eta_seconds) and v.eta_seconds > 0 for v in training)
 
-    resumed = SweepJob(TINY, store, limiter=JobLimiter(1)).start()  # the page's way: a background thread
+    resumed = SweepJob(TINY, RunService(store, Scheduler(cores=1)))
+    ThreadExecutor().submit(resumed)  # the page's way: a background thread
     resumed.join()
     view = resumed.view()
     assert view.status == "finished" and view.runs_done == 2 and view.cached_runs == 1 and view.eta_seconds == 0
@@ -95,14 +98,14 @@ def test_stop_then_resume_from_the_store(tmp_path):
     assert set(responses.depth) == {14} and len(responses) == 2 * 6  # 6 blocks per depth-14 net, two nets
     assert (responses.act_std > 0).all()
 
-    replay = run_sweep(TINY, store, limiter=JobLimiter(1))
+    replay = run_sweep(TINY, RunService(store))
     assert replay.status == "finished" and replay.cached_runs == 2
 
 
 def test_stop_before_start_trains_nothing(tmp_path):
     stop = threading.Event()
     stop.set()
-    view = run_sweep(TINY, RunStore(tmp_path), stop=stop, limiter=JobLimiter(1))
+    view = run_sweep(TINY, RunService(RunStore(tmp_path)), stop=stop)
     assert view.status == "stopped" and view.runs_done == 0
 
 
@@ -159,7 +162,7 @@ def test_he2015_fig1_degradation_in_the_sweep(tmp_path):
     # training* loss than the 8-layer one (degradation, not overfitting), while the 56-layer ResNet
     # trains fine. Fig. 7: residual functions respond more weakly than the plain net's layers.
     config = SweepConfig(depths=(8, 56), train=TrainConfig(epochs=6), data=DataConfig(name="digits"))
-    view = run_sweep(config, RunStore(tmp_path), limiter=JobLimiter(1))
+    view = run_sweep(config, RunService(RunStore(tmp_path)))
     loss = view.results_frame().set_index(["depth", "model"]).final_train_loss
     assert loss[56, "plain"] > loss[8, "plain"] + 0.5
     assert loss[56, "residual"] < loss[56, "plain"] / 10

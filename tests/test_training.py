@@ -1,6 +1,5 @@
 """Training engine: probes vs autograd, determinism, reference checks, divergence, stop, skip changes."""
 
-import os
 import threading
 
 import pytest
@@ -8,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from resnet_viz.data import DataConfig, load_dataset
-from resnet_viz.jobs import Job, JobLimiter
 from resnet_viz.models import ConfigError, ModelConfig, block_names, build_model, layer_names
 from resnet_viz.probes import residual_output
 from resnet_viz.training import TrainConfig, Trainer, lr_at, model_at, summarize, train_models
@@ -223,59 +221,3 @@ def test_invalid_train_config(kwargs, field):
     with pytest.raises(ConfigError) as err:
         TrainConfig(**kwargs).validate()
     assert err.value.field == field
-
-
-def test_jobs_queue_behind_the_limiter_and_stop(tiny_models, digits):
-    limiter = JobLimiter(1)
-    first_started = threading.Event()
-    first = Job(tiny_models, TrainConfig(epochs=50), digits, limiter=limiter)
-    second = Job(tiny_models, TrainConfig(epochs=1), digits, limiter=limiter)
-    # Block the first job right after its first step so the queue state is deterministic.
-    release = threading.Event()
-    original = first.trainer.run
-
-    def gated_run():
-        for records in original():
-            yield records
-            first_started.set()
-            release.wait()
-
-    first.trainer.run = gated_run
-    first.start()
-    assert first_started.wait(30)
-    second.start()
-    while second.view().queue_position == 0 and second.status == "queued":
-        first_started.wait(0.01)  # yield to the second thread until it has joined the queue
-    view = second.view()
-    assert view.status == "queued" and view.queue_position == 1
-    assert first.view().status == "running" and limiter.running == 1
-    first.stop()
-    release.set()
-    first.join(30)
-    second.join(60)
-    assert first.status == "stopped" and first.view().step < first.trainer.total_steps
-    assert second.status == "finished" and second.view().step == second.trainer.total_steps
-    assert limiter.running == 0
-
-
-def test_job_stopped_while_queued_leaves_the_queue(tiny_models, digits):
-    limiter = JobLimiter(0)  # no slots: the job can only wait
-    job = Job(tiny_models, TrainConfig(epochs=1), digits, limiter=limiter).start()
-    job.stop()
-    job.join(10)
-    assert job.status == "stopped" and job.message == "stopped while queued"
-    assert limiter.position(job) == 0
-
-
-def test_job_threads_one_for_mlps_and_a_core_share_for_cnns(tiny_models, digits):
-    # Measured: a 32-layer MLP in a worker thread trained 25x slower on 2 threads than on 1.
-    seen = {}
-
-    def record(job: Job) -> None:  # runs in the job's own thread
-        seen[job.trainer.dataset.family] = torch.get_num_threads()
-
-    mlp = {"m": ModelConfig(family="mlp", depth=4, width=8)}
-    Job(mlp, TrainConfig(epochs=1), DataConfig(name="moons"), limiter=JobLimiter(2), on_done=record).start().join(60)
-    Job(tiny_models, TrainConfig(epochs=1), digits, limiter=JobLimiter(2), on_done=record).start().join(60)
-    assert seen["mlp"] == 1
-    assert seen["cnn"] == max(1, (os.cpu_count() or 1) // 2)

@@ -244,17 +244,24 @@ class RunService:
         """The stored run for `request`, training it (or waiting for the run training it) first.
 
         Returns None when `stop` was set first or the run did not finish complete (stopped, failed).
-        `on_wait(run)` is called about every half second while waiting (progress of an attached run).
+        `on_wait(run)` is called about every half second while waiting for a run another viewer started.
         """
         stop = stop or threading.Event()
-        handle = self.request(request, viewer, priority, on_step=on_step)
+
+        def step(run: LiveRun, records: list[StepRecord]) -> None:  # in the run's thread: stop at the next step
+            if on_step is not None:
+                on_step(run, records)
+            if stop.is_set():
+                self.release(run, viewer, grace=False)
+
+        handle = self.request(request, viewer, priority, on_step=step)
         if isinstance(handle, Replay):
             return handle.run
         try:
             while not handle.join(0.5):
                 if stop.is_set():
                     return None
-                if on_wait is not None:
+                if on_wait is not None and handle.on_step is not step:  # our own run reports through on_step
                     on_wait(handle)
         finally:
             self.release(handle, viewer, grace=False)
