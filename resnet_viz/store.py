@@ -111,6 +111,10 @@ MAX_ANALYSIS_BYTES = 16 * 2**20  # an analysis result's JSON, on write and on re
 _ANALYSIS_KIND = re.compile(r"[a-z0-9_.-]{1,64}")
 
 
+def _has_analyses(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'analyses'").fetchone() is not None
+
+
 StoreErrorKind = Literal[
     "corrupt",  # SQLite says the file is not a database or is damaged: the only kind that may be moved aside
     "foreign",  # a SQLite database, but not a run store of this schema: left alone
@@ -735,6 +739,7 @@ class RunStore:
                 )
             elif layout == "old":  # a store from before provenance: its runs were trained here
                 conn.execute("ALTER TABLE runs ADD COLUMN origin TEXT NOT NULL DEFAULT 'trained'")
+            conn.execute(_ANALYSES)  # IF NOT EXISTS; a ready store without it gets it from its first put_analysis
 
     def _layout(self, conn: sqlite3.Connection) -> Literal["empty", "old", "ready"]:
         """What the file holds: nothing yet, a run store without the origin column, or a current run store."""
@@ -940,7 +945,8 @@ class RunStore:
     def delete(self, key: str) -> bool:
         """Remove a run, its weights and its analyses; False if it was not there."""
         with self._open() as conn, self._transaction(conn):
-            conn.execute("DELETE FROM analyses WHERE run_key = ?", (key,))
+            if _has_analyses(conn):
+                conn.execute("DELETE FROM analyses WHERE run_key = ?", (key,))
             return conn.execute("DELETE FROM runs WHERE key = ?", (key,)).rowcount > 0
 
     # ---- analyses: results computed from a run, cached by kind and settings
@@ -957,11 +963,14 @@ class RunStore:
                 f"{MAX_ANALYSIS_BYTES} byte limit", "refused")  # fmt: skip
         row = (run_key, kind, _canonical(params), time.time(), zlib.compress(text, 6))
         with self._open() as conn, self._transaction(conn):
+            conn.execute(_ANALYSES)  # stores made before analyses were kept get the table on first use
             conn.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)", row)
 
     def get_analysis(self, run_key: str, kind: str, params: dict) -> dict | None:
         """The result kept for this run, kind and params, or None. A damaged row raises StoreError ("damaged_run")."""
         with self._open() as conn:
+            if not _has_analyses(conn):  # a store from before analyses were kept (and read-only stores stay readable)
+                return None
             row = conn.execute(
                 "SELECT result FROM analyses WHERE run_key = ? AND kind = ? AND params = ?",
                 (run_key, kind, _canonical(params)),
