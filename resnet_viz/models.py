@@ -66,6 +66,7 @@ class ModelConfig:
     order: Order = "post"  # post: original He et al. 2015; pre: full pre-activation, He et al. 2016
     init: Init = "kaiming"  # weight init: Kaiming normal (fan_out), Xavier normal, or PyTorch's default
     zero_init_last: bool = False  # zero the last BN gamma (or last weight) of each residual block
+    init_gain: float = 1.0  # multiplies the init std of every weighted layer but the head (1: the scheme as is)
     in_channels: int = 1  # image channels (cnn) or input features (mlp); set from the dataset
     input_size: int = 8  # image side in pixels (cnn); set from the dataset
     num_classes: int = 10  # outputs of the head; set from the dataset
@@ -94,7 +95,7 @@ class ModelConfig:
             raise ConfigError("block", "mlp nets use basic blocks (Linear-act-Linear); got 'bottleneck'")
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth not in self.allowed_depths():
             raise ConfigError("depth", f"must be {describe_depths(self.family, self.block)}; got {self.depth!r}")
-        for name in ("width", "skip_scale"):
+        for name in ("width", "skip_scale", "init_gain"):
             try:
                 OPTIONS[name].check(getattr(self, name))
             except OptionError as err:
@@ -362,6 +363,9 @@ def _init_weights(model: Net, generator: torch.Generator) -> None:
                 nn.init.xavier_normal_(m.weight, generator=generator)
             else:  # PyTorch's own default (what reset_parameters does), but from our generator
                 nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m is not model.head and cfg.init_gain != 1.0:
+                with torch.no_grad():
+                    m.weight.mul_(cfg.init_gain)
             if m.bias is not None:
                 fan_in = m.weight[0].numel()
                 bound = 1 / math.sqrt(fan_in) if cfg.init == "pytorch" or m is model.head else 0.0

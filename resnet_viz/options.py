@@ -124,6 +124,7 @@ OPTIONS: dict[str, Option] = {
     "order": Choice(("post", "pre")),
     "init": Choice(("kaiming", "xavier", "pytorch")),
     "zero_init_last": Flag(),
+    "init_gain": Range(0.1, 4.0),
     # data (DataConfig); the names match data.DATASETS
     "dataset": Choice(("digits", "shapes", "spirals", "moons", "circles", "xor")),
     "input_size": Range(8, 32, integer=True, ticks=(8, 16, 24, 32)),

@@ -72,6 +72,7 @@ FORMAT = "resnet-viz-run"  # names an exported folder's manifest and the databas
 DB_FILE = "runs.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another session's transaction
 COMPLETE = ("finished", "diverged")  # model states a retrain would reproduce: only such runs are stored
+ADDED_FIELDS = {"init_gain": 1.0}  # ModelConfig fields added after runs were stored: absent there, default here
 DATA_DECIDED = ("family", "in_channels", "input_size", "num_classes")  # ModelConfig fields fit_to_data sets
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # model keys become file names on export
 IMPORTED_PREFIX = "imported-"  # imported runs are keyed by this plus a content hash, never by a config key
@@ -187,6 +188,9 @@ def _key(
     for cfg in config["models"].values():
         for name in DATA_DECIDED:
             del cfg[name]
+        for name, default in ADDED_FIELDS.items():  # at their default, later fields keep older keys unchanged
+            if cfg.get(name) == default:
+                del cfg[name]
     payload = {"schema": SCHEMA_VERSION, "config": config, "skip_events": [list(e) for e in skip_events]}
     return sha256(_canonical(payload).encode()).hexdigest()
 
@@ -224,6 +228,8 @@ def _typed_fields(cls: type, values: object, where: str) -> dict[str, object]:
     _expect(isinstance(values, dict), where, f"must be a JSON object, got {type(values).__name__}")
     out = {}
     for f in fields(cls):
+        if f.name not in values and f.name in ADDED_FIELDS:  # stored before the field existed
+            continue
         _expect(f.name in values, where, f"missing field {f.name!r}")
         value, default = values[f.name], f.default
         ok = _is_number(value) if isinstance(default, float) else type(value) is type(default)
