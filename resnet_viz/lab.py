@@ -139,15 +139,18 @@ def _default_of(default: LabConfig, part: str, name: str) -> Any:
     return default.linked if part == "lab" else getattr(getattr(default, part), name)
 
 
-def decode(params: Mapping[str, str | Sequence[str]]) -> tuple[LabConfig, list[UrlIssue]]:
+def decode(
+    params: Mapping[str, str | Sequence[str]], base: LabConfig | None = None
+) -> tuple[LabConfig, list[UrlIssue]]:
     """A LabConfig from query parameters, and one UrlIssue per value that was not used.
 
+    Values the URL does not set come from `base` (the defaults, or the preset the URL names).
     Every value is checked against the same table as the widgets (`options.OPTIONS`; depth against
     its family/block rule once the dataset is known). A value given more than once, or out of
-    range, or malformed is reported and its default used: nothing is clamped. Keys of other pages
-    are ignored. Lists are repeated keys (``st.query_params.get_all``).
+    range, or malformed is reported and the base's value used: nothing is clamped. Keys of other
+    pages are ignored. Lists are repeated keys (``st.query_params.get_all``).
     """
-    default = LabConfig()
+    default = base or LabConfig()
     issues: list[UrlIssue] = []
     given: dict[str, dict[str, Any]] = {"data": {}, "train": {}, "a": {}, "b": {}, "lab": {}}
     depths: dict[str, str] = {}  # checked once the model's family and block are known

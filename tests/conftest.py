@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from browser_utils import new_page, run_browser, run_server
+from browser_utils import run_browser, run_server
 from playwright.sync_api import Browser
 
 from resnet_viz.data import DataConfig
@@ -31,19 +31,14 @@ def digits() -> DataConfig:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, browser: Browser) -> Iterator[str]:
+def server(tmp_path_factory) -> Iterator[str]:
     """One `streamlit run app.py` for every browser test, with its own empty run store.
 
-    Streamlit learns the pages of `st.navigation` on its first script run, so a deep link to a page
-    before any visit says "page not found": one visit to the home page first makes every URL work.
+    Nothing visits it first: a test may open a deep link as the server's very first request, as a
+    student with a shared URL would (resnet_viz/ui/shell.py makes that work).
     """
     served = run_server(tmp_path_factory.mktemp("app-data"))
-    url = next(served)
-    page = new_page(browser)
-    page.goto(url)
-    page.get_by_test_id("stSidebarNav").wait_for()
-    page.context.close()
-    yield url
+    yield next(served)
     served.close()
 
 

@@ -273,7 +273,7 @@ def test_browser_screenshot(server, browser):
     page.set_viewport_size({"width": 1500, "height": 3100})  # Streamlit scrolls inside the page: show all of it
     page.goto(server)  # one full run of st.navigation on this server first, so the deep link below resolves
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
-    page.goto(f"{server}/receptive-fields")
+    page.goto(f"{server}/receptive_fields")
     expect(main(page).get_by_role("heading", name="Receptive fields")).to_be_visible(timeout=TIMEOUT_MS)
     expect(main(page).get_by_text("Theoretical field at stage3.block3")).to_be_visible(timeout=TIMEOUT_MS)
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")

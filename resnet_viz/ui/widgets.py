@@ -76,7 +76,7 @@ def sync_from_url() -> tuple[LabConfig, list[UrlIssue], str | None]:
     config_params = {k: v for k, v in params.items() if k != "preset"}
     if current is not None and not config_params and not preset and not preset_issues:
         return current, [], None  # navigation dropped the URL: keep what the user set (written back below)
-    cfg, issues = decode(config_params)
+    cfg, issues = decode(config_params, PRESETS[preset].config if preset else None)  # `?preset=depth` alone works
     if current is None or cfg != current:
         _set_widgets(cfg)
         st.session_state[URL_ERRORS_KEY] = (cfg, preset_issues + issues)
@@ -88,11 +88,9 @@ def sync_from_url() -> tuple[LabConfig, list[UrlIssue], str | None]:
 
 
 def url_issue(issue: UrlIssue) -> None:
-    """One ignored URL value as a warning; the value is shown as literal text (it may be anything)."""
-    st.warning(
-        f"Ignored a value in the URL: {issue.key} {safe_text(issue.problem)}; got '{safe_text(issue.value)}', "
-        f"using {safe_text(issue.used)}."
-    )
+    """One ignored URL value as a warning: key, problem and default are ours, the value is shown as literal text."""
+    got = safe_text(issue.value)
+    st.warning(f"Ignored a value in the URL: {issue.key} {issue.problem}; got {got}, using {issue.used}.")
 
 
 def write_url(cfg: LabConfig, preset: str | None, run_id: str | None = None) -> None:
