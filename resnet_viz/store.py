@@ -801,9 +801,14 @@ class RunStore:
             target, n = self.path.with_name(f"{DB_FILE}.{label}-{stamp}-{n}"), n + 1
         moved = None
         for suffix in ("-wal", "-shm", ""):  # the database last: a reader never sees it without its WAL
-            with suppress(FileNotFoundError):
-                self.path.with_name(DB_FILE + suffix).rename(target.with_name(target.name + suffix))
-                moved = target
+            source = self.path.with_name(DB_FILE + suffix)
+            if not source.exists():
+                continue
+            try:
+                source.rename(target.with_name(target.name + suffix))
+            except OSError as exc:
+                raise StoreError(f"{source}: cannot be moved aside ({exc.strerror or exc})", "readonly") from exc
+            moved = target
         return moved
 
     def quarantine(self) -> Path | None:
