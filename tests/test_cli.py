@@ -39,13 +39,15 @@ def test_compare_json_and_out(tmp_path, capsys):
     out_dir = tmp_path / "run"
     assert main(["compare", *TINY, "--json", "--out", str(out_dir)]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert set(payload) == {"plain", "residual"}
+    assert set(payload) == {"status", "plain", "residual"} and payload["status"] == "finished"
     assert payload["plain"]["params"] == payload["residual"]["params"]  # identity shortcuts: same params
-    assert all(s.keys() >= SUMMARY_KEYS for s in payload.values())
+    assert all(payload[k].keys() >= SUMMARY_KEYS for k in ("plain", "residual"))
     files = {p.name for p in out_dir.iterdir()}
-    assert files == {
+    assert files == {  # the folder RunStore.export writes, so it can be imported
+        "manifest.json",
         "config.json",
         "summary.json",
+        "records.json",
         "steps.csv",
         "layers.csv",
         "plain.safetensors",
