@@ -358,6 +358,59 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _landscape(args: argparse.Namespace) -> int:
+    """Train (or load from --store) a plain/residual pair, then compute both loss landscapes (Li et al. 2018)."""
+    import torch
+
+    from .landscape import LandscapeConfig, LandscapeTask, Target  # here: other commands start without torch.func
+    from .models import build_model
+    from .tasks import ThreadExecutor
+    from .training import model_at
+
+    model, train, data = configs_from_args(args)
+    config = LandscapeConfig(
+        grid=args.grid, span=args.span, examples=args.examples, trajectory_grid=args.trajectory_grid,
+        hessian_iterations=args.hessian_iterations, seed=args.direction_seed, device=args.device,
+    ).validate()  # fmt: skip
+    models = {"plain": model.with_skip(False), "residual": model.with_skip(True)}
+    store = RunStore(args.store) if args.store or args.use_store else None
+    targets = []
+    if store is not None:  # a stored run keeps its final weights only: no training path
+        run = run_stored(store, models, train, data, quiet=args.json)
+        for k, c in run.configs.items():
+            init = build_model(c, train.seed)
+            targets.append(Target(k, f"{k} {c.depth}", run.model(k), run.states[k].step, init, [], run.key))
+    else:
+        trainer, _ = run_training(models, train, data, quiet=args.json)
+        for k, c in trainer.configs.items():
+            snaps, init = list(trainer.snapshots[k]), build_model(c, train.seed)
+            targets.append(Target(k, f"{k} {c.depth}", model_at(trainer, k, snaps[-1]), snaps[-1].step, init, snaps))
+    task = LandscapeTask(targets, data, config, store, threads=torch.get_num_threads())
+    ThreadExecutor().submit(task)
+    while not task.join(0.5):
+        if not args.json:
+            view = task.view()
+            sys.stderr.write(f"\r[{'#' * int(30 * view.fraction):.<30}] {view.fraction:4.0%} {view.phase[:70]:<70}")
+    view = task.view()
+    if not args.json:
+        sys.stderr.write("\n")
+    if args.out:
+        Path(args.out).write_text(json_line({k: r.to_dict() for k, r in view.results.items()}))
+    summaries = {k: r.summary() | {"cached": k in view.cached} for k, r in view.results.items()}
+    if args.json:
+        print(json_line({"status": view.status, "message": view.message, "config": config.key(), "models": summaries}))
+    else:
+        for key, s in summaries.items():
+            explained = _fmt(sum(s["trajectory_explained"])) if s["trajectory_explained"] else "-"
+            print(f"{key}: loss {_fmt(s['trained_loss'])}, lambda_max {_fmt(s['lambda_max'])}, lambda_min "
+                  f"{_fmt(s['lambda_min'])}, |min/max| {_fmt(s['ratio'])}, local minima {s['local_minima']}, "
+                  f"not quadratic {_fmt(s['non_quadratic'])}, path variance in 2 PCs {explained}")  # fmt: skip
+    if view.status == "failed":
+        print(f"error: {_one_line(view.message)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m resnet_viz", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -385,6 +438,19 @@ def build_parser() -> argparse.ArgumentParser:
         "or ~/.local/share/resnet-viz); finished runs load from it, so a rerun resumes",
     )
     p.add_argument("--json", action="store_true", help="print one JSON line with the results table at the end")
+    p = sub.add_parser("landscape", help="loss landscapes of a plain/residual pair after training (Li et al. 2018)")
+    add_config_flags(p)
+    g = p.add_argument_group("landscape")
+    g.add_argument("--grid", type=int, default=21, help="points per axis of the 2-D surface (odd, 5 to 101)")
+    g.add_argument("--span", type=float, default=1.0, help="the surface covers [-span, span] per direction")
+    g.add_argument("--examples", type=int, default=1000, help="training examples the loss is averaged over")
+    g.add_argument("--trajectory-grid", type=int, default=15, help="points per axis under the training path (odd)")
+    g.add_argument("--hessian-iterations", type=int, default=20, help="Lanczos steps (Hessian-vector products)")
+    g.add_argument("--direction-seed", type=int, default=0, help="seed of the random directions")
+    g.add_argument("--store", metavar="DIR", default=None, help="run store folder: load the run and its landscapes")
+    g.add_argument("--use-store", action="store_true", help="use the default run store folder")
+    g.add_argument("--out", default=None, help="file for every computed array (JSON)")
+    g.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     return parser
 
 
@@ -395,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args, lambda m: {"model": m})
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "landscape":
+            return _landscape(args)
         return _train(args, lambda m: {"plain": m.with_skip(False), "residual": m.with_skip(True)})
     except (ConfigError, StoreError, RunRefused) as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)

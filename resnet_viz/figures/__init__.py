@@ -1,5 +1,6 @@
 """Pure figure builders (data in, Plotly figure out), one module per page; shared look in `common`."""
 
+from . import landscape
 from .common import COLORS, color, layout, positive, thin
 from .lab import (
     accuracy_figure,
@@ -21,6 +22,7 @@ __all__ = [
     "decision_boundary_figure",
     "grad_profile_figure",
     "heatmap_figure",
+    "landscape",
     "layout",
     "positive",
     "latest",
