@@ -43,12 +43,12 @@ def configured_passphrase() -> str | None:
     value = os.environ.get(ENV_VAR)
     if value:
         return value
-    if not any(Path(p).is_file() for p in config.get_option("secrets.files")):
-        return None
     try:
         value = st.secrets.get(SECRET_NAME)
-    except FileNotFoundError as err:  # Streamlit raises its not-found error for unparsable files too
-        raise Misconfigured("the secrets file cannot be read") from err
+    except FileNotFoundError as err:  # Streamlit's error for no secrets file, and for one it cannot parse
+        if any(Path(p).is_file() for p in config.get_option("secrets.files")):
+            raise Misconfigured("the secrets file cannot be read") from err
+        return None
     if value is None:
         return None
     if not isinstance(value, str) or not value:
