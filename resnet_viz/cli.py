@@ -203,6 +203,8 @@ def print_table(summaries: dict[str, dict]) -> None:
 
 def _train(args: argparse.Namespace, models: Callable[[ModelConfig], dict[str, ModelConfig]]) -> int:
     model, train, data = configs_from_args(args)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after training
     if args.store or args.use_store:
         store = RunStore(args.store)
         run = run_stored(store, models(model), train, data, quiet=args.json)
