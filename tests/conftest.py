@@ -46,3 +46,18 @@ def server(tmp_path_factory) -> Iterator[str]:
 def browser() -> Iterator[Browser]:
     """One headless Debian Chromium for every browser test."""
     yield from run_browser()
+
+
+@pytest.fixture(autouse=True)
+def own_store(tmp_path_factory, monkeypatch) -> Iterator[None]:
+    """Every test gets an empty run store and a fresh run service: nothing leaks between tests, and no
+    test ever touches the user's store."""
+    from resnet_viz.ui.session import run_service
+    from resnet_viz.ui.store import run_store
+
+    monkeypatch.setenv("RESNET_VIZ_DATA_DIR", str(tmp_path_factory.mktemp("store")))
+    run_store.clear()
+    run_service.clear()
+    yield
+    run_store.clear()
+    run_service.clear()

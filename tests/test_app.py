@@ -8,8 +8,9 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resnet_viz.store import RunStore
+from resnet_viz.runs import Replay
 from resnet_viz.ui.session import SESSION_KEY
+from resnet_viz.ui.store import run_store
 
 PAGES = ["pages/home.py", "pages/lab.py"]
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -21,14 +22,11 @@ OPENED: list[AppTest] = []
 
 @pytest.fixture(autouse=True)
 def fresh_session():
-    """AppTest reuses one session id, so the session-scoped job registry outlives a test: empty it."""
+    """Each AppTest is one viewer of the run service: it leaves its runs when the test ends."""
     yield
     for at in OPENED:
         if SESSION_KEY in at.session_state:
-            jobs = at.session_state[SESSION_KEY]
-            jobs.stop_all()
-            jobs.lab, jobs.lab_config, jobs.replay = None, None, None
-            jobs.others.clear()
+            at.session_state[SESSION_KEY].close()
     OPENED.clear()
 
 
@@ -150,13 +148,13 @@ def test_finished_runs_are_stored_and_can_be_reopened():
     job = at.session_state[SESSION_KEY].lab
     job.join(120)
     at.run()
-    runs = [r for r in RunStore().list_runs() if r.seed == 11 and r.depths == {"A": 8, "B": 8}]
+    runs = [r for r in run_store().list_runs() if r.seed == 11 and r.depths == {"A": 8, "B": 8}]
     assert len(runs) == 1 and runs[0].status == {"A": "finished", "B": "finished"}
     at.selectbox(key="lab.stored").set_value(runs[0].key).run()
     at.button(key="lab.stored.open").click().run()
     assert not at.exception
     jobs = at.session_state[SESSION_KEY]
-    assert jobs.lab is None and jobs.replay.key == runs[0].key
+    assert isinstance(jobs.lab, Replay) and jobs.lab.run.key == runs[0].key
     assert any("Stored run" in i.value for i in at.info)
     loss = _figures(at)[0]
     train_b = next(t for t in loss.data if t.name == "B · residual 8: train")

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import pandas as pd
 import torch
+from pandas import DataFrame
 
 from ..data import DataConfig
 from ..models import ModelConfig, block_names, layer_names
@@ -57,8 +57,8 @@ class RunView:
     queue_wait_seconds: float  # estimated wait before it starts (queued runs)
     states: dict[str, ModelState]  # per model: finished / stopped / diverged and why
     skip_events: list[tuple[str, int, float]]  # (model, step, alpha) of live skip changes
-    steps: pd.DataFrame  # chart rows (ChartTables.steps_frame)
-    layers: pd.DataFrame  # chart rows (ChartTables.layers_frame)
+    steps: DataFrame  # chart rows (ChartTables.steps_frame)
+    layers: DataFrame  # chart rows (ChartTables.layers_frame)
     viewers: int = 1  # sessions watching it
     fork_step: int = 0  # the step this run was forked from a shared run at (0: not a fork)
     boundaries: dict[str, tuple] = field(default_factory=dict)  # 2-D data: model -> (xs, ys, P(class 1))
@@ -243,8 +243,8 @@ class LiveRun(Task):
 
     def view(self) -> RunView:
         with self._lock:
-            steps = self._tables.steps_frame() if self._tables else pd.DataFrame()
-            layers = self._tables.layers_frame() if self._tables else pd.DataFrame()
+            tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
+            steps, layers = tables.steps_frame(), tables.layers_frame()
             boundaries, boundary_step = dict(self._boundaries), self._boundary_step
         trainer = self.trainer
         step = trainer.step if trainer else self.fork_step

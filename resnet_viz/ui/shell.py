@@ -38,14 +38,13 @@ def shell() -> Iterator[None]:
 def require_shell() -> None:
     """First call of every page: a page run bare by Streamlit's legacy mode reruns through app.py.
 
-    The legacy flag is per process, but a session whose run began before another session switched
-    it off still runs its page bare: each session may reroute once more, so nothing can loop (a
-    page run as the main script, e.g. by `streamlit run pages/lab.py`, renders after one rerun).
+    The legacy flag is per process; a session reroutes at most once, so nothing can loop and no
+    later click is lost to a rerun (a page run as the main script, e.g. by `streamlit run
+    pages/lab.py`, renders after one rerun).
     """
     if _IN_SHELL.get():
         return
-    legacy = bool(PagesManager.uses_pages_directory)
     PagesManager.uses_pages_directory = False
-    if legacy or not st.session_state.get(REROUTED_KEY):
+    if not st.session_state.get(REROUTED_KEY):  # once per session: a rerun drops a click it was carrying
         st.session_state[REROUTED_KEY] = True
         st.rerun()
