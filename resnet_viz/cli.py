@@ -23,6 +23,8 @@ from typing import NoReturn, TextIO
 from .data import DATASETS, POINT_DATASETS, DataConfig
 from .models import CHOICES, ConfigError, ModelConfig
 from .runs import LiveRun, RunRefused, RunRequest, RunService
+from .runs.defaults import warm_requests
+from .runs.warm import WarmProgress, warm
 from .store import RunStore, StoreError, export_trained, trained_summaries
 from .sweep import BASIC_DEPTHS, SweepConfig, SweepJob, SweepView, classroom_sweep
 from .training import StepRecord, TrainConfig, Trainer
@@ -300,15 +302,15 @@ def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
 
 
 @contextmanager
-def _ctrl_c_stops(job: SweepJob) -> Iterator[None]:
-    """The first Ctrl-C stops the sweep between steps (finished runs are stored already); a second one
-    interrupts as usual. A signal handler, not KeyboardInterrupt, so training is never cut mid-step."""
+def _ctrl_c_stops(stop_work: Callable[[], None]) -> Iterator[None]:
+    """The first Ctrl-C calls `stop_work` (work stops between steps; finished runs are stored already); a
+    second one interrupts as usual. A signal handler, not KeyboardInterrupt, so training is never cut mid-step."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
-        job.stop()
+        stop_work()
         signal.signal(signal.SIGINT, previous)
 
     previous = signal.signal(signal.SIGINT, stop)
@@ -326,7 +328,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise problem
     bar = None if args.json else SweepProgress()
     job = SweepJob(config, RunService(store), on_progress=bar.update if bar else None)
-    with _ctrl_c_stops(job):
+    with _ctrl_c_stops(job.stop):
         job.run()
     view = job.view()
     if bar:
@@ -413,6 +415,40 @@ def _landscape(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm(args: argparse.Namespace) -> int:
+    store = RunStore(args.store)
+    problem = store.check()
+    if problem is not None:  # before any work: a store error is one line and exit status 2
+        raise problem
+    stream = sys.stderr
+
+    def show(p: WarmProgress) -> None:
+        filled = int(30 * p.done / max(1, p.total))
+        eta = "?" if math.isnan(p.eta_seconds) else f"{p.eta_seconds:.0f}s"
+        where = f" {p.current} step {p.step}/{p.steps}" if p.current else ""
+        stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {p.done}/{p.total} ({p.cached} stored before){where} "
+                     f"ETA {eta}".ljust(110)[:160])  # fmt: skip
+        stream.flush()
+
+    stop = threading.Event()
+    with _ctrl_c_stops(stop.set):
+        progress = warm(RunService(store), warm_requests(), stop, None if args.json else show)
+    if not args.json:
+        stream.write("\n")
+    status = "stopped" if stop.is_set() else ("failed" if progress.failed else "finished")
+    trained = progress.done - progress.cached
+    summary = {"status": status, "total": progress.total, "stored": progress.done, "stored_before": progress.cached,
+               "trained": trained, "failed": progress.failed, "store": str(store.path)}  # fmt: skip
+    if args.json:
+        print(json_line(summary))
+    else:
+        print(f"{progress.done} of {progress.total} runs in {store.path} ({trained} trained now)")
+    if status == "stopped":
+        print("stopped; the runs finished so far are stored: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if progress.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m resnet_viz", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -453,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use-store", action="store_true", help="use the default run store folder")
     g.add_argument("--out", default=None, help="file for every computed array (JSON)")
     g.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    p = sub.add_parser("warm", help="train every default pair, Home preset and the classroom sweep into the store")
+    p.add_argument("--store", metavar="DIR", default=None, help="run store folder (default: the app's)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     return parser
 
 
@@ -463,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args, lambda m: {"model": m})
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "warm":
+            return _warm(args)
         if args.command == "landscape":
             return _landscape(args)
         return _train(args, lambda m: {"plain": m.with_skip(False), "residual": m.with_skip(True)})

@@ -249,3 +249,36 @@ def test_fetch_stopped_stores_nothing(service):
 
     assert service.fetch(REQUEST, "cli", stop=stop, on_step=stop_after_three) is None
     assert service.store.list_runs() == []
+
+
+def test_warm_trains_what_is_missing_and_resumes(service, tmp_path, monkeypatch, capsys):
+    import json
+
+    from resnet_viz import cli
+    from resnet_viz.runs.warm import warm
+
+    other = RunRequest(PAIR, TrainConfig(epochs=1, warmup_steps=0, seed=4), DataConfig())
+    requests = [("pair", REQUEST), ("other seed", other)]
+    seen = []
+    progress = warm(service, requests, on_progress=lambda p: seen.append((p.done, p.current, p.step)))
+    assert progress.done == 2 and progress.cached == 0 and service.trainings == 2 and not progress.failed
+    assert ("0", "pair") == (str(seen[1][0]), seen[1][1]) and seen[-1] == (2, "", seen[-1][2])
+    again = warm(service, requests)
+    assert again.done == again.cached == 2 and service.trainings == 2  # resumed: nothing trained twice
+    monkeypatch.setattr(cli, "warm_requests", lambda: requests)
+    assert cli.main(["warm", "--store", str(service.store.directory), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == {"status": "finished", "total": 2, "stored": 2, "stored_before": 2, "trained": 0, "failed": [],
+                       "store": str(service.store.path)}  # fmt: skip
+
+
+def test_warm_list_covers_presets_default_pairs_and_the_classroom_sweep():
+    from resnet_viz.lab import PRESETS
+    from resnet_viz.runs.defaults import warm_requests
+    from resnet_viz.sweep import classroom_sweep
+
+    names = [what for what, _ in warm_requests()]
+    assert sum(n.startswith("preset:") for n in names) == len(PRESETS)
+    assert sum(n.startswith("classroom sweep") for n in names) == len(classroom_sweep().points())
+    assert any(n.startswith("default pair (attributions)") for n in names)
+    assert len({r.key for _, r in warm_requests()}) == len(names)
