@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+import weakref
 from abc import ABC, abstractmethod
 from typing import Literal, Protocol
 
@@ -31,6 +32,7 @@ class Task(ABC):
         self.stop_event = stop or threading.Event()
         self.status: TaskStatus = "queued"
         self.message = ""  # why it failed or stopped
+        self.error: Exception | None = None  # what it failed with (callers read e.g. StoreError.kind)
         self._done = threading.Event()
 
     @abstractmethod
@@ -46,9 +48,10 @@ class Task(ABC):
             self.status = "stopped" if self.stop_event.is_set() and self.status != "finished" else "finished"
             if self.status == "stopped" and not self.message:
                 self.message = "stopped"
-        except Exception as exc:  # noqa: BLE001 - the UI shows the message; the traceback goes to the log
-            self.status, self.message = "failed", f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
+        except Exception as exc:  # noqa: BLE001 - the UI shows the message; a bug's traceback goes to the log
+            self.status, self.message, self.error = "failed", f"{type(exc).__name__}: {exc}", exc
+            if not isinstance(exc, ValueError):  # ConfigError, StoreError...: said plainly, not a bug
+                traceback.print_exc()
         finally:
             self._done.set()
             self.on_done()
@@ -75,11 +78,24 @@ class Executor(Protocol):
     def submit(self, task: Task) -> None: ...
 
 
+_STARTED: weakref.WeakSet[Task] = weakref.WeakSet()  # tasks this process's executors started
+
+
 class ThreadExecutor:
     """Each task in its own daemon thread of this process (the embedded default)."""
 
     def submit(self, task: Task) -> None:
+        _STARTED.add(task)
         threading.Thread(target=task.run, name=f"resnet-viz-{task.name}", daemon=True).start()
+
+
+def stop_all(timeout: float = 60.0) -> bool:
+    """Stop every task still running in this process and wait for them (a clean exit: no thread is
+    left inside torch when the interpreter shuts down). True if all ended in time."""
+    tasks = [t for t in list(_STARTED) if not t.done]
+    for task in tasks:
+        task.stop()
+    return all(task.join(timeout) for task in tasks)
 
 
 class InlineExecutor:

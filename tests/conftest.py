@@ -61,3 +61,13 @@ def own_store(tmp_path_factory, monkeypatch) -> Iterator[None]:
     yield
     run_store.clear()
     run_service.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_task_outlives_the_tests() -> Iterator[None]:
+    """Background runs still going when the tests end are stopped and joined: a thread inside torch at
+    interpreter exit aborts the process."""
+    from resnet_viz.tasks import stop_all
+
+    yield
+    assert stop_all(120)

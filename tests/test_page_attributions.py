@@ -1,4 +1,4 @@
-"""Attributions page: the quick default pair without a lab run, a lab run, method and target switches,
+"""Attributions page: the server's default pair without a lab run, a lab run, method and target switches,
 an unexplainable model, 2-D runs, the on-demand checks; and one browser screenshot."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
-from resnet_viz.jobs import Job
 from resnet_viz.lab import LabConfig
 from resnet_viz.models import ModelConfig
+from resnet_viz.runs import LiveRun, RunRequest, RunService, Scheduler
+from resnet_viz.runs.defaults import SHAPES_PAIR
+from resnet_viz.store import RunStore
 from resnet_viz.training import TrainConfig
 from resnet_viz.ui.session import SESSION_KEY
 
@@ -26,14 +28,11 @@ OPENED: list[AppTest] = []
 
 @pytest.fixture(autouse=True)
 def fresh_session():
-    """AppTest reuses one session id, so the session-scoped job registry outlives a test: empty it."""
+    """Each AppTest is one viewer of the run service: it leaves its runs when the test ends."""
     yield
     for at in OPENED:
         if SESSION_KEY in at.session_state:
-            jobs = at.session_state[SESSION_KEY]
-            jobs.stop_all()
-            jobs.lab, jobs.lab_config, jobs.replay = None, None, None
-            jobs.others.clear()
+            at.session_state[SESSION_KEY].close()
     OPENED.clear()
 
 
@@ -43,14 +42,14 @@ def _app() -> AppTest:
     return at
 
 
-def _open(lab: Job | None = None, lab_config: LabConfig | None = None, quick: Job | None = None) -> AppTest:
-    """The page in a session that holds the given lab run and/or finished quick pair."""
+def _open(lab: LiveRun | None = None, lab_config: LabConfig | None = None, pair: LiveRun | None = None) -> AppTest:
+    """The page in a session that holds the given lab run and/or the server's finished default pair."""
     at = _app()
     at.run()
     jobs = at.session_state[SESSION_KEY]
     jobs.lab, jobs.lab_config = lab, lab_config
-    if quick is not None:
-        jobs.others["attributions"] = quick
+    if pair is not None:
+        jobs.pairs["attributions"] = pair
     at.switch_page(PAGE).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -77,7 +76,7 @@ def _index(option: str) -> int:
     return int(re.match(r"#(\d+)", option).group(1))
 
 
-def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[Job, LabConfig]:
+def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[LiveRun, LabConfig]:
     """A finished tiny lab run, assigned straight into the registry; optionally with B's weights broken."""
     cfg = LabConfig(
         a=ModelConfig(depth=depth, width=8, skip=False),
@@ -85,7 +84,7 @@ def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[Job,
         train=TrainConfig(epochs=1, warmup_steps=0, probe_every=0),
         data=data,
     ).normalized()
-    job = Job(cfg.models(), cfg.train, cfg.data).start()
+    job = RunService(None, Scheduler()).request(RunRequest(cfg.models(), cfg.train, cfg.data), "test")
     job.join(120)
     assert job.status == "finished"
     if nan_in_b:  # what a diverged run leaves behind
@@ -94,25 +93,30 @@ def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[Job,
 
 
 @pytest.fixture(scope="module")
-def quick_job() -> Job:
-    """With no lab run the page trains its quick default pair in the background, showing progress."""
+def default_pair(tmp_path_factory) -> LiveRun:
+    """The server's default pair for this page (shapes), trained once for these tests."""
+    service = RunService(RunStore(tmp_path_factory.mktemp("pair-store")), Scheduler())
+    run = service.request(SHAPES_PAIR.request, "tests")
+    run.join(600)
+    assert run.status == "finished"
+    return run
+
+
+def test_no_lab_run_requests_the_default_pair_and_shows_its_progress():
     at = _app()
     at.run()
     at.switch_page(PAGE).run()
     assert not at.exception
-    job = at.session_state[SESSION_KEY].others["attributions"]
-    assert not at.get("plotly_chart")  # nothing to explain yet: progress only
-    job.join(120)
-    assert job.status == "finished"
-    at.run()
-    assert not at.exception
-    assert len(_by_title(at, "Saliency for")) == 2
-    return job
+    assert at.radio(key="attributions.source").value == "The server's default pair"
+    run = at.session_state[SESSION_KEY].pairs["attributions"]
+    assert isinstance(run, LiveRun) and run.request.key == SHAPES_PAIR.request.key
+    assert not at.get("plotly_chart") and at.get("progress")  # nothing to explain yet: its progress
+    run.stop()
 
 
-def test_no_lab_run_explains_the_quick_pair(quick_job):
-    at = _open(quick=quick_job)
-    assert re.search(r"No lab run in this session: trained a quick default pair .* in \d+ s", _texts(at))
+def test_no_lab_run_explains_the_default_pair(default_pair):
+    at = _open(pair=default_pair)
+    assert re.search(r"Models of the server's default pair \(plain vs residual, depth 14.*\) \(finished\)", _texts(at))
     maps = _by_title(at, "Saliency for")
     assert [f.layout.title.text.split(":")[0] for f in maps] == ["A · plain 14", "B · residual 14"]
     for fig, label in zip(maps, ("A · plain 14", "B · residual 14"), strict=True):
@@ -126,11 +130,11 @@ def test_no_lab_run_explains_the_quick_pair(quick_job):
     )
     assert "predicts" in _texts(at)
     assert not _by_title(at, "Sanity check")  # on demand only
-    assert "attributions" in at.session_state[SESSION_KEY].others
+    assert "attributions" in at.session_state[SESSION_KEY].pairs
 
 
-def test_method_target_and_filters_switch(quick_job):
-    at = _open(quick=quick_job)
+def test_method_target_and_filters_switch(default_pair):
+    at = _open(pair=default_pair)
     at.selectbox(key="attributions.method").set_value("integrated_gradients").run()
     assert not at.exception
     maps = _by_title(at, "Integrated Gradients for")
@@ -150,8 +154,8 @@ def test_method_target_and_filters_switch(quick_job):
     assert _by_title(at, "Grad-CAM for") or any("No test image matches" in w.value for w in at.warning)
 
 
-def test_sanity_check_and_localisation_on_demand(quick_job):
-    at = _open(quick=quick_job)
+def test_sanity_check_and_localisation_on_demand(default_pair):
+    at = _open(pair=default_pair)
     at.button(key="attributions.sanity.run").click().run()
     at.button(key="attributions.loc.run").click().run()
     assert not at.exception
@@ -184,7 +188,7 @@ def test_lab_run_from_the_lab_page():
     assert at.radio(key="attributions.source").value == "Lab run of this session"
     maps = _by_title(at, "Saliency for")
     assert "A · plain 8: Saliency" in _names(maps[0]) and "B · residual 8: Saliency" in _names(maps[1])
-    assert "attributions" not in at.session_state[SESSION_KEY].others  # no quick pair needed
+    assert "attributions" not in at.session_state[SESSION_KEY].pairs  # no default pair requested
     assert any("Only the shapes dataset has masks" in i.value for i in at.info)
     at.select_slider(key="attributions.step").set_value(0).run()  # the initialisation snapshot
     assert not at.exception and len(_by_title(at, "Saliency for")) == 2
@@ -205,13 +209,13 @@ def test_unexplainable_model_shows_the_reason():
     assert any("DeepLift cannot explain B · residual 8" in w.value for w in at.warning)
 
 
-def test_two_d_run_explains_why_and_offers_the_quick_pair(quick_job):
+def test_two_d_run_explains_why_and_offers_the_default_pair(default_pair):
     job, cfg = _lab_run(DataConfig(name="spirals"), depth=4)
-    at = _open(lab=job, lab_config=cfg, quick=quick_job)
+    at = _open(lab=job, lab_config=cfg, pair=default_pair)
     assert any("2-D points" in i.value for i in at.info) and not at.get("plotly_chart")
-    at.button(key="attributions.use_quick").click().run()
+    at.button(key="attributions.use_default").click().run()
     assert not at.exception
-    assert at.radio(key="attributions.pair").value == "Quick default pair"
+    assert at.radio(key="attributions.source").value == "The server's default pair"
     assert len(_by_title(at, "Saliency for")) == 2
 
 
@@ -222,8 +226,8 @@ def test_browser_screenshot(server, browser):
     page.goto(f"{server}/attributions")
     body = main(page)
     expect(page.get_by_role("heading", name="Attributions")).to_be_visible()
-    trained = body.get_by_text(re.compile("No lab run in this session: trained a quick default pair"))
-    expect(trained).to_be_visible(timeout=TIMEOUT_MS)  # the page trains the pair first (seconds)
+    trained = body.get_by_text(re.compile("Models of the server's default pair"))
+    expect(trained).to_be_visible(timeout=TIMEOUT_MS)  # the server trains the pair first (seconds)
     page.locator(".js-plotly-plot .main-svg").first.wait_for()
     sanity = body.get_by_role("button", name=re.compile("Run the sanity check"))
     sanity.click()  # the button goes at once; wait for the chart before the next click (it would interrupt the run)

@@ -17,11 +17,15 @@ from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz.data import DataConfig
 from resnet_viz.figures import depth as figs
 from resnet_viz.figures.common import COLORS
-from resnet_viz.jobs import LIMITER
+from resnet_viz.models import ModelConfig
+from resnet_viz.runs import WATCHED
+from resnet_viz.runs.budget import estimate
 from resnet_viz.store import RunStore
-from resnet_viz.ui.session import SESSION_KEY
+from resnet_viz.training import TrainConfig
+from resnet_viz.ui.session import SESSION_KEY, run_service
 from resnet_viz.ui.store import run_store
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -138,10 +142,9 @@ def fresh_session():
     for at in OPENED:
         if SESSION_KEY in at.session_state:
             jobs = at.session_state[SESSION_KEY]
-            jobs.stop_all()
+            jobs.close()
             for job in jobs.others.values():
                 job.join(30)
-            jobs.others.clear()
     OPENED.clear()
 
 
@@ -229,15 +232,15 @@ def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_z
     assert len(at.dataframe[-1].value) == 1
     at.file_uploader(key="depth.import").set_value(("run.zip", buffer.getvalue(), "application/zip")).run()
     assert not at.exception
-    assert f"Imported run {key[:12]} from run.zip." in _texts(at.success)
-    assert len(at.dataframe[-1].value) == 2
+    assert re.search(r"Imported run imported-[0-9a-f]{12} from `run\.zip`", _texts(at.success)), _texts(at.success)
+    assert sorted(at.dataframe[-1].value["origin"]) == ["imported", "trained here"]  # kept apart from trained runs
 
 
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
         (b"this is not a zip", "not a zip file"),
-        ({"notes.txt": "hello"}, "no manifest.json"),
+        ({"notes.txt": "hello"}, "manifest.json: missing"),
         ({"run/manifest.json": '{"format": "something-else"}'}, "not a resnet-viz-run manifest"),
         ({"../evil/manifest.json": "{}"}, "unsafe path"),
     ],
@@ -253,7 +256,7 @@ def test_importing_a_malformed_zip_shows_an_error_not_an_exception(data_dir, con
     at.file_uploader(key="depth.import").set_value(("bad.zip", content, "application/zip")).run()
     assert not at.exception, [e.value for e in at.exception]
     errors = _texts(at.error)
-    assert "Cannot import bad.zip" in errors and problem in errors, errors
+    assert "Cannot import `bad.zip`" in errors and problem in errors, errors  # file names are shown as code
 
 
 def test_empty_depths_are_explained_next_to_the_control(data_dir):
@@ -292,33 +295,33 @@ def test_stop_keeps_finished_runs_and_says_how_to_resume(data_dir):
 
 
 def test_a_sweep_waiting_for_a_training_slot_says_it_is_queued(data_dir):
-    held = [object() for _ in range(LIMITER.max_jobs)]
-    for owner in held:  # every slot busy, as if other sessions were training
-        assert LIMITER.acquire(owner, threading.Event())
+    scheduler = run_service().scheduler
+    cost = estimate({"A": ModelConfig(depth=8, width=8)}, TrainConfig(epochs=1), DataConfig())
+    held = [scheduler.ticket(cost, WATCHED) for _ in range(scheduler.cores)]
+    for ticket in held:  # every core busy, as if other sessions were training
+        assert scheduler.acquire(ticket, threading.Event())
     try:
         at = _open()
         _tiny_sweep(at)
         _button(at, "Run").click().run()
         job = at.session_state[SESSION_KEY].others["depth_sweep"]
-        for _ in range(200):  # the sweep's thread reaches the queue within moments
-            if job.view().status == "queued":
-                break
-            job.join(0.05)
+        assert scheduler.wait_until(lambda: scheduler.counts()[1] == 1, 60)  # the sweep's run is queued
         at.run()
         assert any("Queued: place 1" in i.value and "training lab" in i.value for i in at.info), _texts(at.info)
         assert not _button(at, "Stop").disabled
         _button(at, "Stop").click().run()
         assert job.status == "stopped"
     finally:
-        for _ in held:
-            LIMITER.release()
+        for ticket in held:
+            scheduler.release(ticket)
 
 
 def test_a_damaged_store_offers_to_move_it_aside(data_dir):
     (data_dir / "runs.sqlite3").write_bytes(b"definitely not sqlite" * 100)
     at = _open()
-    assert "The run store cannot be used" in _texts(at.error)
-    _button(at, "Move the damaged store aside and start an empty one").click().run()
+    assert "The run store file is damaged" in _texts(at.error)
+    _button(at, "Move the damaged store aside").click().run()
+    _button(at, "Yes, move the damaged store aside").click().run()
     assert "Moved to" in _texts(at.success)
     at.run()
     assert not at.error and "No stored runs yet" in _texts(at.caption)
@@ -332,7 +335,7 @@ def test_browser_tiny_sweep_charts_and_export_import(server, browser, tmp_path):
     page = new_page(browser)
     page.goto(server)  # a fresh server knows its pages only after one run: a first deep link says "Page not found"
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
-    page.goto(f"{server}/depth-study")
+    page.goto(f"{server}/depth_study")
     body = main(page)
     expect(page.get_by_role("heading", name="Depth study")).to_be_visible()
     depths = body.get_by_test_id("stMultiSelect")
@@ -370,6 +373,6 @@ def test_browser_tiny_sweep_charts_and_export_import(server, browser, tmp_path):
     download.value.save_as(path)
     assert zipfile.is_zipfile(path)
     body.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
-    expect(body.get_by_text(re.compile(r"Imported run [0-9a-f]{12} from depth_study_run.zip"))).to_be_visible()
+    expect(body.get_by_text(re.compile(r"Imported run imported-[0-9a-f]{12} from depth_study_run.zip"))).to_be_visible()
     no_exception(page)
     page.context.close()

@@ -244,7 +244,8 @@ class RunService:
         """The stored run for `request`, training it (or waiting for the run training it) first.
 
         Returns None when `stop` was set first or the run did not finish complete (stopped, failed).
-        `on_wait(run)` is called about every half second while waiting for a run another viewer started.
+        `on_wait(run)` is called once the run is known, then about every half second while waiting for a
+        run another viewer started.
         """
         stop = stop or threading.Event()
 
@@ -257,6 +258,8 @@ class RunService:
         handle = self.request(request, viewer, priority, on_step=step)
         if isinstance(handle, Replay):
             return handle.run
+        if on_wait is not None:
+            on_wait(handle)  # the caller learns which run it waits for (its queue place, its progress)
         try:
             while not handle.join(0.5):
                 if stop.is_set():
