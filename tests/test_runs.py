@@ -262,7 +262,7 @@ def test_warm_trains_what_is_missing_and_resumes(service, tmp_path, monkeypatch,
     seen = []
     progress = warm(service, requests, on_progress=lambda p: seen.append((p.done, p.current, p.step)))
     assert progress.done == 2 and progress.cached == 0 and service.trainings == 2 and not progress.failed
-    assert ("0", "pair") == (str(seen[1][0]), seen[1][1]) and seen[-1] == (2, "", seen[-1][2])
+    assert seen[1][:2] == (0, "pair") and seen[-1][:2] == (2, "")
     again = warm(service, requests)
     assert again.done == again.cached == 2 and service.trainings == 2  # resumed: nothing trained twice
     monkeypatch.setattr(cli, "warm_requests", lambda: requests)
