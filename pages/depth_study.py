@@ -353,7 +353,15 @@ def status_line(view: SweepView) -> None:
         st.progress(min(1.0, fraction), text=text)
     elif view.status == "finished":
         trained = view.runs_done - view.cached_runs
-        st.success(f"Finished: {view.total_runs} runs, {view.cached_runs} from the store, {trained} trained now.")
+        diverged = [
+            f"{m} {r.depth}" for r in view.runs for m, summary in r.run.summaries.items()
+            if summary["status"] == "diverged"
+        ]  # fmt: skip
+        text = f"Finished: {view.total_runs} runs, {view.cached_runs} from the store, {trained} trained now."
+        if diverged:  # a result, not a failure: a blown-up deep net is part of what the sweep shows
+            st.warning(f"{text} Diverged (loss NaN, inf or huge): {', '.join(diverged)}.")
+        else:
+            st.success(text)
     elif view.status == "stopped":
         st.warning(
             f"Stopped: {done} finished. Run the same sweep again to resume: the {view.runs_done} finished "
