@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .options import OPTIONS, OptionError, allowed_depths, describe_depths
+from .options import DEPTH_RULES, OPTIONS, OptionError, allowed_depths, depth_rule, describe_depths
 
 Family = Literal["cnn", "mlp"]
 BlockKind = Literal["basic", "bottleneck"]
@@ -78,7 +78,7 @@ class ModelConfig:
 
     @property
     def blocks_per_stage(self) -> int:
-        per_block = {"mlp": 2, "basic": 6, "bottleneck": 9}["mlp" if self.family == "mlp" else self.block]
+        per_block, _ = DEPTH_RULES[depth_rule(self.family, self.block)]
         return (self.depth - 2) // per_block
 
     def allowed_depths(self, limit: int | None = None) -> list[int]:
@@ -108,12 +108,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> ModelConfig:
-        """Build from a dict (JSON, URL params), ignoring unknown keys; validates."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known}).validate()
 
     def with_skip(self, skip: bool) -> ModelConfig:
         """The same net with shortcuts on or off: the plain/residual pair of one config."""
@@ -161,43 +155,37 @@ class ProjectionShortcut(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """A stack of weighted layers ``f`` plus a scaled shortcut: ``out = f(x) + alpha * shortcut(x)``.
+    """Weighted layers ``f`` plus a scaled shortcut: ``out = f(x) + alpha * shortcut(x)``.
 
-    The layers are given as (weighted layer, its norm) pairs. With ``order="post"`` (He et al. 2015)
-    each layer is weight-norm-ReLU except that the last ReLU comes after the addition; with
-    ``order="pre"`` (He et al. 2016, full pre-activation) each layer is norm-ReLU-weight and nothing
-    follows the addition, which keeps the shortcut path a pure identity.
-    Norm modules are injected so the same block serves convolutions and linear layers.
+    Subclasses create their layers as ``<name>``, ``bn<i>`` and ``relu<i>`` for the i-th weighted
+    layer (names every chart and stored weight file uses) and list the weighted ones in
+    `layer_keys`. With ``order="post"`` (He et al. 2015) each layer is weight-norm-ReLU except that
+    the last ReLU comes after the addition; with ``order="pre"`` (He et al. 2016, full
+    pre-activation) each layer is norm-ReLU-weight and nothing follows the addition, which keeps the
+    shortcut path a pure identity. The norm layer is injected, so one block serves convolutions and
+    linear layers; every ReLU is its own module and nothing is inplace (Captum and the probes hook them).
     """
 
-    def __init__(
-        self,
-        layers: list[tuple[str, nn.Module, nn.Module]],
-        shortcut: nn.Module,
-        order: Order,
-        alpha: float,
-    ) -> None:
+    layer_keys: tuple[str, ...] = ()  # the weighted layers, input to output
+
+    def __init__(self, order: Order, alpha: float) -> None:
         super().__init__()
         self.order = order
         self.alpha = alpha
-        self.layer_keys: list[str] = []
-        for i, (name, weighted, norm) in enumerate(layers, start=1):
-            setattr(self, name, weighted)
-            setattr(self, f"bn{i}", norm)
-            setattr(self, f"relu{i}", nn.ReLU())
-            self.layer_keys.append(name)
-        self.shortcut = shortcut
+
+    def _layers(self) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
+        return [(getattr(self, k), getattr(self, f"bn{i}"), getattr(self, f"relu{i}"))
+                for i, k in enumerate(self.layer_keys, start=1)]  # fmt: skip
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual function f(x) (the whole block output for a plain net)."""
-        n = len(self.layer_keys)
-        for i, key in enumerate(self.layer_keys, start=1):
-            weighted, norm, act = getattr(self, key), getattr(self, f"bn{i}"), getattr(self, f"relu{i}")
+        layers = self._layers()
+        for i, (weighted, norm, act) in enumerate(layers, start=1):
             if self.order == "pre":
                 x = weighted(act(norm(x)))
             else:
                 x = norm(weighted(x))
-                if i < n:
+                if i < len(layers):
                     x = act(x)
         return x
 
@@ -206,8 +194,59 @@ class ResidualBlock(nn.Module):
         if self.alpha != 0.0:
             out = out + self.alpha * self.shortcut(x)
         if self.order == "post":
-            out = getattr(self, f"relu{len(self.layer_keys)}")(out)
+            out = self._layers()[-1][2](out)
         return out
+
+    def zero_init_last(self) -> None:
+        """Start the block as the identity (Goyal et al. 2017; timm's ``zero_init_last``): zero the last
+        BN gamma in post-activation order, else the last weighted layer itself."""
+        weighted, norm, _ = self._layers()[-1]
+        if isinstance(norm, nn.BatchNorm1d | nn.BatchNorm2d) and self.order == "post":
+            nn.init.zeros_(norm.weight)
+        else:
+            nn.init.zeros_(weighted.weight)
+            if weighted.bias is not None:
+                nn.init.zeros_(weighted.bias)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convolutions (He et al. 2015, Fig. 2 left); the first may stride."""
+
+    layer_keys = ("conv1", "conv2")
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, cfg: ModelConfig, shortcut: nn.Module) -> None:
+        super().__init__(cfg.order, cfg.alpha)
+        bias = cfg.norm == "none"  # without BN, layers keep their biases
+        self.conv1, self.bn1, self.relu1 = _conv(cin, mid, 3, stride, bias), _block_norm(cfg, cin, mid), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = _conv(mid, cout, 3, 1, bias), _block_norm(cfg, mid, cout), nn.ReLU()
+        self.shortcut = shortcut  # registered last: the main path comes first in the state dict
+
+
+class Bottleneck(ResidualBlock):
+    """1x1 reduce, 3x3 (which may stride), 1x1 expand (He et al. 2015, Fig. 5 right)."""
+
+    layer_keys = ("conv1", "conv2", "conv3")
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, cfg: ModelConfig, shortcut: nn.Module) -> None:
+        super().__init__(cfg.order, cfg.alpha)
+        bias = cfg.norm == "none"
+        self.conv1, self.bn1, self.relu1 = _conv(cin, mid, 1, 1, bias), _block_norm(cfg, cin, mid), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = _conv(mid, mid, 3, stride, bias), _block_norm(cfg, mid, mid), nn.ReLU()
+        self.conv3, self.bn3, self.relu3 = _conv(mid, cout, 1, 1, bias), _block_norm(cfg, mid, cout), nn.ReLU()
+        self.shortcut = shortcut
+
+
+class MLPBlock(ResidualBlock):
+    """Linear-ReLU-Linear on 2-D point features: the residual MLP's block."""
+
+    layer_keys = ("fc1", "fc2")
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, cfg: ModelConfig, shortcut: nn.Module) -> None:
+        super().__init__(cfg.order, cfg.alpha)
+        bias = cfg.norm == "none"
+        self.fc1, self.bn1, self.relu1 = nn.Linear(cin, mid, bias=bias), _block_norm(cfg, cin, mid), nn.ReLU()
+        self.fc2, self.bn2, self.relu2 = nn.Linear(mid, cout, bias=bias), _block_norm(cfg, mid, cout), nn.ReLU()
+        self.shortcut = shortcut
 
 
 def _norm(kind: Norm, channels: int, spatial: bool) -> nn.Module:
@@ -220,29 +259,22 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) -> n
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
 
 
+def _block_norm(cfg: ModelConfig, cin: int, cout: int) -> nn.Module:
+    """A block layer's norm: in pre-activation order it comes before the layer, so it sees the layer's input."""
+    return _norm(cfg.norm, cin if cfg.order == "pre" else cout, cfg.family == "cnn")
+
+
+BLOCKS: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck, "mlp": MLPBlock}
+
+
 def _make_block(cfg: ModelConfig, cin: int, mid: int, cout: int, stride: int) -> ResidualBlock:
     spatial = cfg.family == "cnn"
-    bias = cfg.norm == "none"  # without BN, layers keep their biases
-    # In pre-activation order the norm sits before each weighted layer, so it sees the input width.
-    if cfg.family == "mlp":
-        widths = [(cin, mid), (mid, cout)]
-        weighted = [nn.Linear(a, b, bias=bias) for a, b in widths]
-        names = ["fc1", "fc2"]
-    elif cfg.block == "basic":
-        widths = [(cin, mid), (mid, cout)]
-        weighted = [_conv(cin, mid, 3, stride, bias), _conv(mid, cout, 3, 1, bias)]
-        names = ["conv1", "conv2"]
-    else:
-        widths = [(cin, mid), (mid, mid), (mid, cout)]
-        weighted = [_conv(cin, mid, 1, 1, bias), _conv(mid, mid, 3, stride, bias), _conv(mid, cout, 1, 1, bias)]
-        names = ["conv1", "conv2", "conv3"]
-    norms = [_norm(cfg.norm, a if cfg.order == "pre" else b, spatial) for a, b in widths]
     shape_changes = stride != 1 or cin != cout
     if cfg.shortcut == "projection" and cfg.skip and shape_changes:
         shortcut: nn.Module = ProjectionShortcut(cin, cout, stride, spatial, cfg.norm)
     else:
         shortcut = IdentityShortcut(cin, cout, stride, spatial)
-    return ResidualBlock(list(zip(names, weighted, norms, strict=True)), shortcut, cfg.order, cfg.alpha)
+    return BLOCKS[depth_rule(cfg.family, cfg.block)](cin, mid, cout, stride, cfg, shortcut)
 
 
 class Stem(nn.Module):
@@ -370,18 +402,10 @@ def _init_weights(model: Net, generator: torch.Generator) -> None:
                 fan_in = m.weight[0].numel()
                 bound = 1 / math.sqrt(fan_in) if cfg.init == "pytorch" or m is model.head else 0.0
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
-    if cfg.zero_init_last and cfg.skip:
-        # Goyal et al. 2017 / timm zero_init_last: each residual block starts as the identity.
+    if cfg.zero_init_last and cfg.skip:  # a plain net would lose its signal: only residual blocks
         for m in model.modules():
             if isinstance(m, ResidualBlock):
-                last_norm = getattr(m, f"bn{len(m.layer_keys)}")
-                if isinstance(last_norm, nn.BatchNorm1d | nn.BatchNorm2d) and m.order == "post":
-                    nn.init.zeros_(last_norm.weight)
-                else:  # pre-activation or no norm: the last weighted layer itself
-                    last = getattr(m, m.layer_keys[-1])
-                    nn.init.zeros_(last.weight)
-                    if last.bias is not None:
-                        nn.init.zeros_(last.bias)
+                m.zero_init_last()
 
 
 def build_model(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "cpu") -> Net:
