@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from .data import DATASETS, POINT_DATASETS, DataConfig
+from .limits import cli as limits_cli
 from .models import CHOICES, ConfigError, ModelConfig
 from .runs import LiveRun, RunRefused, RunRequest, RunService
 from .runs.defaults import warm_requests
@@ -489,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use-store", action="store_true", help="use the default run store folder")
     g.add_argument("--out", default=None, help="file for every computed array (JSON)")
     g.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    limits_cli.add_parser(sub, add_config_flags)
     p = sub.add_parser("warm", help="train every default pair, Home preset and the classroom sweep into the store")
     p.add_argument("--store", metavar="DIR", default=None, help="run store folder (default: the app's)")
     p.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
@@ -506,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _warm(args)
         if args.command == "landscape":
             return _landscape(args)
+        if args.command == "limits":
+            return limits_cli.run(args, configs_from_args)
         return _train(args, lambda m: {"plain": m.with_skip(False), "residual": m.with_skip(True)})
     except (ConfigError, StoreError, RunRefused) as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)

@@ -262,6 +262,17 @@ def _preset_configs() -> list[Preset]:
                 train=TrainConfig(epochs=40, batch_size=64),
             ),
         ),
+        Preset(
+            "overconfident",
+            "Overconfident ResNet",
+            "A residual net trained 60 epochs without weight decay fits every training digit and grows "
+            "overconfident: see Limits & pitfalls, Calibration (Guo et al. 2017, Fig. 1).",
+            LabConfig(
+                a=ModelConfig(depth=20, skip=False),
+                b=ModelConfig(depth=20),
+                train=TrainConfig(epochs=60, weight_decay=0.0),
+            ),
+        ),
     ]
 
 

@@ -23,6 +23,7 @@ WIDTHS = list(OPTIONS["width"].ticks)  # the width slider's stops (any width in 
 DATASET_HELP = {
     "digits": "scikit-learn's 8x8 handwritten digits, 10 classes",
     "shapes": "generated squares, disks, triangles, crosses with ground-truth masks",
+    "corners": "a square or a cross in two opposite corners: same shape or not (needs a global view)",
     "spirals": "two interleaved 2-D spirals (MLPs)",
     "moons": "two interleaved half circles (MLPs)",
     "circles": "a ring around a disk (MLPs)",
