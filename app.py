@@ -42,6 +42,7 @@ def main() -> None:
             _page("depth_study.py", "Depth study", ":material/stacked_line_chart:"),
             _page("receptive_fields.py", "Receptive fields", ":material/center_focus_strong:"),
             _page("attributions.py", "Attributions", ":material/visibility:"),
+            _page("loss_landscape.py", "Loss landscape", ":material/landscape:"),
         ]
     )
     with st.sidebar:

@@ -18,6 +18,8 @@ PAGES = {
     "without skips) and how much it actually uses (the effective field of Luo et al. 2016).",
     "Attributions": "what each model looks at, by seven Captum methods, with sanity checks (Adebayo et al. "
     "2018) and localisation scores against ground-truth masks.",
+    "Loss landscape": "the loss around the trained weights of a plain net and its residual twin (Li et al. 2018): "
+    "chaotic without shortcuts, smooth with them; the line from the initial weights, curvature, the training path.",
 }
 
 

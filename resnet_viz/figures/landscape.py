@@ -120,7 +120,7 @@ def contour_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
             hovertemplate="direction 1: %{x:.2f}<br>direction 2: %{y:.2f}<br>shown value: %{z:.3g}<extra></extra>",
         ), row=1, col=col)  # fmt: skip
         fig.add_trace(go.Scatter(
-            x=[0.0], y=[0.0], mode="markers", name=f"{results[key].label}: trained weights", showlegend=col == 1,
+            x=[0.0], y=[0.0], mode="markers", name=f"{results[key].label}: trained weights", showlegend=False,
             marker={"symbol": "x", "size": 11, "color": "white", "line": {"color": color(key, col - 1), "width": 2}},
         ), row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="direction 1 (filter-normalised)", row=1, col=col)
@@ -180,12 +180,14 @@ def trajectory_figure(results: Mapping[str, NetLandscape]) -> go.Figure:
                     "symbol": ["circle-open"] + ["circle"] * (len(tr.steps) - 2) + ["x"],
                     "line": {"color": "white", "width": 1}},
         ), row=1, col=col)  # fmt: skip
-        e1, e2 = tr.explained
+    fig.update_layout(coloraxis=_coloraxis(scale))
+    layout(fig, "Training path from the initial weights (open circle) to the trained weights (x)", "PC1", "PC2",
+           height=480)  # fmt: skip
+    for col, key in enumerate(keys, start=1):  # after `layout`, which titles every axis alike
+        e1, e2 = results[key].trajectory.explained
         fig.update_xaxes(title_text=f"PC1 ({e1:.1%} of variance)", row=1, col=col)
         fig.update_yaxes(title_text=f"PC2 ({e2:.1%} of variance)", row=1, col=col)
-    fig.update_layout(coloraxis=_coloraxis(scale))
-    return layout(fig, "Training path from the initial weights (open circle) to the trained weights (x)",
-                  "PC1", "PC2", height=480)  # fmt: skip
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------

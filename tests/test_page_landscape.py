@@ -1,0 +1,186 @@
+"""Loss-landscape page: figure builders on synthetic landscapes, the page under AppTest, one browser walk."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import plotly.io as pio
+import pytest
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from playwright.sync_api import expect
+from streamlit.testing.v1 import AppTest
+
+from resnet_viz.figures import landscape as figs
+from resnet_viz.figures.common import COLORS
+from resnet_viz.landscape import Curvature, Interpolation, NetLandscape, Surface, Trajectory
+from resnet_viz.ui.session import SESSION_KEY
+from resnet_viz.ui.snapshots import FRESH
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/loss_landscape.py"
+OPENED: list[AppTest] = []
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """Each AppTest is one viewer of the run service: it leaves its runs and tasks when the test ends."""
+    yield
+    for at in OPENED:
+        if SESSION_KEY in at.session_state:
+            at.session_state[SESSION_KEY].close()
+    OPENED.clear()
+
+
+def _array(value) -> np.ndarray:
+    """A trace array from figure JSON: nested lists, or Plotly's typed array {dtype, bdata (base64), shape}."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
+        return flat.reshape(shape).astype(float)
+    return np.asarray(value, dtype=float)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure figures, synthetic landscapes
+
+
+def _surface(scale: float, ripple: float = 0.0) -> Surface:
+    axis = np.linspace(-1, 1, 5)
+    a, b = np.meshgrid(axis, axis)
+    loss = scale * (0.1 + a**2 + b**2) + ripple * np.cos(6 * a)
+    return Surface(axis, axis.copy(), loss, float(loss[2, 2]))
+
+
+def _landscape(key: str, label: str, scale: float, with_path: bool = True) -> NetLandscape:
+    t = np.arange(-5, 26) / 20
+    line = Interpolation(t, 2.3 - 2 * np.clip(t, 0, 1) + scale * (t - 1).clip(0), 2.4 - 1.9 * np.clip(t, 0, 1))
+    path = Trajectory([0, 10, 20], np.array([[3.0, 1.0], [1.0, -0.5], [0.0, 0.0]]), (0.8, 0.15), _surface(scale))
+    notes = {} if with_path else {"trajectory": "No training path: test."}
+    curvature = Curvature(50.0 * scale, -5.0, 20)
+    return NetLandscape(key, label, 20, _surface(scale), line, curvature, path if with_path else None, notes)
+
+
+RESULTS = {"A": _landscape("A", "A · plain 20", 100.0), "B": _landscape("B", "B · residual 20", 1.0, False)}
+
+
+def test_contour_and_surface_share_one_log_colour_scale():
+    scale = figs.loss_scale([r.surface for r in RESULTS.values()])
+    assert scale.log  # 0.1 (B's minimum) to 210 (A's corners): decades apart
+    assert scale.low == pytest.approx(np.log10(0.1)) and scale.high == pytest.approx(np.log10(210.0))
+    contour = figs.contour_figure(RESULTS, scale)
+    contours = [t for t in contour.data if t.type == "contour"]
+    assert [t.name for t in contours] == ["A · plain 20", "B · residual 20"]
+    assert {t.coloraxis for t in contours} == {"coloraxis"}
+    assert (contour.layout.coloraxis.cmin, contour.layout.coloraxis.cmax) == (scale.low, scale.high)
+    assert "10" in contour.layout.coloraxis.colorbar.ticktext  # ticks in loss units
+    np.testing.assert_allclose(np.asarray(contours[1].z)[2, 2], np.log10(0.1))
+    marks = [t for t in contour.data if t.type == "scatter"]
+    assert marks[0].marker.line.color == COLORS["A"] and marks[1].marker.line.color == COLORS["B"]
+    assert "filter-normalised" in contour.layout.xaxis.title.text and contour.layout.title.text
+    surface = figs.surface_figure(RESULTS, scale)
+    assert [t.type for t in surface.data] == ["surface", "surface"]
+    assert list(surface.layout.scene.zaxis.range) == list(surface.layout.scene2.zaxis.range) == [scale.low, scale.high]
+    assert "loss" in surface.layout.scene.zaxis.title.text
+
+
+def test_linear_scale_when_the_losses_are_close():
+    bowl = _surface(1.0)
+    bowl.loss += 0.9  # 1.0 to 3.0
+    scale = figs.loss_scale([bowl])
+    assert not scale.log and (scale.low, scale.high) == pytest.approx((1.0, 3.0))
+    bowl.loss[[0, -1]] = np.nan  # rows not evaluated yet: left out of the scale, drawn blank
+    assert figs.loss_scale([bowl]).high == pytest.approx(2.25)
+    empty = Surface(bowl.alphas, bowl.betas, np.full((5, 5), np.nan), 1.0)
+    assert figs.loss_scale([empty]) == figs.LossScale(0.0, 1.0, False)
+
+
+def test_interpolation_trajectory_curvature_and_table():
+    line = figs.interpolation_figure(RESULTS)
+    assert [t.name for t in line.data] == [f"{label}: {what}" for label in ("A · plain 20", "B · residual 20")
+                                           for what in ("training", "validation")]  # fmt: skip
+    assert line.data[0].line.color == COLORS["A"] and line.data[3].line.dash == "dash"
+    assert line.layout.yaxis.type == "log" and "nats" in line.layout.yaxis.title.text
+    path = figs.trajectory_figure(RESULTS)  # B has no path: one panel
+    scatter = [t for t in path.data if t.type == "scatter"]
+    assert len(scatter) == 1 and list(scatter[0].text) == ["step 0", "step 10", "step 20"]
+    assert path.layout.xaxis.title.text == "PC1 (80.0% of variance)"
+    curvature = figs.curvature_figure(RESULTS)
+    assert [t.name for t in curvature.data] == ["A · plain 20: |λ_min / λ_max| = 0.001",
+                                                "B · residual 20: |λ_min / λ_max| = 0.100"]  # fmt: skip
+    table = figs.summary_table(RESULTS, cached={"B"})
+    assert table["|λ_min / λ_max|"].tolist() == pytest.approx([0.001, 0.1])
+    assert table["source"].tolist()[1] == "run store"
+
+
+# --------------------------------------------------------------------------------------------------
+# The page under AppTest
+
+
+def _open() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    OPENED.append(at)
+    at.run()
+    at.session_state["landscape.source"] = FRESH  # the lab setup at initialisation: nothing to train first
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_page_computes_contour_and_surface_for_both_nets():
+    at = _open()
+    assert at.title[0].value == "Loss landscape"
+    assert not at.get("plotly_chart")  # nothing until Compute
+    at.select_slider(key="landscape.grid").set_value(7)
+    at.select_slider(key="landscape.examples").set_value(100)
+    at.select_slider(key="landscape.iterations").set_value(10)
+    next(b for b in at.button if b.label == "Compute landscapes").click().run()
+    task = at.session_state[SESSION_KEY].others["landscape"]
+    assert task.join(300) and task.status == "finished", task.message
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    figures = {f.layout.title.text: f for f in (pio.from_json(el.proto.spec) for el in at.get("plotly_chart"))}
+    contour = next(f for title, f in figures.items() if title.startswith("Loss around the trained weights"))
+    surface = next(f for title, f in figures.items() if title.startswith("The loss surfaces in 3-D"))
+    for fig, kind in ((contour, "contour"), (surface, "surface")):
+        traces = [t for t in fig.data if t.type == kind]
+        assert [t.name for t in traces] == ["A · plain 20", "B · residual 20"]
+        assert all(np.isfinite(_array(t.z)).all() for t in traces)
+        assert _array(traces[0].z).shape == (7, 7)
+    assert any(t.startswith("Extreme Hessian eigenvalues") for t in figures)
+    captions = " ".join(c.value for c in at.caption)
+    assert "eval mode with the trained running statistics" in captions
+    assert "No training path: a net at its initialisation has no training path." in captions
+    assert len(at.dataframe[0].value) == 2 and any("Done: 2 landscapes" in s.value for s in at.success)
+
+
+# --------------------------------------------------------------------------------------------------
+# Browser
+
+
+def test_browser_walk(server, browser):
+    page = new_page(browser)
+    page.set_viewport_size({"width": 1500, "height": 3600})
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
+    page.goto(f"{server}/loss_landscape")
+    body = main(page)
+    expect(body.get_by_role("heading", name="Loss landscape")).to_be_visible(timeout=TIMEOUT_MS)
+    body.get_by_text(FRESH).click()
+    for label in ("Grid points per axis", "Training examples", "Lanczos steps (Hessian)"):
+        thumb = body.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")  # the smallest option: 7 points, 100 examples, 10 steps
+    expect(body.get_by_test_id("stSlider").filter(has_text="Grid points per axis")).to_contain_text("7")
+    body.get_by_role("button", name="Compute landscapes").click()
+    expect(body.get_by_text("Done: 2 landscapes")).to_be_visible(timeout=TIMEOUT_MS * 3)
+    expect(body.locator("text=B · residual 20: |λ_min / λ_max|")).to_be_visible()  # the final draw, not a stale one
+    expect(body.locator("[data-stale=true]")).to_have_count(0)
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    expect(body.locator(".js-plotly-plot .contour").first).to_be_attached()
+    expect(body.get_by_text("A · plain 20").first).to_be_visible()
+    expect(body.get_by_text("B · residual 20").first).to_be_visible()
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "loss_landscape.png"), full_page=True)
+    page.context.close()
