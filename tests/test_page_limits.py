@@ -1,0 +1,122 @@
+"""Limits & pitfalls page: every analysis under AppTest (fresh models; one real training grid), the grid
+figures on synthetic tables, and one browser walk through the model analyses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+import pytest
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from playwright.sync_api import expect
+from streamlit.testing.v1 import AppTest
+
+from resnet_viz.figures import limits as figs
+from resnet_viz.ui.session import SESSION_KEY
+from resnet_viz.ui.snapshots import FRESH
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/limits.py"
+OPENED: list[AppTest] = []
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """Each AppTest is one viewer of the run service: it leaves its runs when the test ends."""
+    yield
+    for at in OPENED:
+        if SESSION_KEY in at.session_state:
+            at.session_state[SESSION_KEY].close()
+    OPENED.clear()
+
+
+def _open(analysis: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    OPENED.append(at)
+    at.session_state["limits.source"] = FRESH  # the lab setup's models: nothing to train
+    at.session_state["limits.analysis"] = analysis
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _titles(at: AppTest) -> list[str]:
+    return [pio.from_json(el.proto.spec).layout.title.text for el in at.get("plotly_chart")]
+
+
+def test_model_analyses_draw_every_chart_with_a_caption():
+    at = _open("Lesions")
+    assert at.title[0].value == "Limits & pitfalls"
+    assert any("Freshly built" in c.value for c in at.caption)
+    expected = {
+        "Lesions": ["Test error after deleting one block", "Test error after deleting k random", "Paths through"],
+        "Calibration": ["Reliability"],
+        "Robustness": ["Test accuracy under input corruptions"],
+        "Cost": ["What depth costs"],
+    }
+    for analysis, titles in expected.items():
+        at.radio(key="limits.analysis").set_value(analysis).run()
+        assert not at.exception, [e.value for e in at.exception]
+        drawn = _titles(at)
+        assert len(drawn) == len(titles) and all(t in d for t, d in zip(titles, drawn, strict=True)), drawn
+        assert sum(c.value.startswith("What to look for") for c in at.caption) == len(titles)
+    at.radio(key="limits.analysis").set_value("Calibration").run()
+    summary = at.dataframe[0].value
+    assert list(summary.model) == ["A · plain 20", "B · residual 20"] and (summary.ece >= 0).all()
+
+
+def test_init_grid_runs_through_the_run_service_and_draws():
+    at = _open("Initialisation")
+    at.select_slider(key="limits.init.depth").set_value(8).run()
+    at.number_input(key="limits.init.epochs").set_value(1).run()
+    at.number_input(key="limits.init.seeds").set_value(1).run()
+    next(b for b in at.button if b.label == "Run grid").click().run()
+    task = at.session_state[SESSION_KEY].others["limits_init"]
+    assert task.join(600) and task.status == "finished", task.message
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _titles(at) == ["Final training loss by initialisation (each seed a point)"]
+    assert set(at.dataframe[0].value.scheme) == {"kaiming x0.5", "kaiming x1", "kaiming x2", "xavier", "pytorch"}
+
+
+def test_global_reasoning_shows_the_task_and_its_grid_controls():
+    at = _open("Global reasoning")
+    assert [b.label for b in at.button][:2] == ["Run grid", "Stop"]
+    assert any("Plain/residual pairs at depths 8, 14, 20" in c.value for c in at.caption)
+
+
+def test_grid_figures_on_synthetic_tables():
+    table = pd.DataFrame({"depth": [8, 8, 14, 14], "model": ["plain", "residual"] * 2,
+                          "test_acc": [0.5, 0.52, 0.9, 0.95], "rf_share": [0.6, 0.6, 1.0, 1.0],
+                          "erf_share": [0.4, 0.3, 0.8, 0.7]})  # fmt: skip
+    fig = figs.global_reasoning_figure(table)
+    assert [t.name for t in fig.data] == ["plain", "residual"] * 2 and "chance" in fig.layout.title.text
+    runs = pd.DataFrame({"model": ["plain", "residual"], "depth": [8, 8], "val_acc": [0.9, 0.95],
+                         "latency_ms": [1.0, 1.1], "knee": [True, True]})  # fmt: skip
+    fig = figs.accuracy_latency_figure(runs)
+    names = ["plain", "plain: depth stops paying", "residual", "residual: depth stops paying"]
+    assert [t.name for t in fig.data] == names
+
+
+def test_browser_walk(server, browser):
+    page = new_page(browser)
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
+    page.goto(f"{server}/limits")
+    body = main(page)
+    expect(body.get_by_role("heading", name="Limits & pitfalls")).to_be_visible(timeout=TIMEOUT_MS)
+    body.get_by_text(FRESH).click()
+    walk = (("Lesions", "Paths through the residual net"), ("Calibration", "Reliability: accuracy"),
+            ("Robustness", "Test accuracy under input corruptions"))  # fmt: skip
+    for analysis, title in walk:
+        body.get_by_text(analysis, exact=True).click()
+        page.wait_for_function(  # this analysis' chart is drawn (not the previous one's, still on screen)
+            "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
+            arg=title,
+        )
+        expect(body.get_by_text("What to look for").first).to_be_visible()
+        no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "limits.png"), full_page=True)
+    page.context.close()
