@@ -21,7 +21,7 @@ from resnet_viz.data import IMAGE_DATASETS, DataConfig, load_dataset
 from resnet_viz.figures import receptive_field as figs
 from resnet_viz.lab import LabConfig
 from resnet_viz.models import ModelConfig, build_model
-from resnet_viz.receptive_field import ERFResult, RFInfo, erf_all_layers, theoretical_rf
+from resnet_viz.receptive_field import ERFResult, RFInfo, erf_all_layers, growth_rows, theoretical_rf
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
 from resnet_viz.ui.widgets import DATASET_HELP, STATE_KEY, chart, model_label
@@ -184,7 +184,7 @@ def explanation(layer: str, results: dict[str, dict[str, ERFResult]], labels: di
 
 def growth_section(results: dict[str, dict[str, ERFResult]], labels: dict[str, str]) -> None:
     log_y = st.toggle("Log y axis", key=K + "log_y", help="spreads the small radii of the first layers")
-    rows = {key: figs.growth_rows(per_layer) for key, per_layer in results.items()}
+    rows = {key: growth_rows(per_layer) for key, per_layer in results.items()}
     chart(
         figs.growth_figure(rows, labels, log_y=log_y),
         "What to look for: the dashed theoretical lines of A and B coincide and grow linearly with depth, "

@@ -1,6 +1,6 @@
 """Attribution maps through Captum, and the checks that say whether to trust them.
 
-Every method runs on a snapshot of the model (`prepare`: a hook-free deep copy in eval mode with
+Every method runs on a snapshot of the model (`models.frozen_copy`: a hook-free deep copy in eval mode with
 frozen parameters), never on the net a training job is updating. Attributions are summed over
 channels into one (N, H, W) map per image, and `normalize_map` is the single display normalisation
 every figure uses.
@@ -24,7 +24,6 @@ shape or raises `MethodUnavailable` with a reason a page can show.
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +47,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 from torch import nn
 
-from .models import block_names
+from .models import block_names, frozen_copy
 
 NormMode = Literal["abs", "signed"]
 Target = int | Sequence[int] | np.ndarray | torch.Tensor
@@ -114,25 +113,6 @@ class AttributionResult:
 
 # --------------------------------------------------------------------------------------------------
 # Snapshot and inputs
-
-
-def prepare(model: nn.Module) -> nn.Module:
-    """A snapshot to explain: deep copy without hooks, in eval mode, parameters frozen.
-
-    Attribution must never touch a net that a job is training: Captum registers hooks and flips
-    ``requires_grad``, and BatchNorm in train mode would update running statistics. The copy leaves
-    out every hook of the original (probes of a training job would otherwise run, and write, on the
-    copy's activations) by mapping each hook dict to a fresh empty one in deepcopy's memo.
-    """
-    memo: dict[int, object] = {}
-    for module in model.modules():
-        for key, value in vars(module).items():
-            if "hooks" in key and isinstance(value, dict):
-                memo[id(value)] = type(value)()
-    snapshot = copy.deepcopy(model, memo)
-    snapshot.eval()
-    snapshot.requires_grad_(False)
-    return snapshot
 
 
 def _inputs(inputs: torch.Tensor) -> torch.Tensor:
@@ -402,7 +382,7 @@ def attribute(
 ) -> AttributionResult:
     """Explain `target` (one class index, or one per image) for `inputs` (N, C, H, W) with `method`.
 
-    Runs on `prepare(model)`, so the model itself is never changed. `layer` is Grad-CAM's layer
+    Runs on `frozen_copy(model)`, so the model itself is never changed. `layer` is Grad-CAM's layer
     (default: the last stage); `baseline` (float or tensor broadcastable to the inputs, default 0,
     the mean image) serves IG, DeepLift and Occlusion. Method options (defaults):
 
@@ -418,7 +398,7 @@ def attribute(
         options["layer"] = layer
     elif layer is not None:
         raise ValueError(f"`layer` applies to gradcam only, not {method!r}")
-    return _run(prepare(model), inputs, target, method, baseline, options)
+    return _run(frozen_copy(model), inputs, target, method, baseline, options)
 
 
 _PROBE_OPTIONS: dict[str, dict[str, object]] = {"integrated_gradients": {"n_steps": 4, "max_steps": 4}}
@@ -439,7 +419,7 @@ def available_methods(model: nn.Module, inputs: torch.Tensor | None = None) -> d
         inputs = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     if inputs.dim() != 4:
         return dict.fromkeys(METHODS, "attribution maps need image inputs (N, C, H, W)")
-    net = prepare(model)
+    net = frozen_copy(model)
     out: dict[str, str | None] = {}
     for method in METHODS:
         try:
@@ -458,7 +438,7 @@ def gradcam_across_depth(model: nn.Module, inputs: torch.Tensor, target: Target)
     Shows where the evidence for the class sits as depth grows: fine and local early, coarse and
     class-specific late (Selvaraju et al. 2017 use the last conv layer only).
     """
-    net = prepare(model)
+    net = frozen_copy(model)
     stages = [name for name, _ in net.named_children() if name.startswith("stage")]
     return {name: _run(net, inputs, target, "gradcam", None, {"layer": name}).maps for name in stages}
 
@@ -588,7 +568,7 @@ def sanity_check(
     `options` maps a method name to its `attribute` options.
     """
     options = options or {}
-    net = prepare(model)
+    net = frozen_copy(model)
     generator = torch.Generator().manual_seed(seed)
     original = {m: _run(net, inputs, target, m, None, options.get(m, {})).maps for m in methods}
     rows: list[dict[str, object]] = []
@@ -657,7 +637,7 @@ def localisation(
     m = np.asarray(masks, dtype=bool)
     if m.shape != (inputs.shape[0], *inputs.shape[-2:]):
         raise ValueError(f"masks must be (N, H, W) like the inputs; got {m.shape} for {tuple(inputs.shape)}")
-    net = prepare(model)
+    net = frozen_copy(model)
     frames, unavailable = [], {}
     for method in methods:
         try:

@@ -17,6 +17,7 @@ and our probes see every tensor.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
@@ -420,6 +421,42 @@ def build_model(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "c
     model = model.to_empty(device="cpu")
     _init_weights(model, torch.Generator().manual_seed(seed))
     return model.to(device)
+
+
+def load_model(
+    cfg: ModelConfig, state: dict[str, torch.Tensor], alpha: float, device: torch.device | str = "cpu"
+) -> Net:
+    """A fresh net holding `state` (a snapshot or stored weights) with skip scale `alpha`, in eval mode.
+
+    Built on the meta device and filled from `state`: nothing is initialised only to be overwritten.
+    """
+    with torch.device("meta"):
+        model = Net(cfg)
+    model = model.to_empty(device=device)
+    model.load_state_dict(state)
+    set_skip_scale(model, alpha)
+    return model.eval()
+
+
+def frozen_copy(model: nn.Module, *, meta: bool = False) -> nn.Module:
+    """A hook-free eval-mode copy whose tensors never require grad: what every analysis runs on.
+
+    The model passed in may be training in another thread: only its tensors are read, so its mode,
+    BatchNorm statistics, flags and hooks are untouched, and its hooks (a training run's probes) do
+    not fire on the copy; Captum may hook and flip flags on the copy freely. With `meta`, the copy
+    holds shape-only tensors: reading its graph costs no arithmetic and no memory.
+    """
+
+    def clone(t: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(t, device="meta") if meta else t.detach().clone()
+
+    memo: dict[int, object] = {id(p): nn.Parameter(clone(p), requires_grad=False) for p in model.parameters()}
+    memo.update({id(b): clone(b) for b in model.buffers()})
+    for module in model.modules():
+        for key, value in vars(module).items():
+            if "hooks" in key and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return copy.deepcopy(model, memo).eval()
 
 
 def count_params(model: nn.Module) -> int:

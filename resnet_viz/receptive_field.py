@@ -35,9 +35,8 @@ here imports Streamlit.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .models import ResidualBlock, block_names, layer_names
+from .models import ResidualBlock, block_names, frozen_copy, layer_names
 
 DEFAULT_SAMPLES = 2  # noise images per ERF: depth-56 in under 2 s on 2 cores; radii move <= 1 px across seeds
 DEFAULT_MARGIN = 2  # pixels of canvas kept free around the theoretical field of every probed unit
@@ -455,27 +454,6 @@ class _FieldTracer(TorchFunctionMode):
 # Copies, layer lists and the traced forward pass
 
 
-def _frozen_copy(model: nn.Module, *, meta: bool) -> nn.Module:
-    """A hook-free eval-mode copy whose tensors never require grad.
-
-    The model passed in may be training in another thread: we read its tensors and nothing else, so
-    its mode, BatchNorm statistics, flags and hooks are untouched, and its hooks (a training job's
-    probes) do not fire on the copy. With `meta`, the copy holds shape-only tensors: reading the
-    graph costs no arithmetic and no memory.
-    """
-
-    def clone(t: torch.Tensor) -> torch.Tensor:
-        return torch.empty_like(t, device="meta") if meta else t.detach().clone()
-
-    memo: dict[int, Any] = {id(p): nn.Parameter(clone(p), requires_grad=False) for p in model.parameters()}
-    memo.update({id(b): clone(b) for b in model.buffers()})
-    for module in model.modules():
-        for key, value in vars(module).items():
-            if "hooks" in key and isinstance(value, dict):
-                memo[id(value)] = type(value)()
-    return copy.deepcopy(model, memo).eval()
-
-
 def rf_layer_names(model: nn.Module) -> list[str]:
     """Layers `theoretical_rf` reports by default: every conv, pool and linear layer and every block.
 
@@ -589,7 +567,7 @@ def theoretical_rf(
     before the pooling, which covers the whole input (clipped, it is the image).
     """
     names = rf_layer_names(model) if layers is None else list(layers)
-    return list(_trace_fields(_frozen_copy(model, meta=True), _pair(input_size), names, _in_channels(model)).values())
+    return list(_trace_fields(frozen_copy(model, meta=True), _pair(input_size), names, _in_channels(model)).values())
 
 
 def block_rf(model: nn.Module, input_size: int | tuple[int, int]) -> dict[str, RFInfo]:
@@ -751,9 +729,9 @@ def erf_all_layers(
         raise ValueError(f"n must be at least 1; got {n}")
     names = erf_layer_names(model) if layers is None else list(layers)
     in_channels = _in_channels(model)
-    infos = _trace_fields(_frozen_copy(model, meta=True), (TRACE_SIZE, TRACE_SIZE), names, in_channels)
+    infos = _trace_fields(frozen_copy(model, meta=True), (TRACE_SIZE, TRACE_SIZE), names, in_channels)
     # Channels-last convolutions run about 20% faster on CPU here (measured on the depth-56 nets).
-    frozen = _frozen_copy(model, meta=False).to(memory_format=torch.channels_last)
+    frozen = frozen_copy(model).to(memory_format=torch.channels_last)
     device = next(frozen.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, ERFResult] = {}
@@ -787,6 +765,11 @@ def rf_growth(
     """One row per layer (forward order) for a chart of how the theoretical and effective fields grow
     with depth: theoretical size and jump, ERF radii and area fractions. Luo et al. 2016 find the
     effective field growing like the square root of depth while the theoretical one grows linearly."""
+    return growth_rows(erf_all_layers(model, layers, inputs=inputs, n=n, seed=seed))
+
+
+def growth_rows(results: Mapping[str, ERFResult]) -> list[dict[str, object]]:
+    """Rows of `rf_growth` from ERF results already computed (forward order)."""
     return [
         {
             "layer": r.name,
@@ -797,5 +780,5 @@ def rf_growth(
             "area_fraction50": r.area_fraction50,
             "area_fraction90": r.area_fraction90,
         }
-        for r in erf_all_layers(model, layers, inputs=inputs, n=n, seed=seed).values()
+        for r in results.values()
     ]

@@ -43,18 +43,21 @@ from safetensors.torch import save as save_safetensors
 
 from .archive import MANIFEST, ArchiveError, FolderMembers, ZipMembers, history_json, write_run_folder, zip_folder
 from .data import DataConfig, Dataset, load_dataset
+from .datasets import registry
+from .datasets.base import DatasetError
+from .datasets.registry import UploadInfo
+from .datasets.uploads import Upload
 from .models import (
     ConfigError,
     ModelConfig,
     Net,
     block_names,
-    build_model,
     flops_per_example,
     layer_names,
-    set_skip_scale,
+    load_model,
 )
 from .probes import LAYER_METRICS, METRICS
-from .summary import steps_per_epoch, summarize_records
+from .summary import summarize_records
 from .training import (
     DIVERGED_LOSS,
     History,
@@ -64,6 +67,7 @@ from .training import (
     Trainer,
     fit_to_data,
     lr_at,
+    steps_per_epoch,
     summarize,
 )
 
@@ -72,7 +76,8 @@ FORMAT = "resnet-viz-run"  # names an exported folder's manifest and the databas
 DB_FILE = "runs.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another session's transaction
 COMPLETE = ("finished", "diverged")  # model states a retrain would reproduce: only such runs are stored
-ADDED_FIELDS = {"init_gain": 1.0}  # ModelConfig fields added after runs were stored: absent there, default here
+# Config fields added after runs were stored: absent there, default here (ModelConfig, then DataConfig)
+ADDED_FIELDS = {"init_gain": 1.0, "color": "grey", "upload": ""}
 DATA_DECIDED = ("family", "in_channels", "input_size", "num_classes")  # ModelConfig fields fit_to_data sets
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # model keys become file names on export
 IMPORTED_PREFIX = "imported-"  # imported runs are keyed by this plus a content hash, never by a config key
@@ -110,6 +115,17 @@ _ANALYSES = (
 )
 MAX_ANALYSIS_BYTES = 16 * 2**20  # an analysis result's JSON, on write and on read (a 101 x 101 grid pair is ~0.5 MB)
 _ANALYSIS_KIND = re.compile(r"[a-z0-9_.-]{1,64}")
+# Uploaded data sets by content hash (datasets.uploads.Upload.digest); info: JSON of name, kind, classes, counts
+# (listings read no tensors); data: the Upload as safetensors. Created like analyses: with new stores, or on first put.
+_DATASETS = (
+    "CREATE TABLE IF NOT EXISTS datasets (digest TEXT PRIMARY KEY, created REAL NOT NULL, info TEXT NOT NULL, "
+    "data BLOB NOT NULL)"
+)
+MAX_DATASET_BYTES = 64 * 2**20  # one stored data set's safetensors (5,000 images of 32x32x3 bytes are 15 MB)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _has_analyses(conn: sqlite3.Connection) -> bool:
@@ -191,6 +207,9 @@ def _key(
         for name, default in ADDED_FIELDS.items():  # at their default, later fields keep older keys unchanged
             if cfg.get(name) == default:
                 del cfg[name]
+    for name, default in ADDED_FIELDS.items():
+        if config["data"].get(name) == default:
+            del config["data"][name]
     payload = {"schema": SCHEMA_VERSION, "config": config, "skip_events": [list(e) for e in skip_events]}
     return sha256(_canonical(payload).encode()).hexdigest()
 
@@ -582,10 +601,7 @@ class StoredRun:
             raise KeyError(f"no model {key!r} in run {self.key[:12]}; models: {', '.join(self.configs)}")
         if self.weights is None:
             raise StoreError(f"run {self.key[:12]}: no weights attached")
-        net = build_model(self.configs[key], seed=self.train.seed)
-        set_skip_scale(net, self.final_skip_scale(key))
-        net.load_state_dict(self.weights(key))
-        return net.eval()
+        return load_model(self.configs[key], self.weights(key), self.final_skip_scale(key))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -746,6 +762,7 @@ class RunStore:
             elif layout == "old":  # a store from before provenance: its runs were trained here
                 conn.execute("ALTER TABLE runs ADD COLUMN origin TEXT NOT NULL DEFAULT 'trained'")
             conn.execute(_ANALYSES)  # IF NOT EXISTS; a ready store without it gets it from its first put_analysis
+            conn.execute(_DATASETS)  # likewise, from its first put_dataset
 
     def _layout(self, conn: sqlite3.Connection) -> Literal["empty", "old", "ready"]:
         """What the file holds: nothing yet, a run store without the origin column, or a current run store."""
@@ -1002,6 +1019,68 @@ class RunStore:
             raise StoreError(f"{where}: not valid JSON ({exc})", "damaged_run") from exc
         _expect(isinstance(result, dict), where, "must be a JSON object", "damaged_run")
         return result
+
+    # ---- uploaded data sets, by content hash
+
+    def put_dataset(self, upload: Upload) -> str:
+        """Keep a validated upload under its content hash (once: the same data again is the same entry)."""
+        upload.check(upload.name)
+        blob = upload.to_safetensors()
+        _expect(len(blob) <= MAX_DATASET_BYTES, "put_dataset", f"{len(blob)} bytes, over {MAX_DATASET_BYTES}",
+                "refused")  # fmt: skip
+        info = UploadInfo.of(upload)
+        text = _canonical({"name": info.name, "kind": info.kind, "classes": list(info.classes),
+                           "counts": list(info.counts)})  # fmt: skip
+        with self._open() as conn, self._transaction(conn):
+            conn.execute(_DATASETS)
+            conn.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?)", (info.digest, time.time(), text, blob))
+        registry.remember(upload)
+        return info.digest
+
+    def _dataset_info(self, digest: str, text: object) -> UploadInfo:
+        where = f"{self.path}: data set {digest[:12]}"
+        obj = _json_loads(text, where) if isinstance(text, str) else None
+        ok = isinstance(obj, dict) and isinstance(obj.get("name"), str) and obj.get("kind") in ("points", "images")
+        ok = ok and all(isinstance(obj.get(k), list) for k in ("classes", "counts"))
+        _expect(ok, where, "damaged listing", "damaged_run")
+        return UploadInfo(digest, obj["name"], obj["kind"], tuple(map(str, obj["classes"])), tuple(obj["counts"]))
+
+    def list_datasets(self) -> list[UploadInfo]:
+        """Every stored data set, newest first: names, kinds, classes and counts (no tensors read)."""
+        with self._open() as conn:
+            if not _has_table(conn, "datasets"):
+                return []
+            rows = conn.execute("SELECT digest, info FROM datasets ORDER BY created DESC").fetchall()
+        return [self._dataset_info(digest, text) for digest, text in rows]
+
+    def dataset_info(self, digest: str) -> UploadInfo | None:
+        """The stored data set's listing, or None (a store not yet created is not created for this)."""
+        if not self.path.exists():
+            return None
+        with self._open() as conn:
+            if not _has_table(conn, "datasets"):
+                return None
+            row = conn.execute("SELECT info FROM datasets WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else self._dataset_info(digest, row[0])
+
+    def get_dataset(self, digest: str) -> Upload | None:
+        """The stored data set with its tensors, checked (safetensors, never a pickle), or None."""
+        if not self.path.exists():
+            return None
+        with self._open() as conn:
+            if not _has_table(conn, "datasets"):
+                return None
+            row = conn.execute("SELECT data FROM datasets WHERE digest = ?", (digest,)).fetchone()
+        if row is None:
+            return None
+        where = f"{self.path}: data set {digest[:12]}"
+        _expect(isinstance(row[0], bytes) and len(row[0]) <= MAX_DATASET_BYTES, where, "too large", "damaged_run")
+        try:
+            upload = Upload.from_safetensors(row[0], where)
+        except DatasetError as err:
+            raise StoreError(str(err), "damaged_run") from err
+        _expect(upload.digest == digest, where, "its content does not match its hash", "damaged_run")
+        return upload
 
     # ---- export and import
 

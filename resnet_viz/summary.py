@@ -19,11 +19,6 @@ from .models import ModelConfig, Net, conv_layer_names, count_params, flops_per_
 from .training import StepRecord, TrainConfig
 
 
-def steps_per_epoch(train_examples: int, batch_size: int) -> int:
-    """Optimizer steps per epoch, as the Trainer counts them: a last batch of one example is dropped."""
-    return train_examples // batch_size + (1 if train_examples % batch_size >= 2 else 0)
-
-
 def summarize_records(
     key: str,
     cfg: ModelConfig,

@@ -36,6 +36,7 @@ from .models import (
     conv_layer_names,
     count_params,
     layer_names,
+    load_model,
     set_skip_scale,
 )
 from .options import OPTIONS, OptionError
@@ -490,7 +491,4 @@ def train_models(
 
 def model_at(trainer: Trainer, key: str, snapshot: Snapshot) -> Net:
     """A fresh copy of model `key` with the weights of `snapshot` (never the live training model)."""
-    model = build_model(trainer.configs[key], seed=trainer.train.seed, device="cpu")
-    set_skip_scale(model, snapshot.skip_scale)
-    model.load_state_dict(snapshot.state)
-    return model.eval()
+    return load_model(trainer.configs[key], snapshot.state, snapshot.skip_scale)

@@ -18,7 +18,7 @@ from torch import nn
 
 from resnet_viz import attribution as A
 from resnet_viz.data import DataConfig, Dataset, load_dataset
-from resnet_viz.models import ModelConfig, Net, build_model
+from resnet_viz.models import ModelConfig, Net, build_model, frozen_copy
 
 N_IMAGES = 32  # test images used by the slower checks
 
@@ -174,7 +174,7 @@ def test_gradcam_is_layer_gradcam_upsampled_with_interpolate(shapes_ds: Dataset,
     x, y = shapes_ds.x_test[:4], shapes_ds.y_test[:4]
     result = A.attribute(residual, x, y, "gradcam")
     assert result.layer == "stage3"
-    net = A.prepare(residual)
+    net = frozen_copy(residual)
     coarse = LayerGradCam(net, net.stage3).attribute(x.clone().requires_grad_(), target=y, relu_attributions=True)
     assert coarse.shape == (4, 1, 4, 4)  # two stride-2 stages: 16 -> 4
     expected = LayerAttribution.interpolate(coarse, (16, 16), interpolate_mode="bilinear")[:, 0]
@@ -284,7 +284,7 @@ def test_gradcam_depends_on_the_model(sanity: pd.DataFrame) -> None:
 
 
 def test_randomisation_is_deterministic_and_keeps_scale(residual: Net) -> None:
-    a, b = A.prepare(residual), A.prepare(residual)
+    a, b = frozen_copy(residual), frozen_copy(residual)
     A.randomize_module(a.stage2, torch.Generator().manual_seed(3))
     A.randomize_module(b.stage2, torch.Generator().manual_seed(3))
     for (name, pa), pb, po in zip(a.named_parameters(), b.parameters(), residual.parameters(), strict=True):
@@ -354,7 +354,7 @@ def _fingerprint(model: nn.Module) -> dict[str, object]:
 
 
 def test_attribution_never_touches_the_training_model(shapes_ds: Dataset, residual: Net) -> None:
-    model = A.prepare(residual).requires_grad_(True).train()  # a stand-in for a net being trained
+    model = frozen_copy(residual).requires_grad_(True).train()  # a stand-in for a net being trained
     calls: list[str] = []
     model.stage2.register_forward_hook(lambda *_: calls.append("probe"))
     before = _fingerprint(model)
@@ -375,7 +375,7 @@ def test_attribution_never_touches_the_training_model(shapes_ds: Dataset, residu
 
 
 def test_prepare_returns_a_frozen_eval_copy_without_hooks(residual: Net) -> None:
-    snapshot = A.prepare(residual)
+    snapshot = frozen_copy(residual)
     assert snapshot is not residual and not snapshot.training
     assert not any(p.requires_grad for p in snapshot.parameters())
     assert all(p.data_ptr() != q.data_ptr() for p, q in zip(snapshot.parameters(), residual.parameters(), strict=True))

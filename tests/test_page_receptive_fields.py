@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from resnet_viz.figures import receptive_field as figs
 from resnet_viz.figures.common import COLORS
-from resnet_viz.receptive_field import ERFResult, RFInfo
+from resnet_viz.receptive_field import ERFResult, RFInfo, growth_rows
 from resnet_viz.ui.session import SESSION_KEY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -67,7 +67,7 @@ def _results(sigma_b: float = 1.0) -> dict[str, dict[str, ERFResult]]:
 
 def test_growth_figure_draws_both_models_with_one_shared_theoretical_line():
     results = _results()
-    rows = {k: figs.growth_rows(r) for k, r in results.items()}
+    rows = {k: growth_rows(r) for k, r in results.items()}
     fig = figs.growth_figure(rows, LABELS)
     names = [t.name for t in fig.data]
     assert names == [f"{LABELS[k]}: {what}" for k in "AB" for what in ("theoretical", "ERF 50% mass", "ERF 90% mass")]
@@ -86,7 +86,7 @@ def test_growth_figure_without_identical_fields_and_on_a_log_axis():
     results = _results()
     results["B"] = {"stem.conv": _erf("stem.conv", 5)}
     results["A"]["stem.conv"] = ERFResult(**{**vars(results["A"]["stem.conv"]), "radius50": 0.0})
-    fig = figs.growth_figure({k: figs.growth_rows(r) for k, r in results.items()}, LABELS, log_y=True)
+    fig = figs.growth_figure({k: growth_rows(r) for k, r in results.items()}, LABELS, log_y=True)
     assert not any("identical" in (a.text or "") for a in fig.layout.annotations)
     assert fig.layout.yaxis.type == "log"
     r50 = next(t for t in fig.data if t.name == "A · plain 8: ERF 50% mass")

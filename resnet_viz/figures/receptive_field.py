@@ -29,22 +29,6 @@ THEORY_COLOR = "#222222"  # the theoretical field where it is one outline for bo
 # Data helpers
 
 
-def growth_rows(results: Mapping[str, ERFResult]) -> list[dict[str, object]]:
-    """Rows like `receptive_field.rf_growth`, from ERF results already computed (forward order)."""
-    return [
-        {
-            "layer": r.name,
-            "rf_size": r.theoretical.size,
-            "jump": r.theoretical.jump,
-            "erf_radius50": r.radius50,
-            "erf_radius90": r.radius90,
-            "area_fraction50": r.area_fraction50,
-            "area_fraction90": r.area_fraction90,
-        }
-        for r in results.values()
-    ]
-
-
 def layer_sort_key(name: str) -> tuple[int, ...]:
     """Network order of our layer names: ``stem.conv`` first, then (stage, block, conv) numerically."""
     if name.startswith("stem"):

@@ -14,8 +14,8 @@ from resnet_viz.archive import write_run_folder
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.models import ModelConfig, build_model
 from resnet_viz.store import FORMAT, SCHEMA_VERSION, _names
-from resnet_viz.summary import steps_per_epoch, summarize_records
-from resnet_viz.training import History, StepRecord, TrainConfig, fit_to_data, lr_at
+from resnet_viz.summary import summarize_records
+from resnet_viz.training import History, StepRecord, TrainConfig, fit_to_data, lr_at, steps_per_epoch
 
 PAIR = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
 DIGITS = DataConfig(name="digits")
