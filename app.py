@@ -43,6 +43,7 @@ def main() -> None:
             _page("receptive_fields.py", "Receptive fields", ":material/center_focus_strong:"),
             _page("attributions.py", "Attributions", ":material/visibility:"),
             _page("loss_landscape.py", "Loss landscape", ":material/landscape:"),
+            _page("limits.py", "Limits & pitfalls", ":material/warning:"),
         ]
     )
     with st.sidebar:

@@ -20,6 +20,8 @@ PAGES = {
     "2018) and localisation scores against ground-truth masks.",
     "Loss landscape": "the loss around the trained weights of a plain net and its residual twin (Li et al. 2018): "
     "chaotic without shortcuts, smooth with them; the line from the initial weights, curvature, the training path.",
+    "Limits & pitfalls": "what skips do not fix, measured: block lesions (not an ensemble), calibration, robustness, "
+    "the cost of depth, init sensitivity, and a task that needs a global view.",
 }
 
 
