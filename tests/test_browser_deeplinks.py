@@ -15,7 +15,9 @@ import pytest
 from browser_utils import ARTIFACTS, main, new_page, no_exception, run_server
 from playwright.sync_api import Browser, Page, expect
 
-APP_PAGES = ["Home", "Training lab", "Depth study", "Receptive fields", "Attributions", "Loss landscape", "Limits & pitfalls"]
+APP_PAGES = [
+    "Home", "Training lab", "Depth study", "Receptive fields", "Attributions", "Loss landscape", "Limits & pitfalls",
+]  # fmt: skip
 HOSTILE = "[Click to log in](https://evil.example/login)"
 
 
