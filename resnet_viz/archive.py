@@ -105,12 +105,48 @@ class FolderMembers:
         return data
 
 
+def check_member(info: zipfile.ZipInfo) -> PurePosixPath:
+    """The member's path, if it is safe to read: relative, no ``..``, no link, not encrypted, stored or deflated."""
+    name = info.filename
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name or ":" in name or "\x00" in name:
+        raise ArchiveError(f"unsafe path {name[:80]!r} in the zip")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise ArchiveError(f"{name[:80]!r} is a symbolic link; links are refused")
+    if info.flag_bits & 0x1:
+        raise ArchiveError(f"{name[:80]!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ArchiveError(f"{name[:80]!r} uses compression method {info.compress_type}; only stored or deflated")
+    return path
+
+
+def count_members(data: bytes) -> int:
+    """Central-directory entries in zip bytes, counted before zipfile parses (and lists) them."""
+    return data.count(_CENTRAL_ENTRY)
+
+
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, name: str | None = None) -> bytes:
+    """A member's bytes, decompressed in chunks and refused as soon as they pass `cap` (a zip bomb costs one chunk)."""
+    name = name or info.filename[:80]
+    parts, size = [], 0
+    try:
+        with archive.open(info) as stream:
+            while chunk := stream.read(min(CHUNK, cap + 1 - size)):
+                size += len(chunk)
+                if size > cap:
+                    raise ArchiveError(f"{name}: more than {cap} bytes unpacked (the zip claims {info.file_size})")
+                parts.append(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # zlib.error is an Exception subclass
+        raise ArchiveError(f"{name}: cannot unpack ({type(exc).__name__}: {exc})") from exc
+    return b"".join(parts)
+
+
 class ZipMembers:
     """The members of an exported zip (flat, or inside one top folder), decompressed with a byte cap."""
 
     def __init__(self, data: bytes, label: str = "upload") -> None:
         self.label = label
-        if data.count(_CENTRAL_ENTRY) > MAX_MEMBERS:
+        if count_members(data) > MAX_MEMBERS:
             raise ArchiveError(f"more than {MAX_MEMBERS} files: not an exported run")
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
@@ -121,15 +157,7 @@ class ZipMembers:
         roots = set()
         for info in infos:
             name = info.filename
-            path = PurePosixPath(name)
-            if path.is_absolute() or ".." in path.parts or "\\" in name or ":" in name or "\x00" in name:
-                raise ArchiveError(f"unsafe path {name[:80]!r} in the zip")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise ArchiveError(f"{name[:80]!r} is a symbolic link; links are refused")
-            if info.flag_bits & 0x1:
-                raise ArchiveError(f"{name[:80]!r} is encrypted")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise ArchiveError(f"{name[:80]!r} uses compression method {info.compress_type}; exports use deflate")
+            path = check_member(info)
             if info.is_dir():
                 continue
             if len(path.parts) > 2:
@@ -145,19 +173,9 @@ class ZipMembers:
         info = self._members.get(name)
         if info is None:
             raise ArchiveError(f"{name}: missing")
-        if info.file_size > cap:  # the declared size; the stream below enforces the cap whatever it says
+        if info.file_size > cap:  # the declared size; read_member enforces the cap whatever it says
             raise ArchiveError(f"{name}: {info.file_size} bytes, more than a run of this config can need ({cap})")
-        parts, size = [], 0
-        try:
-            with self._zip.open(info) as stream:
-                while chunk := stream.read(min(CHUNK, cap + 1 - size)):
-                    size += len(chunk)
-                    if size > cap:
-                        raise ArchiveError(f"{name}: more than {cap} bytes unpacked (the zip claims {info.file_size})")
-                    parts.append(chunk)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # zlib.error is an Exception subclass
-            raise ArchiveError(f"{name}: cannot unpack ({type(exc).__name__}: {exc})") from exc
-        return b"".join(parts)
+        return read_member(self._zip, info, cap, name)
 
     def close(self) -> None:
         self._zip.close()

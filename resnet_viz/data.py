@@ -5,6 +5,9 @@
 - ``shapes``: generated grayscale images of simple shapes at random positions, sizes and noise,
   each with its ground-truth mask (attribution localisation scores against it).
 - ``spirals``, ``moons``, ``circles``, ``xor``: 2-D point sets for MLPs.
+- ``mnist``, ``fashion_mnist``, ``cifar10``: a subset of the real data sets, read from files the user put
+  in the data folder (`datasets.registry`), at the chosen size, grey or RGB.
+- ``upload``: a data set uploaded in the app (2-D points or images), named by its content hash.
 
 Splits are fixed (70/15/15) by `DataConfig.data_seed`; the training seed only shuffles batches.
 """
@@ -22,10 +25,14 @@ import torch.nn.functional as F
 from .models import ConfigError
 from .options import OPTIONS, OptionError
 
-IMAGE_DATASETS = ("digits", "shapes")
+IMAGE_DATASETS = ("digits", "shapes", "corners")
 POINT_DATASETS = ("spirals", "moons", "circles", "xor")
-DATASETS = IMAGE_DATASETS + POINT_DATASETS
+DATASETS = IMAGE_DATASETS + POINT_DATASETS  # built in: always there
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")  # read from files the user has (datasets/registry.py)
+UPLOAD = "upload"  # an uploaded data set, named by DataConfig.upload (its content hash)
+ALL_DATASETS = DATASETS + FILE_DATASETS + (UPLOAD,)
 SHAPE_CLASSES = ("square", "disk", "triangle", "cross")
+CORNER_CLASSES = ("different", "same")  # corners: are the two marks the same shape?
 
 
 @dataclass(frozen=True)
@@ -35,32 +42,49 @@ class DataConfig:
     name: str = "digits"  # one of DATASETS
     input_size: int = 8  # image side: 8 keeps digits native, larger upsamples; shapes are drawn at it
     noise: float = 0.1  # pixel noise std (shapes) or point jitter (2-D sets)
-    n_samples: int = 2000  # generated sets only (shapes and 2-D); digits always has 1,797
-    data_seed: int = 0  # fixes the generated data and the train/val/test split
+    n_samples: int = 2000  # generated sets (shapes and 2-D), and the subset drawn from MNIST/CIFAR files
+    data_seed: int = 0  # fixes the generated data, the file subset and the train/val/test split
+    color: str = "grey"  # "grey" (1 channel) or "rgb" (3): MNIST, CIFAR-10 and uploaded images
+    upload: str = ""  # content hash of the uploaded data set (name "upload"); empty otherwise
 
     def validate(self) -> DataConfig:
-        checks = [("dataset", self.name), ("noise", self.noise), ("n_samples", self.n_samples)]
-        if self.name in IMAGE_DATASETS:
-            checks.append(("input_size", self.input_size))
+        checks = [("dataset", self.name), ("noise", self.noise), ("n_samples", self.n_samples),
+                  ("color", self.color), ("upload", self.upload), ("input_size", self.input_size)]  # fmt: skip
         for name, value in checks:
+            if name == "input_size" and not self.is_image:  # after "upload": an upload's kind decides
+                continue
             try:
                 OPTIONS[name].check(value)
             except OptionError as err:
                 raise ConfigError(name, f"{err.problem}; got {value!r}") from None
+            if name == "upload" and (self.name == UPLOAD) != bool(self.upload):
+                raise ConfigError("upload", "a content hash goes with dataset upload, and only with it")
         return self
+
+    def upload_info(self):  # -> datasets.registry.UploadInfo
+        """The uploaded data set this config names (its listing: kind, classes); DatasetError if unknown."""
+        from .datasets import registry  # imported here: the registry's readers import the training stack
+
+        OPTIONS["upload"].check(self.upload)
+        return registry.info(self.upload)
 
     @property
     def is_image(self) -> bool:
-        return self.name in IMAGE_DATASETS
+        if self.name == UPLOAD:
+            return self.upload_info().kind == "images"
+        return self.name in IMAGE_DATASETS or self.name in FILE_DATASETS
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def model_fields(self) -> dict[str, object]:
         """The ModelConfig fields this data decides (known without loading it)."""
-        classes = {"digits": 10, "shapes": len(SHAPE_CLASSES)}.get(self.name, 2)
+        classes = {"digits": 10, "shapes": len(SHAPE_CLASSES), **dict.fromkeys(FILE_DATASETS, 10)}.get(self.name, 2)
+        if self.name == UPLOAD:
+            classes = len(self.upload_info().classes)
         if self.is_image:
-            return {"family": "cnn", "in_channels": 1, "input_size": self.input_size, "num_classes": classes}
+            channels = 3 if self.color == "rgb" and self.name not in IMAGE_DATASETS else 1
+            return {"family": "cnn", "in_channels": channels, "input_size": self.input_size, "num_classes": classes}
         return {"family": "mlp", "in_channels": 2, "input_size": 8, "num_classes": classes}
 
 
@@ -144,6 +168,31 @@ def _shapes(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[
     return x[:, None].astype(np.float32), labels.astype(np.int64), masks, SHAPE_CLASSES
 
 
+def _corners(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A global-reasoning task: a mark in the top-left and one in the bottom-right corner, each a square or
+    a cross; the label says whether they are the same shape. Each mark alone is independent of the label
+    (shapes and labels are drawn 50/50), so a unit must see both corners to do better than chance."""
+    rng = np.random.default_rng(cfg.data_seed)
+    s, n = cfg.input_size, cfg.n_samples
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
+    r = max(1.5, 0.12 * s)  # half-size of a mark
+    labels = np.arange(n) % 2
+    rng.shuffle(labels)
+    first = rng.integers(0, 2, size=n)
+    second = np.where(labels == 1, first, 1 - first)
+    masks = np.zeros((n, s, s), dtype=bool)
+    for i in range(n):
+        for kind, (cy, cx) in ((first[i], (r + 0.5, r + 0.5)), (second[i], (s - r - 0.5, s - r - 0.5))):
+            cy, cx = cy + rng.uniform(0, 1), cx - rng.uniform(0, 1)  # jitter within the corner
+            dx, dy = np.abs(xx - cx), np.abs(yy - cy)
+            bar = max(r * 0.35, 0.6)
+            cross = ((dx <= bar) & (dy <= r)) | ((dy <= bar) & (dx <= r))
+            masks[i] |= ((dx <= r) & (dy <= r)) if kind == 0 else cross
+    intensity = rng.uniform(0.6, 1.0, size=(n, 1, 1)).astype(np.float32)
+    x = masks * intensity + rng.normal(0.0, cfg.noise, size=masks.shape).astype(np.float32)
+    return x[:, None].astype(np.float32), labels.astype(np.int64), masks, CORNER_CLASSES
+
+
 def _points(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
     rng = np.random.default_rng(cfg.data_seed)
     n = cfg.n_samples
@@ -170,16 +219,38 @@ def _points(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, .
     return pts.astype(np.float32), y.astype(np.int64), None, ("class 0", "class 1")
 
 
+def _file_set(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
+    """`n_samples` training examples of MNIST, Fashion-MNIST or CIFAR-10 from the data folder's files."""
+    from .datasets import registry
+    from .datasets.base import to_inputs
+
+    data = registry.read_file_set(cfg.name, cfg.n_samples, cfg.data_seed)
+    return to_inputs(data.images, cfg.input_size, cfg.color), data.labels, None, data.classes
+
+
+def _uploaded(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
+    """An uploaded data set: its points, or its images at the chosen size and colour."""
+    from .datasets import registry
+    from .datasets.base import to_inputs
+
+    data = registry.upload(cfg.upload)
+    x = to_inputs(data.x, cfg.input_size, cfg.color) if data.kind == "images" else data.x.astype(np.float32)
+    return x, data.y.astype(np.int64), None, data.classes
+
+
 @lru_cache(maxsize=16)
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load or generate a dataset (cached: tensors are shared read-only by every run)."""
     cfg.validate()
-    maker = {"digits": _digits, "shapes": _shapes}.get(cfg.name, _points)
+    makers = {"digits": _digits, "shapes": _shapes, "corners": _corners, UPLOAD: _uploaded}
+    maker = makers.get(cfg.name, _file_set if cfg.name in FILE_DATASETS else _points)
     x, y, masks, classes = maker(cfg)
     train, val, test = _split(len(y), np.random.default_rng(cfg.data_seed + 1))
     if cfg.is_image:  # standardise with training-set statistics
         mean, std = float(x[train].mean()), float(x[train].std()) + 1e-8
         x = (x - mean) / std
+    elif cfg.name == UPLOAD:  # uploaded points come at any scale: standardise each coordinate
+        x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-8)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
     return Dataset(
         config=cfg,

@@ -105,7 +105,28 @@ class Flag:
         raise OptionError(f"must be {self.describe()}")
 
 
-Option = Choice | Range | Flag
+@dataclass(frozen=True)
+class Token:
+    """A short ASCII text of a fixed form (e.g. a content hash), or the empty string when `optional`."""
+
+    pattern: str  # a regular expression the whole value must match
+    what: str  # what the value is, for messages ("a 64-digit hex content hash")
+    optional: bool = True  # the empty string (unset) is allowed
+
+    def describe(self) -> str:
+        return self.what + (" (or empty)" if self.optional else "")
+
+    def check(self, value: Any) -> None:
+        ok = isinstance(value, str) and len(value) <= MAX_TEXT and value.isascii()
+        if not ok or not ((self.optional and value == "") or re.fullmatch(self.pattern, value)):
+            raise OptionError(f"must be {self.describe()}")
+
+    def parse(self, text: str) -> str:
+        self.check(text)
+        return text
+
+
+Option = Choice | Range | Flag | Token
 
 
 def _fmt(value: float) -> str:
@@ -126,7 +147,12 @@ OPTIONS: dict[str, Option] = {
     "zero_init_last": Flag(),
     "init_gain": Range(0.1, 4.0),
     # data (DataConfig); the names match data.DATASETS
-    "dataset": Choice(("digits", "shapes", "spirals", "moons", "circles", "xor")),
+    "dataset": Choice(
+        ("digits", "shapes", "corners", "spirals", "moons", "circles", "xor", "mnist", "fashion_mnist", "cifar10",
+         "upload")
+    ),  # fmt: skip
+    "color": Choice(("grey", "rgb")),  # channels of MNIST, CIFAR-10 and uploaded images
+    "upload": Token(r"[0-9a-f]{64}", "the 64-digit hex content hash of a stored dataset"),
     "input_size": Range(8, 32, integer=True, ticks=(8, 16, 24, 32)),
     "noise": Range(0.0, 1.0),
     "n_samples": Range(100, 20_000, integer=True),
@@ -147,6 +173,26 @@ OPTIONS: dict[str, Option] = {
     # the lab
     "linked": Flag(),
 }
+
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one uploaded data set may hold: checked before and while it is read (see datasets/uploads.py)."""
+
+    csv_bytes: int = 4 * 2**20  # a CSV file of points
+    rows: int = 20_000  # points in a CSV (the n_samples limit)
+    zip_bytes: int = 16 * 2**20  # a zip of image folders, as uploaded
+    images: int = 5_000  # images in a zip
+    image_bytes: int = 4 * 2**20  # one image file, unpacked (read with this cap whatever the zip claims)
+    unpacked_bytes: int = 64 * 2**20  # all image files of a zip together, unpacked
+    pixels: int = 4096 * 4096  # width x height of one image, checked from its header before it is decoded
+    classes: int = 20  # classes (CSV labels or zip folders)
+    min_examples: int = 20  # fewer cannot fill the train, validation and test splits
+    name_chars: int = 64  # a class or data set name
+
+
+UPLOADS = UploadLimits()
 
 # Depth rules: (layers per block, deepest net) per family/block; depth = step * n + 2, n >= 1.
 DEPTH_RULES: dict[str, tuple[int, int]] = {"basic": (6, 110), "bottleneck": (9, 110), "mlp": (2, 64)}

@@ -78,7 +78,7 @@ BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another session's transacti
 COMPLETE = ("finished", "diverged")  # model states a retrain would reproduce: only such runs are stored
 # Config fields added after runs were stored: absent there, default here (ModelConfig, then DataConfig)
 ADDED_FIELDS = {"init_gain": 1.0, "color": "grey", "upload": ""}
-DATA_DECIDED = ("family", "in_channels", "input_size", "num_classes")  # ModelConfig fields fit_to_data sets
+DATA_DECIDED = tuple(DataConfig().model_fields())  # the ModelConfig fields the data decides (left out of keys)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # model keys become file names on export
 IMPORTED_PREFIX = "imported-"  # imported runs are keyed by this plus a content hash, never by a config key
 CLOCK_SKEW_S = 300.0  # an imported timestamp may be this far in the future (another machine's clock)
