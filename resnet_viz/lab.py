@@ -16,7 +16,7 @@ from typing import Any
 from .data import DataConfig
 from .models import ConfigError, ModelConfig
 from .options import OPTIONS, OptionError, describe_depths
-from .training import TrainConfig
+from .training import TrainConfig, fit_model
 
 MODEL_KEYS = ("A", "B")
 # The model fields a user sets; the rest (family, channels, size, classes) come from the dataset.
@@ -32,7 +32,7 @@ TRAIN_FIELDS = (
     "schedule",
     "seed",
 )
-DATA_FIELDS = ("name", "input_size", "noise")
+DATA_FIELDS = ("name", "input_size", "noise", "n_samples", "color", "upload")
 # Linked settings share everything except the skip setting.
 SKIP_FIELDS = ("skip", "skip_scale")
 
@@ -171,6 +171,12 @@ def decode(
             except OptionError as err:
                 issues.append(UrlIssue(key, err.problem, _clip(values[0]), fallback))
     data = replace(default.data, **given["data"])
+    try:
+        data.validate()  # the values passed one by one; an upload's hash must also name a stored data set
+    except ConfigError as err:
+        value = str(getattr(data, "name" if err.field == "dataset" else err.field, ""))
+        issues.append(UrlIssue(err.field, err.message, _clip(value), f"{default.data.name} data"))
+        data = default.data
     models = {part: _fit(replace(getattr(default, part), **given[part]), data) for part in ("a", "b")}
     for part, text in depths.items():
         model = models[part]
@@ -194,11 +200,9 @@ def decode(
 
 
 def _fit(model: ModelConfig, data: DataConfig) -> ModelConfig:
-    """The model with the dataset's family, channels, size and classes (MLPs use basic blocks)."""
-    fit = data.model_fields()
-    if fit["family"] == "mlp":
-        fit["block"] = "basic"
-    return replace(model, **fit)
+    """`training.fit_model`, and basic blocks for MLPs: a form may still carry a CNN's bottleneck choice."""
+    model = fit_model(model, data)
+    return replace(model, block="basic") if model.family == "mlp" else model
 
 
 # --------------------------------------------------------------------------------------------------

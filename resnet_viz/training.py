@@ -80,9 +80,15 @@ class TrainConfig:
         return asdict(self)
 
 
-def fit_to_data(cfg: ModelConfig, dataset: Dataset) -> ModelConfig:
-    """The model config with its input/output fields (family, channels, size, classes) set by the data."""
-    return replace(cfg, **dataset.model_fields()).validate()
+def fit_model(cfg: ModelConfig, data: DataConfig | Dataset) -> ModelConfig:
+    """The model config with the fields the data decides (family, channels, size, classes) set from it.
+    Not validated: a form may still show an invalid depth."""
+    return replace(cfg, **data.model_fields())
+
+
+def fit_to_data(cfg: ModelConfig, data: DataConfig | Dataset) -> ModelConfig:
+    """`fit_model`, validated: what a Trainer builds."""
+    return fit_model(cfg, data).validate()
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -56,7 +56,7 @@ def test_compare_json_and_out(tmp_path, capsys):
     config = json.loads((out_dir / "config.json").read_text())
     assert config["models"]["plain"]["skip"] is False and config["models"]["residual"]["skip"] is True
     weights = load_file(str(out_dir / "residual.safetensors"))
-    model = build_model(ModelConfig.from_dict(config["models"]["residual"]))
+    model = build_model(ModelConfig(**config["models"]["residual"]))
     model.load_state_dict(weights)  # strict: every key and shape matches
 
 
