@@ -16,7 +16,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -486,12 +486,16 @@ def train_models(
     train: TrainConfig,
     data: DataConfig,
     stop: threading.Event | None = None,
+    on_step: Callable[[Trainer, list[StepRecord]], None] | None = None,
 ) -> tuple[Trainer, History]:
-    """Run to the end without a UI; returns the trainer (models, states, snapshots) and its history."""
+    """Run to the end without a UI (the loop every headless caller uses); returns the trainer (models,
+    states, snapshots) and its history. `on_step(trainer, records)` follows each step (a progress bar)."""
     trainer = Trainer(models, train, data, stop)
     history = trainer.history()
     for records in trainer.run():
         history.add(records)
+        if on_step is not None:
+            on_step(trainer, records)
     return trainer, history
 
 

@@ -12,11 +12,22 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..models import ModelConfig
+
 # Okabe-Ito colour-blind-safe pair: vermillion for the first model (A, plain), blue for the second.
 COLORS = {"A": "#D55E00", "B": "#0072B2", "plain": "#D55E00", "residual": "#0072B2"}
 FALLBACK_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 MAX_POINTS = 600  # per trace; longer traces are thinned evenly (first and last point kept)
 MAX_HEATMAP_COLUMNS = 240
+
+
+def model_label(key: str, cfg: ModelConfig) -> str:
+    """'A · plain 56' / 'B · residual 56 (pre)': what every chart's legend and table calls a model."""
+    kind = "residual" if cfg.skip and cfg.skip_scale > 0 else "plain"
+    extras = [cfg.order + "-act"] if cfg.order == "pre" else []
+    extras += ["no norm"] if cfg.norm == "none" else []
+    tail = f" ({', '.join(extras)})" if extras else ""
+    return f"{key} · {kind} {cfg.depth}{tail}"
 
 
 def color(key: str, index: int = 0) -> str:

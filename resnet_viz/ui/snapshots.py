@@ -16,6 +16,7 @@ import streamlit as st
 from torch import nn
 
 from resnet_viz.data import DataConfig
+from resnet_viz.figures.common import model_label
 from resnet_viz.lab import LabConfig
 from resnet_viz.models import ConfigError, ModelConfig, build_model
 from resnet_viz.runs import WATCHED, Handle, LiveRun, Replay, RunRefused
@@ -27,7 +28,7 @@ from .run_panel import status_line, view_of
 from .session import SessionJobs, session_jobs
 from .store import format_time, run_store
 from .text import safe_text
-from .widgets import STATE_KEY, model_label
+from .widgets import STATE_KEY
 
 LAB_RUN, DEFAULT, STORED, FRESH = (
     "Lab run of this session",
