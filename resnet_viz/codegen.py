@@ -82,7 +82,7 @@ def run_script(
     thread_line = (
         [f"torch.set_num_threads({int(threads)})  # the app's run used this many CPU threads"]
         if threads
-        else ["# torch.set_num_threads(n): the app's exact digits need the thread count its run had"]
+        else ["# torch.set_num_threads(n): float sums differ in their last digits between thread counts"]
     )
     events = [tuple(e) for e in skip_events]
     lines = [
