@@ -347,31 +347,18 @@ def _unsupported(field: Field, args: tuple[Any, ...], kwargs: dict[str, Any], ou
     raise UnsupportedOperation("no receptive field rule for transposed convolutions, resampling, flips or rolls")
 
 
+# Rules for 2-D images (the fields are reported per image axis; `_rf_info` takes two axes).
 _SPATIAL_RULES: dict[Callable[..., Any], _Rule] = {
-    torch.conv1d: _conv_rule,
     torch.conv2d: _conv_rule,
-    torch.conv3d: _conv_rule,
-    F.max_pool1d: _pool_rule(dilated=True),
     F.max_pool2d: _pool_rule(dilated=True),
-    F.max_pool3d: _pool_rule(dilated=True),
-    F.max_pool1d_with_indices: _pool_rule(dilated=True),
     F.max_pool2d_with_indices: _pool_rule(dilated=True),
-    F.max_pool3d_with_indices: _pool_rule(dilated=True),
-    F.avg_pool1d: _pool_rule(dilated=False),
     F.avg_pool2d: _pool_rule(dilated=False),
-    F.avg_pool3d: _pool_rule(dilated=False),
-    F.adaptive_avg_pool1d: _adaptive_rule,
     F.adaptive_avg_pool2d: _adaptive_rule,
-    F.adaptive_avg_pool3d: _adaptive_rule,
-    F.adaptive_max_pool1d: _adaptive_rule,
     F.adaptive_max_pool2d: _adaptive_rule,
-    F.adaptive_max_pool3d: _adaptive_rule,
     F.pad: _pad_rule,
     torch.Tensor.__getitem__: _getitem_rule,
     # Shape-preserving ops that move pixels: the generic rule would wrongly call them pointwise.
-    torch.conv_transpose1d: _unsupported,
     torch.conv_transpose2d: _unsupported,
-    torch.conv_transpose3d: _unsupported,
     F.interpolate: _unsupported,
     F.grid_sample: _unsupported,
     torch.roll: _unsupported,
