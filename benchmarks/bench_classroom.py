@@ -1,0 +1,400 @@
+"""A classroom on one server: many tabs on the training lab, measured against a real `streamlit run`.
+
+Each scenario starts its own `streamlit run app.py` with an empty run store and drives it with
+protocol-level tabs (`benchmarks.st_client`: Streamlit's websocket protocol, fragment timers as the
+browser keeps them; no browser, so the server has the cores to itself apart from this process,
+whose CPU is reported apart). Scenarios:
+
+- `same` (for each N of --sessions): N tabs open the same lab URL (--query; default: the lab's
+  default config, depth 20 plain vs residual on digits for 10 epochs) and click Train at once.
+  Reported: click -> first drawn loss point per tab (min / median / max), trainings actually run,
+  server peak RSS and CPU seconds.
+- `distinct`: --distinct tabs, each a different seed of a small config (depth 8, width 8), click
+  Train one after another. Reported: the queue places each tab showed, start and finish order
+  against click order (FIFO), and how long any tab stayed queued after all the work ahead of it
+  was done (a scheduler that leaves a slot idle while a run waits shows up there).
+- `visit-first`: one tab opens Attributions, then Receptive fields (each drawn once, as a new user
+  clicking through), then the lab with the default config, and clicks Train: click -> first point.
+  The default config is the Receptive fields page's default pair, so the lab attaches to it.
+- `visit-first-other`: the same, but the lab asks for a config nobody else asked for (depth 14):
+  the analysis pages' pairs must not hold the training slots it needs.
+
+Definitions:
+- "first drawn loss point": the first loss chart the tab receives whose training curves have at
+  least two points for both models (a line needs two: the same as `bench_app`'s browser check),
+  timed when the message arrives at the tab (no rendering: a browser adds its draw time).
+- "trainings actually run": distinct live run ids the tabs' URLs named (the lab writes `run=<id>`
+  while a run trains; every live run has its own unguessable id, so two trainings of one config
+  show as two ids), checked against the runs in the store once everything has finished, and the
+  most viewers one run had (its progress line says "N watching").
+- Times are `time.perf_counter()` in this process; the fragment timer is 1 s, so start and finish
+  times seen by a tab are late by up to about 1 s.
+
+Goals (issue 9; reported, not asserted): same preset, every tab's first point <= 2 s at N = 30 and
+server peak RSS <= 2 GB; the visit-first case <= 1.5 s; nothing trained twice.
+
+    python -m benchmarks.bench_classroom                                    # everything (< ~10 min, 2 quiet cores)
+    python -m benchmarks.bench_classroom --sessions 1,3 --scenarios same    # a part
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.st_client import Event, Tab, element_text, figure_title, plotly_array, plotly_figure
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SMALL = "a.depth=8&a.width=8"  # the distinct scenario's config (seeds differ); digits, linked B
+OTHER = "a.depth=14"  # visit-first-other: a config no page asked for
+GOALS = {"same_first_point_max_s_at_30": 2.0, "server_peak_rss_mb": 2048, "visit_first_point_s": 1.5,
+         "trainings_per_config": 1}  # fmt: skip
+QUEUED = re.compile(r"^Queued: place (\d+) in the server's queue(?: \(about ([^)]*)\))?")
+PROGRESS = re.compile(r"^step (\d+)/(\d+) · .*?(?:· (\d+) watching)?$")
+FINISHED = re.compile(r"^(Finished \d+ steps|Finished \d+ steps; .*diverged\.|Stopped at step \d+)")
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+class Server:
+    """`streamlit run app.py` with its own empty run store; RSS and CPU read from /proc."""
+
+    def __init__(self) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="bench-classroom-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir / "server.log"
+        self._log = self.log_path.open("w")
+        env = {**os.environ, "RESNET_VIZ_DATA_DIR": str(self.data_dir)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+             str(self.port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.started = time.perf_counter()
+
+    def wait_healthy(self, timeout: float = 90.0) -> float:
+        """Seconds until /_stcore/health answered "ok"."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        return time.perf_counter() - self.started
+            except OSError:
+                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.1)
+                raise RuntimeError(f"streamlit exited: {self.log_path.read_text()[-2000:]}")
+        raise RuntimeError("streamlit did not become healthy")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+
+    def memory_mb(self) -> dict[str, float]:
+        """Resident memory now and its peak over the process's life (VmRSS, VmHWM)."""
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return {k: int(status[v].split()[0]) / 1024 for k, v in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))}
+
+    def stored_runs(self) -> int:
+        from resnet_viz.store import RunStore
+
+        return len(RunStore(self.data_dir).list_runs())
+
+    def stop(self) -> dict[str, int]:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._log.close()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        # the last line of a traceback names the error ("NameError: ..."); the log goes with the folder
+        errors = [line[:300] for line in lines if re.match(r"^\w+(Error|Exception)\b", line)]
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        return {"server_log_errors": errors[:5], "server_log_lines": len(lines)}
+
+
+# ---------------------------------------------------------------------------------------------- one tab
+
+
+@dataclass
+class Watch:
+    """What one tab saw of its lab run."""
+
+    tab: Tab
+    clicked: float = 0.0
+    first_point: float | None = None  # first loss chart with >= 2 training points per model
+    started: float | None = None  # first progress line with a step done and no queue line before it
+    finished: float | None = None  # "Finished N steps." (or stopped)
+    outcome: str = ""
+    queue_places: list[int] = field(default_factory=list)  # every place shown, in order (repeats dropped)
+    queue_estimates: list[str] = field(default_factory=list)  # the wait estimates shown next to them
+    run_ids: set[str] = field(default_factory=set)
+    max_watching: int = 1
+    replayed: bool = False  # the lab opened a stored run instead of training
+
+    def on_element(self, tab: Tab, ev: Event) -> None:
+        if self.clicked == 0.0 or ev.path[:1] != (0,):  # before the click, or the sidebar
+            return
+        self.run_ids.update(v for k, v in _params(tab.query) if k == "run")
+        el = ev.element
+        kind = el.WhichOneof("type")
+        if kind == "plotly_chart" and self.first_point is None:
+            fig = plotly_figure(el)
+            if figure_title(fig).startswith("Loss"):
+                train = [t for t in fig.get("data", []) if str(t.get("name", "")).endswith(": train")]
+                if len(train) >= 2 and all(len(plotly_array(t.get("x"))) >= 2 for t in train):
+                    self.first_point = ev.t
+            return
+        text = element_text(el)
+        if not text:
+            return
+        if m := QUEUED.match(text):
+            place = int(m.group(1))
+            if not self.queue_places or self.queue_places[-1] != place:
+                self.queue_places.append(place)
+                self.queue_estimates.append(m.group(2) or "")
+        elif m := PROGRESS.match(text):
+            if int(m.group(1)) > 0 and self.started is None:
+                self.started = ev.t
+            self.max_watching = max(self.max_watching, int(m.group(3) or 1))
+        elif m := FINISHED.match(text):
+            if self.finished is None:
+                self.finished, self.outcome = ev.t, m.group(1)
+        elif text.startswith("Stored run "):
+            self.replayed = True
+
+
+def _params(query: str) -> list[tuple[str, str]]:
+    return [tuple(p.split("=", 1)) for p in query.split("&") if "=" in p]
+
+
+async def open_tabs(server: Server, n: int, page: str, queries: list[str], timeout: float) -> list[Watch]:
+    """n tabs on `page`, each with its query; returns once every one is drawn."""
+    watches = []
+    for i in range(n):
+        tab = Tab(server.url, name=f"tab{i}")
+        watch = Watch(tab)
+        tab.on_element = watch.on_element
+        watches.append(watch)
+    await asyncio.gather(*(w.tab.connect() for w in watches))
+    for w, q in zip(watches, queries, strict=True):
+        await w.tab.open(page, q)
+    drawn = await asyncio.gather(*(w.tab.settle(timeout) for w in watches))
+    if not all(drawn) or any("Train" not in w.tab.buttons for w in watches):
+        raise RuntimeError(f"{drawn.count(False)} of {n} tabs did not draw the lab: {watches[0].tab.errors}")
+    return watches
+
+
+async def wait_all(watches: list[Watch], what: str, timeout: float) -> int:
+    """Wait (at most `timeout` s in all) until every tab has seen `what`; returns how many did not."""
+    results = await asyncio.gather(
+        *(w.tab.wait_for(lambda w=w: getattr(w, what) is not None, timeout) for w in watches)
+    )
+    return results.count(False)
+
+
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"min": None, "median": None, "max": None}
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+def _tab_stats(watches: list[Watch]) -> dict:
+    firsts = [w.first_point - w.clicked for w in watches if w.first_point is not None]
+    return {
+        "click_to_first_point_s": _summary(firsts),
+        "tabs_without_first_point": sum(w.first_point is None for w in watches),
+        "distinct_live_run_ids": len(set().union(*(w.run_ids for w in watches))),
+        "max_watching_one_run": max(w.max_watching for w in watches),
+        "tabs_replaying_a_stored_run": sum(w.replayed for w in watches),
+        "tab_errors": sorted({e for w in watches for e in w.tab.errors})[:5],
+        "fragment_reruns_sent": sum(w.tab.fragment_reruns_sent for w in watches),
+        "mb_received": round(sum(w.tab.bytes_in for w in watches) / 2**20, 1),
+    }
+
+
+async def _close(watches: list[Watch]) -> None:
+    await asyncio.gather(*(w.tab.close() for w in watches), return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+
+
+async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> dict:
+    watches = await open_tabs(server, n, "lab", [query] * n, args.page_timeout)
+    cpu0, client0 = server.cpu_seconds(), time.process_time()
+    rss_before = server.memory_mb()["rss_mb"]
+    clicks = await asyncio.gather(*(w.tab.click("Train") for w in watches))
+    for w, t in zip(watches, clicks, strict=True):
+        w.clicked = t
+    await wait_all(watches, "first_point", args.point_timeout)
+    unfinished = await wait_all(watches, "finished", args.run_timeout)
+    out = {
+        "sessions": n,
+        "query": query or "(default lab config)",
+        **_tab_stats(watches),
+        "tabs_not_finished": unfinished,
+        "stored_runs_after": server.stored_runs(),
+        "server_rss_before_click_mb": round(rss_before, 1),
+        "server_cpu_s_click_to_finish": round(server.cpu_seconds() - cpu0, 2),
+        "clients_cpu_s": round(time.process_time() - client0, 2),
+        "seconds_click_to_last_finish": round(max((w.finished or 0) for w in watches) - min(clicks), 2)
+        if not unfinished else None,
+    }  # fmt: skip
+    await _close(watches)
+    return out
+
+
+async def distinct(server: Server, n: int, args: argparse.Namespace) -> dict:
+    queries = [f"{SMALL}&epochs={args.distinct_epochs}&seed={i}" for i in range(n)]
+    watches = await open_tabs(server, n, "lab", queries, args.page_timeout)
+    cpu0, client0 = server.cpu_seconds(), time.process_time()
+    for w in watches:  # one after another: the server has the run (the URL names it) before the next click
+        w.clicked = await w.tab.click("Train")
+        await w.tab.wait_for(lambda w=w: "run=" in w.tab.query, args.page_timeout)
+    unfinished = await wait_all(watches, "finished", args.run_timeout)
+    done = [w for w in watches if w.finished is not None and w.started is not None]
+    finish_order = [watches.index(w) for w in sorted(done, key=lambda w: w.finished)]
+    start_order = [watches.index(w) for w in sorted(done, key=lambda w: w.started)]
+    late = []  # how long each tab stayed queued after everything clicked before it had finished
+    for i, w in enumerate(watches[1:], 1):
+        ahead = [a.finished for a in watches[:i]]
+        if w.started is None or None in ahead:
+            continue
+        late.append(max(0.0, w.started - max([w.clicked, *ahead])))
+    t0 = watches[0].clicked
+    out = {
+        "sessions": n,
+        "query": f"{SMALL}&epochs={args.distinct_epochs}&seed=0..{n - 1}",
+        "queue_places_shown": [w.queue_places for w in watches],
+        "queue_wait_estimates_shown": [w.queue_estimates[0] if w.queue_estimates else "" for w in watches],
+        "seconds_queued": [round(w.started - w.clicked, 2) if w.started else None for w in watches],
+        "click_s": [round(w.clicked - t0, 2) for w in watches],
+        "start_s": [round(w.started - t0, 2) if w.started else None for w in watches],
+        "finish_s": [round(w.finished - t0, 2) if w.finished else None for w in watches],
+        "start_order": start_order,
+        "finish_order": finish_order,
+        "fifo_finish": finish_order == sorted(finish_order) and len(done) == n,
+        "max_queued_after_work_ahead_done_s": round(max(late), 2) if late else None,
+        "tabs_not_finished": unfinished,
+        "outcomes": sorted({w.outcome for w in watches}),
+        "distinct_live_run_ids": len(set().union(*(w.run_ids for w in watches))),
+        "stored_runs_after": server.stored_runs(),
+        "server_cpu_s": round(server.cpu_seconds() - cpu0, 2),
+        "clients_cpu_s": round(time.process_time() - client0, 2),
+        "tab_errors": sorted({e for w in watches for e in w.tab.errors})[:5],
+    }
+    await _close(watches)
+    return out
+
+
+async def visit_first(server: Server, query: str, args: argparse.Namespace) -> dict:
+    tab = Tab(server.url, name="visitor")
+    watch = Watch(tab)
+    tab.on_element = watch.on_element
+    await tab.connect()
+    visits = {}
+    for page in ("attributions", "receptive_fields"):
+        t = time.perf_counter()
+        await tab.open(page)
+        visits[page] = round(time.perf_counter() - t, 2) if await tab.settle(args.page_timeout) else None
+    await tab.open("lab", query)
+    if not await tab.settle(args.page_timeout):
+        raise RuntimeError(f"the lab was not drawn: {tab.errors}")
+    cpu0 = server.cpu_seconds()
+    watch.clicked = await tab.click("Train")
+    await tab.wait_for(lambda: watch.first_point is not None, args.point_timeout)
+    out = {
+        "query": query or "(default lab config)",
+        "page_drawn_s": visits,
+        "click_to_first_point_s": round(watch.first_point - watch.clicked, 3) if watch.first_point else None,
+        "queue_places_shown": watch.queue_places,
+        "live_run_id": sorted(watch.run_ids),
+        "server_cpu_s_click_to_first_point": round(server.cpu_seconds() - cpu0, 2),
+        "tab_errors": tab.errors[:5],
+    }
+    await tab.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run_scenario(name: str, coro_of) -> dict:
+    """A fresh server for one scenario; its RSS, CPU and log go with the scenario's numbers."""
+    server = Server()
+    try:
+        startup = server.wait_healthy()
+        result = asyncio.run(coro_of(server))
+        result.update(server.memory_mb())
+        result["server_cpu_s_total"] = round(server.cpu_seconds(), 2)
+        result["server_startup_s"] = round(startup, 2)
+    except Exception as err:  # one broken scenario is reported; the others still run
+        result = {"error": f"{type(err).__name__}: {err}"[:800]}
+    finally:
+        result.update(server.stop())
+    return {"scenario": name, **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", default="1,10,30", help="tab counts for the `same` scenario")
+    parser.add_argument("--scenarios", default="same,distinct,visit-first,visit-first-other")
+    parser.add_argument("--query", default="", help="lab query string of `same` (default: the default config)")
+    parser.add_argument("--distinct", type=int, default=10, help="tabs (and seeds) of the `distinct` scenario")
+    parser.add_argument("--distinct-epochs", type=int, default=10, help="epochs of each `distinct` run")
+    parser.add_argument("--page-timeout", type=float, default=60.0, help="s for a page to be drawn")
+    parser.add_argument("--point-timeout", type=float, default=60.0, help="s from click to first point")
+    parser.add_argument("--run-timeout", type=float, default=120.0, help="s from click until runs finish")
+    args = parser.parse_args()
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    known = {"same", "distinct", "visit-first", "visit-first-other"}
+    if bad := [s for s in scenarios if s not in known]:
+        parser.error(f"--scenarios: unknown {bad}; allowed: {sorted(known)}")
+    sessions = [int(s) for s in args.sessions.split(",") if s.strip()]
+
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    results = []
+    for name in scenarios:
+        if name == "same":
+            for n in sessions:
+                results.append(run_scenario("same", lambda s, n=n: same(s, n, args.query, args)))
+        elif name == "distinct":
+            results.append(run_scenario("distinct", lambda s: distinct(s, args.distinct, args)))
+        else:
+            query = "" if name == "visit-first" else OTHER
+            results.append(run_scenario(name, lambda s, q=query: visit_first(s, q, args)))
+    print(json.dumps({
+        "benchmark": "classroom",
+        "cpu_count": os.cpu_count(),
+        "load_avg_1min_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
+        "goals": GOALS,
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

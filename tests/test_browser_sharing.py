@@ -1,0 +1,143 @@
+"""Two browser tabs on the same lab config share one training; moving α in one forks it for that tab only.
+
+Issue 9, items 1 and 2, in Chromium against the real server: both tabs click Train on the same
+URL and attach to one run (same run id in both URLs, "2 watching", the same loss curves). Then
+one tab (the mover) drags model B's live skip scale to 0: it gets its own copy of the run from
+that step ("your copy from here" on its loss chart), continuing from the shared weights and
+optimizer state. Model A's curve stays the same in both tabs; B's is the same up to the fork step
+and differs after it; the other tab keeps the shared run, untouched.
+"""
+
+from __future__ import annotations
+
+import re
+
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from playwright.sync_api import Page, expect
+
+CONFIG = "a.depth=8&a.width=8&epochs=60"  # 600 steps of a tiny pair: training while the tabs look
+B_SLIDER = "Live skip scale α of B · residual 8"
+FORK_MARK = "your copy from here"
+AFTER_FORK = 25  # steps both runs must have drawn past the fork before comparing
+
+LOSS_CHART = """() => {
+    const decode = (v) => {  // Plotly's typed-array spec ({dtype, bdata}) or a plain array
+        if (!v) return [];
+        if (!v.bdata) return Array.from(v);
+        const types = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
+                       u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
+        const bytes = Uint8Array.from(atob(v.bdata), (c) => c.charCodeAt(0));
+        return Array.from(new types[v.dtype](bytes.buffer));
+    };
+    const plot = [...document.querySelectorAll('.js-plotly-plot')].filter((p) =>
+        p.layout && String((p.layout.title || {}).text || '').includes('Loss:')  // the title is bold: <b>Loss: ...
+        && p.closest('[data-testid=stElementContainer]').getAttribute('data-stale') !== 'true'  // not the redraw's old copy
+    ).pop();
+    if (!plot || !plot.data) return null;
+    return {
+        traces: Object.fromEntries(plot.data.map((t) => [t.name, {x: decode(t.x), y: decode(t.y)}])),
+        annotations: (plot.layout.annotations || []).map((a) => ({text: String(a.text), x: a.x})),
+    };
+}"""
+
+
+def _loss_chart(page: Page) -> dict:
+    return page.evaluate(LOSS_CHART)
+
+
+def _train_curves(chart: dict) -> dict[str, dict[int, float]]:
+    """Model label -> {step: training loss} from the loss chart (bin = step while a run has <= 600 steps)."""
+    return {
+        name.removesuffix(": train"): dict(zip(t["x"], t["y"], strict=True))
+        for name, t in chart["traces"].items()
+        if name.endswith(": train")
+    }
+
+
+def _wait_for_curves(page: Page, min_step: int) -> None:
+    """Wait until the loss chart's training curves of both models reach `min_step`."""
+    page.wait_for_function(
+        f"""() => {{
+            const chart = ({LOSS_CHART})();
+            if (!chart) return false;
+            const train = Object.entries(chart.traces).filter(([name]) => name.endsWith(': train'));
+            return train.length === 2 && train.every(([, t]) => t.x.length >= 2 && Math.max(...t.x) >= {min_step});
+        }}""",
+        timeout=TIMEOUT_MS,
+    )
+
+
+def _run_id(page: Page) -> str:
+    match = re.search(r"[?&]run=([^&]+)", page.url)
+    assert match, f"the lab did not write its run into the URL: {page.url}"
+    return match.group(1)
+
+
+def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(server, browser):
+    other, mover = new_page(browser), new_page(browser)
+    for page in (other, mover):
+        page.goto(f"{server}/lab?{CONFIG}")
+        main(page).get_by_role("button", name="Train").wait_for()
+    for page in (other, mover):
+        main(page).get_by_role("button", name="Train").click()
+    for page in (other, mover):
+        _wait_for_curves(page, 1)
+        expect(main(page).get_by_text(re.compile(r"step \d+/600 · .* · 2 watching"))).to_be_visible()
+    shared = _run_id(other)
+    assert _run_id(mover) == shared  # one training, two viewers
+
+    # Both tabs draw the same run: their curves agree wherever both have drawn a step.
+    before = {p: _train_curves(_loss_chart(p)) for p in (other, mover)}
+    assert set(before[other]) == {"A · plain 8", "B · residual 8"}
+    for label, curve in before[other].items():
+        common = sorted(set(curve) & set(before[mover][label]))
+        assert common and [curve[s] for s in common] == [before[mover][label][s] for s in common]
+    mover.screenshot(path=str(ARTIFACTS / "sharing_before_fork.png"), full_page=True)
+
+    thumb = main(mover).get_by_test_id("stSlider").filter(has_text=B_SLIDER).get_by_role("slider")
+    expect(thumb).to_have_attribute("aria-valuenow", "1")
+    thumb.focus()
+    thumb.press("Home")  # α of B to 0: B becomes the plain net from here, in the mover's copy only
+    mover.wait_for_function(
+        f"""() => {{
+            const chart = ({LOSS_CHART})();
+            return !!chart && chart.annotations.some((a) => a.text === '{FORK_MARK}');
+        }}""",
+        timeout=TIMEOUT_MS,
+    )
+    fork = next(a["x"] for a in _loss_chart(mover)["annotations"] if a["text"] == FORK_MARK)
+    assert isinstance(fork, int | float) and fork > 0
+    mover.wait_for_url(re.compile(r"[?&]run=(?!" + re.escape(shared) + r"(&|$))[^&]+"))  # its own run now
+    target = min(int(fork) + AFTER_FORK, 600)
+    for page in (other, mover):
+        _wait_for_curves(page, target)
+
+    mine, theirs = _train_curves(_loss_chart(mover)), _train_curves(_loss_chart(other))
+    steps_a = sorted(set(mine["A · plain 8"]) & set(theirs["A · plain 8"]))
+    assert steps_a[-1] >= target
+    # Model A was not touched: the fork trains it on from the same weights, optimizer state and batches.
+    assert [mine["A · plain 8"][s] for s in steps_a] == [theirs["A · plain 8"][s] for s in steps_a]
+    # Model B: the shared history up to the fork step, the mover's own (α = 0) after it.
+    b_mine, b_theirs = mine["B · residual 8"], theirs["B · residual 8"]
+    steps_b = sorted(set(b_mine) & set(b_theirs))
+    up_to = [s for s in steps_b if s <= fork]
+    after = [s for s in steps_b if s > fork]
+    assert up_to and [b_mine[s] for s in up_to] == [b_theirs[s] for s in up_to]
+    assert len(after) >= AFTER_FORK and all(b_mine[s] != b_theirs[s] for s in after)
+
+    # The other tab still watches the shared run, alone now, with α of B unchanged and no fork mark.
+    assert _run_id(other) == shared
+    expect(main(other).get_by_text(re.compile(r"step \d+/600 · .* watching"))).to_have_count(0)
+    other_thumb = main(other).get_by_test_id("stSlider").filter(has_text=B_SLIDER).get_by_role("slider")
+    expect(other_thumb).to_have_attribute("aria-valuenow", "1")
+    assert not any(a["text"] == FORK_MARK for a in _loss_chart(other)["annotations"])
+    expect(thumb).to_have_attribute("aria-valuenow", "0")
+
+    other.screenshot(path=str(ARTIFACTS / "sharing_other_after_fork.png"), full_page=True)
+    mover.screenshot(path=str(ARTIFACTS / "sharing_mover_after_fork.png"), full_page=True)
+    for page in (other, mover):  # neither is shared any more: each may stop its own run
+        if page.get_by_text("Finished 600 steps").count() == 0:
+            main(page).get_by_role("button", name="Stop").click()
+        expect(page.get_by_text(re.compile(r"Stopped at step \d+|Finished 600 steps"))).to_be_visible()
+        no_exception(page)
+        page.context.close()
