@@ -164,27 +164,24 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
     are used when present; otherwise the raw rows are logged and binned here.
     """
     binned = layers[layers.metric == f"{metric}_binned"]
-    rows = binned.assign(value=10.0**binned.value) if len(binned) else layers[layers.metric == metric]
     keys = list(labels)
+    grids = {k: _log_grid(binned[binned.model == k], True) if len(binned) else
+             _log_grid(layers[(layers.metric == metric) & (layers.model == k)], False) for k in keys}  # fmt: skip
     fig = make_subplots(
         rows=1, cols=len(keys), shared_yaxes=False, subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.12
     )
-    logs = np.log10(rows.value.clip(lower=1e-12)) if len(rows) else pd.Series(dtype=float)
-    zmin, zmax = (float(logs.min()), float(logs.max())) if len(logs) else (0.0, 1.0)
+    drawn = [g for g in grids.values() if g is not None]
+    zmin = min((float(np.nanmin(g[0].values)) for g in drawn), default=0.0)
+    zmax = max((float(np.nanmax(g[0].values)) for g in drawn), default=1.0)
     for col, key in enumerate(keys, start=1):
-        part = rows[rows.model == key]
-        if part.empty:
+        if grids[key] is None:
             continue
-        grid = part.assign(log=np.log10(part.value.clip(lower=1e-12))).pivot_table(
-            index="depth_index", columns="step", values="log"
-        )
-        names = part.drop_duplicates("depth_index").set_index("depth_index").layer.reindex(grid.index)
-        grid = _bin_columns(grid)
+        grid, names = grids[key]
         fig.add_trace(
             go.Heatmap(
                 z=grid.values,
                 x=grid.columns,
-                y=names.values,
+                y=names,
                 coloraxis="coloraxis",
                 hovertemplate="step %{x}<br>%{y}<br>log10 = %{z:.2f}<extra></extra>",
             ),
@@ -206,6 +203,26 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
     fig.update_yaxes(title_text="")
     fig.update_yaxes(title_text="layer (input at top)", row=1, col=1)
     return fig
+
+
+def _log_grid(part: pd.DataFrame, binned: bool) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """(layer x step grid of log10 values, layer names) of one model; None when it has no rows.
+
+    Binned chart-table rows come step by step with every layer in network order, so the grid is a
+    reshape; raw history rows are logged, pivoted and binned to at most MAX_HEATMAP_COLUMNS columns.
+    """
+    if part.empty:
+        return None
+    if binned:
+        layers = int(part.depth_index.max()) + 1
+        values = part.value.to_numpy().reshape(-1, layers).T
+        steps = part.step.to_numpy()[::layers]
+        return pd.DataFrame(values, columns=steps), part.layer.to_numpy()[:layers]
+    grid = part.assign(log=np.log10(part.value.clip(lower=1e-12))).pivot_table(
+        index="depth_index", columns="step", values="log"
+    )
+    names = part.drop_duplicates("depth_index").set_index("depth_index").layer.reindex(grid.index)
+    return _bin_columns(grid), names.values
 
 
 def _bin_columns(grid: pd.DataFrame) -> pd.DataFrame:

@@ -65,6 +65,7 @@ class RunView:
     boundary_step: int = 0
     saved: bool | None = None  # stored when it finished (None while training or when not complete)
     save_error: str = ""  # why a finished run could not be stored
+    version: int = 0  # grows with every drawn change: views of one run with equal versions draw the same
 
 
 @dataclass
@@ -112,6 +113,7 @@ class LiveRun(Task):
         self._tables = ChartTables.of(seed.history.history()) if seed and seed.history else None
         self._boundaries: dict[str, tuple] = {}
         self._boundary_step = 0
+        self._version = 0  # drawn changes so far (RunView.version)
         self._forks: list[tuple[threading.Event, list[ForkSeed]]] = []
         self._started = 0.0
         self._start_step = self.fork_step
@@ -159,6 +161,7 @@ class LiveRun(Task):
             with self._lock:
                 self._history.add(records)
                 self._tables.add(records)
+                self._version += 1
             step = records[0].step
             if self.boundary_every and (step % self.boundary_every == 0 or step == trainer.total_steps):
                 self._update_boundaries(step)
@@ -194,6 +197,7 @@ class LiveRun(Task):
         with self._lock:
             self._boundaries.update(grids)
             self._boundary_step = step
+            self._version += 1
 
     # ---- live changes and forks
 
@@ -245,7 +249,7 @@ class LiveRun(Task):
         with self._lock:
             tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
             steps, layers = tables.steps_frame(), tables.layers_frame()
-            boundaries, boundary_step = dict(self._boundaries), self._boundary_step
+            boundaries, boundary_step, version = dict(self._boundaries), self._boundary_step, self._version
         trainer = self.trainer
         step = trainer.step if trainer else self.fork_step
         elapsed = time.perf_counter() - self._started if self._started else 0.0
@@ -279,5 +283,6 @@ class LiveRun(Task):
             boundary_step=boundary_step,
             saved=self.saved,
             save_error=self.save_error,
+            version=version,
         )
 

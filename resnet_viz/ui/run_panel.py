@@ -6,6 +6,10 @@ a refresh costs the same at step 100 and at step 100,000 (see `resnet_viz.runs.t
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
+import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz import figures
@@ -77,20 +81,54 @@ def skip_sliders(jobs: SessionJobs, run: LiveRun, view: RunView, labels: dict[st
                 st.rerun()
 
 
-def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
+_FIGURES: OrderedDict[tuple, list[go.Figure]] = OrderedDict()  # (run id, version, labels, ...) -> figures
+_FIGURES_LOCK = threading.Lock()
+MAX_CACHED_FIGURES = 32  # runs x versions kept; each entry is one refresh's five to six figures
+
+
+def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go.Figure]:
+    """The lab's figures of one run at one version, built once for every tab that watches it.
+
+    Thirty tabs watching one run redraw the same figures every second; building them (Plotly is slow
+    to build figures) is the bulk of a refresh, so the first tab builds and the others reuse.
+    """
+    key = (view.id, view.version, view.status, tuple(labels.items()), data)
+    with _FIGURES_LOCK:
+        if key in _FIGURES:
+            _FIGURES.move_to_end(key)
+            return _FIGURES[key]
     steps, layers = view.steps, view.layers
     diverged = {k: s.step for k, s in view.states.items() if s.status == "diverged"}
+    figs = [
+        figures.loss_figure(steps, labels, view.skip_events, diverged, fork_step=view.fork_step),
+        figures.accuracy_figure(steps, labels),
+        figures.grad_profile_figure(layers, labels),
+        figures.block_figure(layers, labels),
+        figures.heatmap_figure(layers, labels),
+    ]
+    if view.boundaries and data.name in POINT_DATASETS:
+        ds = load_dataset(data)
+        figs.append(figures.decision_boundary_figure(view.boundaries, ds.x_train.numpy(), ds.y_train.numpy(), labels))
+    with _FIGURES_LOCK:
+        _FIGURES[key] = figs
+        while len(_FIGURES) > MAX_CACHED_FIGURES:
+            _FIGURES.popitem(last=False)
+    return figs
+
+
+def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
+    figs = _figures(view, labels, data)
     left, right = st.columns(2)
     with left:
         chart(
-            figures.loss_figure(steps, labels, view.skip_events, diverged, fork_step=view.fork_step),
+            figs[0],
             "What to look for: with the same start and the same batches, the net whose loss stays high "
             "is failing to optimise, not overfitting (He et al. 2015, Fig. 1). Dotted lines mark skip changes.",
             "lab.loss",
         )
     with right:
         chart(
-            figures.accuracy_figure(steps, labels),
+            figs[1],
             "What to look for: the gap between the two models; validation (dashed) follows training on "
             "this data, so a model stuck low is failing to learn, not overfitting.",
             "lab.acc",
@@ -98,29 +136,28 @@ def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
     left, right = st.columns(2)
     with left:
         chart(
-            figures.grad_profile_figure(layers, labels),
+            figs[2],
             "What to look for: a flat profile means every layer learns. A plain net without normalisation "
             "falls off towards the input (vanishing); with BatchNorm it rises towards the input (exploding).",
             "lab.gradprofile",
         )
     with right:
         chart(
-            figures.block_figure(layers, labels),
+            figs[3],
             "What to look for: the gradient reaching early blocks through the residual stream, and "
             "how large each block's own contribution F(x) is (He et al. 2015, Fig. 7: smaller in ResNets).",
             "lab.blocks",
         )
     chart(
-        figures.heatmap_figure(layers, labels),
+        figs[4],
         "What to look for: bright bands at the top (input side) are exploding gradients, dark ones "
         "vanishing; both models share one colour scale, so brightness compares across them. Long runs are "
         "binned: each column is the mean of the steps it covers.",
         "lab.heatmap",
     )
-    if view.boundaries and data.name in POINT_DATASETS:
-        ds = load_dataset(data)
+    if len(figs) > 5:
         chart(
-            figures.decision_boundary_figure(view.boundaries, ds.x_train.numpy(), ds.y_train.numpy(), labels),
+            figs[5],
             f"What to look for: the boundary at step {view.boundary_step}. A model that has learned the "
             "task bends its boundary along the arms of the data.",
             "lab.boundary",
