@@ -850,16 +850,6 @@ class RunStore:
 
     # ---- keys, saving and loading
 
-    def key_for(
-        self,
-        models: Mapping[str, ModelConfig],
-        train: TrainConfig,
-        data: DataConfig,
-        skip_events: Sequence[SkipEvent] = (),
-    ) -> str:
-        """The key a run of these configs is stored under (see `run_key`)."""
-        return run_key(models, train, data, skip_events)
-
     def save(self, trainer: Trainer, history: History, skip_events: Sequence[SkipEvent] | None = None) -> str:
         """Store a finished run (every model finished or diverged) in one transaction; returns its key.
 

@@ -29,7 +29,7 @@ import pandas as pd
 from .data import DataConfig
 from .models import ConfigError, ModelConfig
 from .runs import BACKGROUND, LiveRun, RunRequest, RunService
-from .store import StoredRun
+from .store import RunStore, StoredRun, run_key
 from .tasks import Task
 from .training import StepRecord, TrainConfig
 
@@ -55,7 +55,7 @@ class SweepConfig:
         base = self.model.validate()
         if not self.depths or len(set(self.depths)) != len(self.depths):
             raise ConfigError("depths", f"must be one or more different depths; got {list(self.depths)}")
-        family = "cnn" if self.data.is_image else "mlp"
+        family = self.data.model_fields()["family"]
         for depth in self.depths:
             try:
                 replace(base, family=family, depth=depth).validate()
@@ -335,3 +335,35 @@ def responses_frame(runs: list[SweepRun]) -> pd.DataFrame:
                 for i, (n, v) in enumerate(zip(names, mean, strict=True))
             ]
     return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------------
+# Describing a sweep
+
+# The depths a new grid starts from when its depth rule changes, per rule (options.DEPTH_RULES).
+DEFAULT_DEPTHS: dict[str, tuple[int, ...]] = {
+    "basic": BASIC_DEPTHS,
+    "bottleneck": (11, 20, 29, 38, 47, 56),  # 9n+2 for n = 1, 2, 3, 4, 5, 6
+    "mlp": (4, 8, 16, 32),  # 2n+2 for n = 1, 3, 7, 15
+}
+ORDER_LABELS = {"post": "post-activation", "pre": "pre-activation"}  # block orders in words
+
+
+def describe(config: SweepConfig) -> str:
+    """One line: data, grid, budget, model and optimiser (what a page shows above the sweep's charts)."""
+    m, t = config.model, config.train
+    seeds = f"{len(config.seeds)} seed{'s' if len(config.seeds) > 1 else ''}"
+    family = "MLP" if not config.data.is_image else f"{m.block} blocks"
+    details = [ORDER_LABELS.get(m.order, m.order), "BatchNorm" if m.norm == "batch" else "no normalisation"]
+    if config.data.is_image:
+        details.append(f"{m.shortcut} shortcuts")
+    return (
+        f"{config.data.name} · depths {', '.join(map(str, sorted(config.depths)))} · {seeds} · "
+        f"{t.epochs} epoch{'s' if t.epochs > 1 else ''} · width {m.width} · {family} ({', '.join(details)}) · "
+        f"{t.optimizer.upper()} lr {t.lr:g}, batch {t.batch_size}"
+    )
+
+
+def stored_count(store: RunStore, config: SweepConfig) -> int:
+    """Grid points of `config` already in `store`: a rerun loads them instead of training."""
+    return sum(store.has(run_key(config.models(d), config.train_for(s), config.data)) for d, s in config.points())

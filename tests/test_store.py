@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 import resnet_viz.store as store_module
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
-from resnet_viz.store import RunStore, StoreError, default_data_dir
+from resnet_viz.store import RunStore, StoreError, default_data_dir, run_key
 from resnet_viz.training import TrainConfig, Trainer, summarize, train_models
 
 MODELS = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
@@ -56,7 +56,7 @@ def assert_same_run(run, trainer, history) -> None:
 def test_round_trip_list_and_delete(store, trained):
     trainer, history = trained
     key = store.save(trainer, history)
-    assert key == store.key_for(MODELS, TRAIN, DATA)  # the unfitted configs give the same key
+    assert key == run_key(MODELS, TRAIN, DATA)  # the unfitted configs give the same key
     run = store.get(key)
     assert run.cached and run.key == key
     assert_same_run(run, trainer, history)
@@ -84,7 +84,7 @@ def test_skip_events_are_part_of_the_key_and_restore_alpha(store, trained):
     trainer, history = trained
     events = [("residual", 4, 0.25)]
     key = store.save(trainer, history, skip_events=events)
-    assert key != store.key_for(MODELS, TRAIN, DATA) and key == store.key_for(MODELS, TRAIN, DATA, events)
+    assert key != run_key(MODELS, TRAIN, DATA) and key == run_key(MODELS, TRAIN, DATA, events)
     run = store.get(key)
     assert run.skip_events == events and run.final_skip_scale("residual") == 0.25
     assert run.model("residual").stage1.block1.alpha == 0.25

@@ -22,7 +22,7 @@ from runs_factory import DIGITS, PAIR, edit_json, synthetic_run
 
 from resnet_viz.archive import zip_folder
 from resnet_viz.data import load_dataset
-from resnet_viz.store import IMPORTED_PREFIX, RunStore, StoreError, _plan
+from resnet_viz.store import IMPORTED_PREFIX, RunStore, StoreError, _plan, run_key
 from resnet_viz.summary import summarize_records
 from resnet_viz.training import TrainConfig, summarize, train_models
 from resnet_viz.ui.store import format_time
@@ -115,7 +115,7 @@ def test_a_consistent_forgery_is_kept_apart_and_never_replaces_the_trained_run(g
     after = target.get(key)
     assert not after.imported and after.history.records == before.history.records
     assert json.dumps(after.summaries) == json.dumps(before.summaries)  # NaN-safe equality
-    assert target.get(imported).imported and target.key_for(PAIR, TRAIN, DIGITS) == key
+    assert target.get(imported).imported and run_key(PAIR, TRAIN, DIGITS) == key
     assert {(r.key, r.imported) for r in target.list_runs()} == {(key, False), (imported, True)}
 
 
