@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resnet_viz.data import DATASETS, DataConfig
+from resnet_viz.data import ALL_DATASETS, DataConfig
 from resnet_viz.lab import PRESETS, URL_KEYS, LabConfig, decode, encode, preset_from
 from resnet_viz.models import CHOICES, ConfigError, ModelConfig
 from resnet_viz.options import OPTIONS, allowed_depths
@@ -125,7 +125,7 @@ def test_a_preset_alone_loads_its_config_and_an_unknown_one_is_named():
 
 
 def test_validators_read_the_same_table():
-    assert OPTIONS["dataset"].values == DATASETS
+    assert OPTIONS["dataset"].values == ALL_DATASETS
     assert all(CHOICES[name] == OPTIONS[name].values for name in CHOICES)
     assert ModelConfig(depth=110).validate() and ModelConfig(family="mlp", depth=64).validate()
     with pytest.raises(ConfigError, match="depth: must be one of 8, 14"):
