@@ -1,11 +1,12 @@
 """Seconds per attribution method on 16 images of a depth-20 net, against the 2-second goal.
 
 For each input size (8x8 digits, 16x16 shapes) a plain and a residual depth-20 net are briefly
-trained with plain PyTorch (trained nets are less linear than fresh ones, so Integrated Gradients
-may refine more images), then every method in `METHODS` explains 16 test images. After a warm-up
-round, every (net, method) cell is timed in `REPEATS` rounds on 2 threads. The best time is judged
-against the goal (the usual reading of repeated timings: noise only ever adds), the median is shown
-beside it, and so is the 1-minute load average, because other work on the machine slows every number.
+trained in lockstep by the library's training loop (`briefly_trained`: trained nets are less linear than
+fresh ones, so Integrated Gradients may refine more images), then every method in `METHODS` explains
+16 test images. After a warm-up round, every (net, method) cell is timed in `REPEATS` rounds on 2
+threads. The best time is judged against the goal (the usual reading of repeated timings: noise only
+ever adds), the median is shown beside it, and so is the 1-minute load average, because other work on
+the machine slows every number.
 
     python -m benchmarks.bench_attribution      # from the repository root; prints one JSON object
 """
@@ -20,16 +21,15 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from resnet_viz.attribution import METHODS, AttributionResult, MethodUnavailable, attribute
-from resnet_viz.data import DataConfig, Dataset, load_dataset
-from resnet_viz.models import ModelConfig, Net, build_model
+from resnet_viz.attribution import METHODS, AttributionResult, MethodUnavailable, attribute, briefly_trained
+from resnet_viz.data import DataConfig, load_dataset
+from resnet_viz.models import ModelConfig, Net
 
 GOAL_SECONDS = 2.0
 IMAGES = 16
 DEPTH = 20
-TRAIN_STEPS = 150
+EPOCHS = 7  # about 150 SGD steps: 7 epochs of 20 to 22 batches
 REPEATS = 5
 THREADS = 2
 DATASETS = {
@@ -38,19 +38,10 @@ DATASETS = {
 }
 
 
-def trained_net(ds: Dataset, skip: bool, seed: int = 0) -> Net:
-    """A depth-20 net after `TRAIN_STEPS` SGD steps on batches drawn from a seeded generator."""
-    model = build_model(replace(ModelConfig(), **{**ds.model_fields(), "depth": DEPTH, "skip": skip}), seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(TRAIN_STEPS):
-        idx = torch.randint(len(ds.x_train), (64,), generator=generator)
-        loss = F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+def trained_pair(data: DataConfig) -> dict[str, Net]:
+    """A residual and a plain depth-20 net from one seed, briefly trained in lockstep, in eval mode."""
+    base = replace(ModelConfig(), **{**data.model_fields(), "depth": DEPTH})
+    return briefly_trained({"residual": base.with_skip(True), "plain": base.with_skip(False)}, data, EPOCHS)
 
 
 def summarize(times: list[float], result: AttributionResult) -> dict[str, object]:
@@ -72,8 +63,8 @@ def main() -> None:
     cases: dict[str, tuple[Net, torch.Tensor, torch.Tensor]] = {}
     for data_name, data_cfg in DATASETS.items():
         ds = load_dataset(data_cfg)
-        for net_name, skip in (("residual", True), ("plain", False)):
-            cases[f"{data_name}/{net_name}"] = (trained_net(ds, skip), ds.x_test[:IMAGES], ds.y_test[:IMAGES])
+        for net_name, model in trained_pair(data_cfg).items():
+            cases[f"{data_name}/{net_name}"] = (model, ds.x_test[:IMAGES], ds.y_test[:IMAGES])
     times: dict[tuple[str, str], list[float]] = {}
     last: dict[tuple[str, str], AttributionResult] = {}
     unavailable: dict[str, dict[str, str]] = {}
@@ -98,7 +89,7 @@ def main() -> None:
         "benchmark": "attribution seconds per method: best of repeats, snapshot included",
         "images": IMAGES,
         "depth": DEPTH,
-        "train_steps": TRAIN_STEPS,
+        "train_epochs": EPOCHS,
         "repeats": REPEATS,
         "goal_seconds": GOAL_SECONDS,
         "all_meet_goal": all(row["meets_goal"] for rows in results.values() for row in rows.values()),

@@ -10,87 +10,31 @@ ERFs are computed once per (model, step, inputs) and kept in the session.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 import torch
 from torch import nn
 
-from resnet_viz.data import IMAGE_DATASETS, DataConfig, load_dataset
+from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.figures import receptive_field as figs
-from resnet_viz.lab import LabConfig
-from resnet_viz.models import ModelConfig, build_model
 from resnet_viz.receptive_field import ERFResult, RFInfo, erf_all_layers, growth_rows, theoretical_rf
+from resnet_viz.ui.analysis_cache import AnalysisCache, fingerprint
+from resnet_viz.ui.quick_pair import Pair, quick_pair
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
-from resnet_viz.ui.widgets import DATASET_HELP, STATE_KEY, chart, model_label
+from resnet_viz.ui.widgets import chart
 
 K = "rf."  # widget-state prefix
 SESSION, QUICK = "Trained models (lab run, stored run, server default)", "A CNN pair built here"
 NOISE, IMAGES = "Noise N(0, 1) (Luo et al.)", "Test images of the dataset"
-DEPTHS = [6 * n + 2 for n in range(1, 10)]  # 8 ... 56, basic blocks
-WIDTHS = [4, 8, 16, 32]
-SIZES = [8, 16, 24, 32]
 N_IMAGES = 4  # real images averaged per ERF (noise uses the library's default of 2)
-CACHE_KEY = K + "cache"  # session_state: {(kind, id(model), step, inputs): (model, value)}
-MAX_CACHED = 8  # ERF maps of a depth-56 pair take ~10 MB per model: a few entries per session
-
-
-@dataclass
-class Pair:
-    """The two models this page analyses, the images they are about, and where they come from."""
-
-    models: dict[str, ChosenModel]
-    data: DataConfig
-    description: str
+cache = AnalysisCache(K, 8)  # ERF maps of a depth-56 pair take ~10 MB per model: a few entries per session
 
 
 # --------------------------------------------------------------------------------------------------
 # Choosing the models
-
-
-def _default(key: str, value: Any) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = value
-
-
-def _lab_setup() -> LabConfig:
-    return st.session_state.get(STATE_KEY) or LabConfig().normalized()
-
-
-def quick_pair(note: str | None = None) -> Pair:
-    """A plain (A) and a residual (B) CNN of one config, at initialisation: depth, width, norm, images."""
-    setup = _lab_setup()
-    data = setup.data if setup.data.is_image else DataConfig()
-    _default(K + "quick.depth", setup.a.depth if setup.a.family == "cnn" and setup.a.depth in DEPTHS else 20)
-    _default(K + "quick.width", setup.a.width if setup.a.width in WIDTHS else 16)
-    _default(K + "quick.norm", setup.a.norm)
-    _default(K + "quick.dataset", data.name)
-    _default(K + "quick.size", data.input_size if data.input_size in SIZES else 8)
-    if note:
-        st.info(note)
-    cols = st.columns(5)
-    depth = cols[0].select_slider("Depth (6n+2 layers)", DEPTHS, key=K + "quick.depth")
-    width = cols[1].select_slider("Width (first stage)", WIDTHS, key=K + "quick.width")
-    norm = cols[2].radio("Normalisation", ["batch", "none"], key=K + "quick.norm", horizontal=True)
-    name = cols[3].selectbox(
-        "Images", IMAGE_DATASETS, key=K + "quick.dataset", format_func=lambda d: f"{d}: {DATASET_HELP[d]}"
-    )
-    size = cols[4].select_slider("Image size (px)", SIZES, key=K + "quick.size")
-    data = DataConfig(name=name, input_size=size, noise=data.noise)
-    base = ModelConfig(depth=depth, width=width, norm=norm, **data.model_fields())
-    seed = setup.train.seed
-    cache: dict = st.session_state.setdefault(K + "quick.models", {})
-    models = {}
-    for key, skip in (("A", False), ("B", True)):
-        cfg = base.with_skip(skip)
-        if (cfg, seed) not in cache:
-            if len(cache) > 6:
-                cache.clear()
-            cache[(cfg, seed)] = build_model(cfg, seed).eval()
-        models[key] = ChosenModel(key, model_label(key, cfg), cfg, cache[(cfg, seed)], 0)
-    return Pair(models, data, f"A plain and a residual CNN built here from seed {seed}, at initialisation.")
 
 
 def choose_pair() -> Pair | None:
@@ -98,7 +42,7 @@ def choose_pair() -> Pair | None:
     None while the chosen pair is still training (its progress is shown)."""
     source = st.radio("Source", [SESSION, QUICK], key=K + "origin", horizontal=True)
     if source == QUICK:
-        return quick_pair()
+        return quick_pair(K)
     picked = choose_models("rf")
     if picked is None:
         return None
@@ -106,9 +50,10 @@ def choose_pair() -> Pair | None:
     if data.is_image and all(c.config.family == "cnn" for c in chosen.values()):
         return Pair(chosen, data, description)
     return quick_pair(
+        K,
         f"Receptive fields are about images: they say which input pixels a unit of a convolutional net "
         f"depends on. This session's models are MLPs on 2-D points ({data.name}), which have no pixels, "
-        "so this page shows a plain and a residual CNN built here instead (choose their depth below)."
+        "so this page shows a plain and a residual CNN built here instead (choose their depth below).",
     )
 
 
@@ -116,18 +61,8 @@ def choose_pair() -> Pair | None:
 # Cached computations
 
 
-def _cached(kind: str, chosen: ChosenModel, extra: Any, compute) -> Any:
-    """Per session, keyed by the model object (kept alive with the value, so its id is never reused)."""
-    cache: dict = st.session_state.setdefault(CACHE_KEY, {})
-    key = (kind, id(chosen.model), chosen.step, extra)
-    hit = cache.get(key)
-    if hit is not None and hit[0] is chosen.model:
-        return hit[1]
-    if len(cache) >= MAX_CACHED:
-        cache.clear()
-    value = compute()
-    cache[key] = (chosen.model, value)
-    return value
+def _cached(kind: str, chosen: ChosenModel, extra: Any, compute: Callable[[], Any]) -> Any:
+    return cache((kind, fingerprint(chosen.model), chosen.step, extra), compute)
 
 
 def _real_inputs(data: DataConfig) -> torch.Tensor:
@@ -259,10 +194,12 @@ def main() -> None:
         return
     with right:
         inputs = st.radio(
-            "ERF inputs", [NOISE, IMAGES], key=K + "inputs",
+            "ERF inputs",
+            [NOISE, IMAGES],
+            key=K + "inputs",
             help=f"the gradient map is averaged over 2 noise images, or over {N_IMAGES} test images of "
             f"{pair.data.name} tiled to fill the canvas",
-        )  # fmt: skip
+        )
     st.caption(pair.description)
     labels = {key: c.label for key, c in pair.models.items()}
     broken = [c.label for c in pair.models.values() if not _finite(c.model)]
@@ -288,13 +225,19 @@ def main() -> None:
         st.session_state[K + "image"] = 0
     pick, number = st.columns([3, 1])
     layer = pick.selectbox(
-        "Layer", options, key=K + "layer",
+        "Layer",
+        options,
+        key=K + "layer",
         format_func=lambda n: f"{n} (theoretical field {results['A'][n].theoretical.size} px)",
-    )  # fmt: skip
+    )
     index = number.number_input(
-        f"Test image (0 to {count - 1})", 0, count - 1, step=1, key=K + "image",
+        f"Test image (0 to {count - 1})",
+        0,
+        count - 1,
+        step=1,
+        key=K + "image",
         help="the test image of the dataset the fields are drawn over, at its true pixel scale",
-    )  # fmt: skip
+    )
     explanation(layer, results, labels, max(c.step for c in pair.models.values()))
     maps_section(layer, results, labels)
     overlay_section(layer, int(index), results, infos, pair)

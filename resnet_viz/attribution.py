@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -47,7 +47,9 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 from torch import nn
 
-from .models import block_names, frozen_copy
+from .data import DataConfig
+from .models import ModelConfig, Net, block_names, frozen_copy
+from .training import TrainConfig, train_models
 
 NormMode = Literal["abs", "signed"]
 Target = int | Sequence[int] | np.ndarray | torch.Tensor
@@ -677,3 +679,29 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
     )
     summary["lift"] = summary["mass_in_mask"] / summary["chance"]
     return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Nets to explain
+
+# A short plain-SGD run: constant lr, no warm-up, weight decay or probes, on the CPU.
+BRIEF_TRAINING = TrainConfig(
+    batch_size=64,
+    lr=0.05,
+    weight_decay=0.0,
+    warmup_steps=0,
+    schedule="constant",
+    probe_every=0,
+    max_snapshots=2,
+    device="cpu",
+)
+
+
+def briefly_trained(models: Mapping[str, ModelConfig], data: DataConfig, epochs: int) -> dict[str, Net]:
+    """`models` after `epochs` of BRIEF_TRAINING in lockstep (one seed, the same batches), in eval mode.
+
+    A trained net is less linear than a fresh one, which changes what its maps and their checks show
+    (Adebayo et al. 2018): the attribution tests and benchmark explain nets trained this way.
+    """
+    trainer, _ = train_models(models, replace(BRIEF_TRAINING, epochs=epochs), data)
+    return {key: model.eval() for key, model in trainer.models.items()}

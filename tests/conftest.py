@@ -1,10 +1,12 @@
-"""Shared fixtures: torch on a fixed thread count, tiny configs, and the app server and browser."""
+"""Shared fixtures: torch on a fixed thread count, tiny configs, the app server and browser, and for every
+test its own run store and AppTest sessions closed after it (tests/harness.py opens them)."""
 
 from collections.abc import Iterator
 
 import pytest
 import torch
 from browser_utils import run_browser, run_server
+from harness import close_sessions
 from playwright.sync_api import Browser
 
 from resnet_viz.data import DataConfig
@@ -61,6 +63,14 @@ def own_store(tmp_path_factory, monkeypatch) -> Iterator[None]:
     yield
     run_store.clear()
     run_service.clear()
+
+
+@pytest.fixture(autouse=True)
+def closed_sessions(own_store) -> Iterator[None]:
+    """Every AppTest session a test opened (harness.new_app) leaves its runs and stops its tasks after the
+    test, before its run store and service go."""
+    yield
+    close_sessions()
 
 
 @pytest.fixture(scope="session", autouse=True)

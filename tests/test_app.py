@@ -1,78 +1,31 @@
 """AppTest: every page renders; the lab trains, restores its config from the URL, explains bad input."""
 
-import base64
-from pathlib import Path
-
-import numpy as np
-import plotly.io as pio
 import pytest
-from streamlit.testing.v1 import AppTest
+from harness import open_page, plotly_figures, trace_array
 
 from resnet_viz.runs import Replay
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
 
 PAGES = ["pages/home.py", "pages/lab.py"]
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TINY = {"a.depth": "8", "a.width": "8", "epochs": "1"}
-
-
-OPENED: list[AppTest] = []
-
-
-@pytest.fixture(autouse=True)
-def fresh_session():
-    """Each AppTest is one viewer of the run service: it leaves its runs when the test ends."""
-    yield
-    for at in OPENED:
-        if SESSION_KEY in at.session_state:
-            at.session_state[SESSION_KEY].close()
-    OPENED.clear()
-
-
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    OPENED.append(at)
-    return at
-
-
-def _open(page: str, params: dict[str, str] | None = None) -> AppTest:
-    at = _app()
-    for key, value in (params or {}).items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _figures(at: AppTest) -> list:
-    """The page's Plotly figures, decoded (Plotly ships arrays as base64 in the JSON)."""
-    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def _array(value) -> np.ndarray:
-    """A trace array from figure JSON: a list, or Plotly's typed-array form {dtype, bdata (base64)}."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value)
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_exception(page):
-    at = _open(page)
+    at = open_page(page)
     assert at.title
 
 
 def test_home_presets_link_to_a_configured_lab():
-    at = _open("pages/home.py")
+    at = open_page("pages/home.py")
     links = at.get("page_link")
     assert len(links) == 5
     assert all(link.proto.page.endswith("lab") or "lab" in link.proto.page for link in links)
 
 
 def test_train_draws_both_models_on_every_chart():
-    at = _open("pages/lab.py", TINY)
+    at = open_page("pages/lab.py", TINY)
     train = next(b for b in at.button if b.label == "Train")
     train.click().run()
     job = at.session_state[SESSION_KEY].lab
@@ -80,19 +33,20 @@ def test_train_draws_both_models_on_every_chart():
     assert job.status == "finished"
     at.run()  # redraw from the finished job (timers do not run in AppTest)
     assert not at.exception
-    figs = _figures(at)
+    figs = plotly_figures(at)
     assert len(figs) == 5
     for fig in figs:  # every chart draws both models
         names = " ".join(t.name or "" for t in fig.data) + " ".join(a.text or "" for a in fig.layout.annotations)
         assert "A · plain 8" in names and "B · residual 8" in names, fig.layout.title.text
     train_a = next(t for t in figs[0].data if t.name == "A · plain 8: train")
-    assert _array(train_a.x).tolist() == list(range(1, job.trainer.total_steps + 1))
+    assert trace_array(train_a.x).tolist() == list(range(1, job.trainer.total_steps + 1))
     assert any("Finished" in s.value for s in at.success)
-    assert [b.label for b in at.get("download_button")] == ["Steps CSV", "Layers CSV"]
+    assert [b.label for b in at.get("download_button")] == [
+        "Download script", "Download model (zip)", "Steps CSV", "Layers CSV"]  # fmt: skip
 
 
 def test_query_params_restore_a_config():
-    at = _open("pages/lab.py", {"a.depth": "14", "b.skip_scale": "0.5", "lr": "0.05", "dataset": "shapes"})
+    at = open_page("pages/lab.py", {"a.depth": "14", "b.skip_scale": "0.5", "lr": "0.05", "dataset": "shapes"})
     assert at.select_slider(key="lab.a.depth").value == 14
     assert at.slider(key="lab.b.skip_scale").value == 0.5
     assert at.number_input(key="lab.train.lr").value == 0.05
@@ -101,7 +55,7 @@ def test_query_params_restore_a_config():
 
 
 def test_changing_a_widget_updates_the_url():
-    at = _open("pages/lab.py")
+    at = open_page("pages/lab.py")
     at.select_slider(key="lab.a.depth").set_value(32).run()
     assert at.query_params["a.depth"] == "32"
 
@@ -112,25 +66,25 @@ def test_changing_a_widget_updates_the_url():
      ({"dataset": "imagenet"}, "dataset"), ({"epochs": "many"}, "epochs")],
 )  # fmt: skip
 def test_invalid_config_in_url_shows_a_message_not_an_exception(params, field):
-    at = _open("pages/lab.py", params)
+    at = open_page("pages/lab.py", params)
     warnings = [w.value for w in at.warning]
     assert any(field in w for w in warnings), warnings
 
 
 def test_preset_banner_and_mlp_boundary():
-    at = _open("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8", "epochs": "2",
+    at = open_page("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8", "epochs": "2",
                                 "preset": "spirals"})  # fmt: skip
     assert not at.info or "Residual MLP" not in at.info[0].value  # config differs from the preset: no banner
     next(b for b in at.button if b.label == "Train").click().run()
     job = at.session_state[SESSION_KEY].lab
     job.join(120)
     at.run()
-    titles = [fig.layout.title.text for fig in _figures(at)]
+    titles = [fig.layout.title.text for fig in plotly_figures(at)]
     assert any("Decision boundary" in t for t in titles)
 
 
 def test_stop_and_reset():
-    at = _open("pages/lab.py", {"a.depth": "8", "a.width": "8", "epochs": "200"})
+    at = open_page("pages/lab.py", {"a.depth": "8", "a.width": "8", "epochs": "200"})
     next(b for b in at.button if b.label == "Train").click().run()
     job = at.session_state[SESSION_KEY].lab
     next(b for b in at.button if b.label == "Stop").click().run()
@@ -143,7 +97,7 @@ def test_stop_and_reset():
 
 
 def test_finished_runs_are_stored_and_can_be_reopened():
-    at = _open("pages/lab.py", {**TINY, "seed": "11"})
+    at = open_page("pages/lab.py", {**TINY, "seed": "11"})
     next(b for b in at.button if b.label == "Train").click().run()
     job = at.session_state[SESSION_KEY].lab
     job.join(120)
@@ -156,6 +110,6 @@ def test_finished_runs_are_stored_and_can_be_reopened():
     jobs = at.session_state[SESSION_KEY]
     assert isinstance(jobs.lab, Replay) and jobs.lab.run.key == runs[0].key
     assert any("Stored run" in i.value for i in at.info)
-    loss = _figures(at)[0]
+    loss = plotly_figures(at)[0]
     train_b = next(t for t in loss.data if t.name == "B · residual 8: train")
-    assert _array(train_b.x).tolist() == list(range(1, 11))
+    assert trace_array(train_b.x).tolist() == list(range(1, 11))

@@ -1,7 +1,7 @@
 """Attribution library: shapes, completeness, sanity checks, localisation, snapshot isolation, display.
 
-Small nets are trained here with plain PyTorch (a seeded generator picks the batches) so these
-tests do not depend on the training engine; each is trained once per module.
+Small nets are trained once per module by the library's training loop, as the attribution benchmark
+trains its nets (`attribution.briefly_trained`): a plain and a residual depth-8 net in lockstep on shapes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
@@ -27,19 +26,7 @@ def _config(ds: Dataset, **overrides: object) -> ModelConfig:
     return replace(ModelConfig(), **{**ds.model_fields(), **overrides})
 
 
-def _train(ds: Dataset, skip: bool, steps: int = 200, seed: int = 0) -> Net:
-    """A depth-8 net trained with SGD on random batches drawn from a seeded generator; returned in eval mode."""
-    model = build_model(_config(ds, depth=8, skip=skip), seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(ds.x_train), (64,), generator=generator)
-        loss = F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+EPOCHS = 9  # about 200 SGD steps: 9 epochs of 22 batches of shapes
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +40,20 @@ def digits_ds() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def residual(shapes_ds: Dataset) -> Net:
-    return _train(shapes_ds, skip=True)
+def trained(shapes_ds: Dataset) -> dict[str, Net]:
+    """A plain and a residual depth-8 net from one seed, trained on the same batches; in eval mode."""
+    models = {"plain": _config(shapes_ds, depth=8, skip=False), "residual": _config(shapes_ds, depth=8)}
+    return A.briefly_trained(models, shapes_ds.config, EPOCHS)
 
 
 @pytest.fixture(scope="module")
-def plain(shapes_ds: Dataset) -> Net:
-    return _train(shapes_ds, skip=False)
+def residual(trained: dict[str, Net]) -> Net:
+    return trained["residual"]
+
+
+@pytest.fixture(scope="module")
+def plain(trained: dict[str, Net]) -> Net:
+    return trained["plain"]
 
 
 def test_trained_nets_learned_shapes(shapes_ds: Dataset, residual: Net, plain: Net) -> None:

@@ -4,11 +4,10 @@ an unexplainable model, 2-D runs, the on-demand checks; and one browser screensh
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import plotly.io as pio
 import pytest
 from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from harness import new_app, open_page, page_texts, plotly_figures
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
@@ -21,54 +20,27 @@ from resnet_viz.store import RunStore
 from resnet_viz.training import TrainConfig
 from resnet_viz.ui.session import SESSION_KEY
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/attributions.py"
-OPENED: list[AppTest] = []
-
-
-@pytest.fixture(autouse=True)
-def fresh_session():
-    """Each AppTest is one viewer of the run service: it leaves its runs when the test ends."""
-    yield
-    for at in OPENED:
-        if SESSION_KEY in at.session_state:
-            at.session_state[SESSION_KEY].close()
-    OPENED.clear()
-
-
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    OPENED.append(at)
-    return at
 
 
 def _open(lab: LiveRun | None = None, lab_config: LabConfig | None = None, pair: LiveRun | None = None) -> AppTest:
     """The page in a session that holds the given lab run and/or the server's finished default pair."""
-    at = _app()
-    at.run()
-    jobs = at.session_state[SESSION_KEY]
-    jobs.lab, jobs.lab_config = lab, lab_config
-    if pair is not None:
-        jobs.pairs["attributions"] = pair
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
+    def hand_over(at: AppTest) -> None:
+        jobs = at.session_state[SESSION_KEY]
+        jobs.lab, jobs.lab_config = lab, lab_config
+        if pair is not None:
+            jobs.pairs["attributions"] = pair
 
-def _figures(at: AppTest) -> list:
-    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+    return open_page(PAGE, prepare=hand_over)
 
 
 def _by_title(at: AppTest, text: str) -> list:
-    return [f for f in _figures(at) if text in (f.layout.title.text or "")]
+    return [f for f in plotly_figures(at) if text in (f.layout.title.text or "")]
 
 
 def _names(fig) -> str:
     return " ".join(t.name or "" for t in fig.data) + " " + " ".join(a.text or "" for a in fig.layout.annotations)
-
-
-def _texts(at: AppTest) -> str:
-    return " ".join(e.value for group in (at.markdown, at.caption, at.info, at.warning) for e in group)
 
 
 def _index(option: str) -> int:
@@ -103,7 +75,7 @@ def default_pair(tmp_path_factory) -> LiveRun:
 
 
 def test_no_lab_run_requests_the_default_pair_and_shows_its_progress():
-    at = _app()
+    at = new_app()
     at.run()
     at.switch_page(PAGE).run()
     assert not at.exception
@@ -116,7 +88,8 @@ def test_no_lab_run_requests_the_default_pair_and_shows_its_progress():
 
 def test_no_lab_run_explains_the_default_pair(default_pair):
     at = _open(pair=default_pair)
-    assert re.search(r"Models of the server's default pair \(plain vs residual, depth 14.*\) \(finished\)", _texts(at))
+    said = page_texts(at)
+    assert re.search(r"Models of the server's default pair \(plain vs residual, depth 14.*\) \(finished\)", said)
     maps = _by_title(at, "Saliency for")
     assert [f.layout.title.text.split(":")[0] for f in maps] == ["A · plain 14", "B · residual 14"]
     for fig, label in zip(maps, ("A · plain 14", "B · residual 14"), strict=True):
@@ -128,7 +101,7 @@ def test_no_lab_run_explains_the_default_pair(default_pair):
     assert "A · plain 14: Grad-CAM at stage3" in _names(depth) and "B · residual 14: Grad-CAM at stage1" in _names(
         depth
     )
-    assert "predicts" in _texts(at)
+    assert "predicts" in page_texts(at)
     assert not _by_title(at, "Sanity check")  # on demand only
     assert "attributions" in at.session_state[SESSION_KEY].pairs
 
@@ -139,7 +112,7 @@ def test_method_target_and_filters_switch(default_pair):
     assert not at.exception
     maps = _by_title(at, "Integrated Gradients for")
     assert len(maps) == 2 and "B · residual 14: Integrated Gradients" in _names(maps[1])
-    assert "completeness error" in _texts(at) and "logits" in _texts(at)
+    assert "completeness error" in page_texts(at) and "logits" in page_texts(at)
     at.selectbox(key="attributions.method").set_value("gradcam").run()
     assert len(_by_title(at, "Grad-CAM for")) == 2
     at.radio(key="attributions.target").set_value("true").run()
@@ -174,7 +147,7 @@ def test_sanity_check_and_localisation_on_demand(default_pair):
 
 
 def test_lab_run_from_the_lab_page():
-    at = _app()
+    at = new_app()
     for key, value in {"a.depth": "8", "a.width": "8", "epochs": "1"}.items():
         at.query_params[key] = value
     at.run()

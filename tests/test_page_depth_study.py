@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import threading
@@ -11,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.io as pio
 import pytest
 from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from harness import open_page, plotly_figures, texts, trace_array
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
@@ -28,16 +27,7 @@ from resnet_viz.training import TrainConfig
 from resnet_viz.ui.session import SESSION_KEY, run_service
 from resnet_viz.ui.store import run_store
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/depth_study.py"
-OPENED: list[AppTest] = []
-
-
-def _array(value) -> np.ndarray:
-    """A trace array from figure JSON: a list, or Plotly's typed-array form {dtype, bdata (base64)}."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,11 +54,11 @@ def test_error_vs_depth_spreads_over_seeds_in_the_model_colours():
                      "residual net: validation"]  # fmt: skip
     plain_train = fig.data[0]
     assert plain_train.line.color == COLORS["plain"] and fig.data[2].line.color == COLORS["residual"]
-    assert _array(plain_train.x).tolist() == [8, 20]
+    assert trace_array(plain_train.x).tolist() == [8, 20]
     # depth 8 plain: train error 0.04 (seed 0) and 0.05 (seed 1): mean 4.5 %, bars to 4 % and 5 %
-    assert np.allclose(_array(plain_train.y), [4.5, 10.5])
-    assert np.allclose(_array(plain_train.error_y.array), [0.5, 0.5])
-    assert np.allclose(_array(plain_train.error_y.arrayminus), [0.5, 0.5])
+    assert np.allclose(trace_array(plain_train.y), [4.5, 10.5])
+    assert np.allclose(trace_array(plain_train.error_y.array), [0.5, 0.5])
+    assert np.allclose(trace_array(plain_train.error_y.arrayminus), [0.5, 0.5])
     assert fig.data[1].line.dash == "dash"
     assert "error" in fig.layout.yaxis.title.text and "depth" in fig.layout.xaxis.title.text
 
@@ -79,7 +69,7 @@ def test_loss_vs_depth_is_log_and_leaves_out_diverged_runs():
     fig = figs.loss_vs_depth_figure(results)
     assert fig.layout.yaxis.type == "log"
     plain = fig.data[0]
-    assert np.allclose(_array(plain.y), [0.0805, 0.2])  # depth 20: only the finite seed 0 is left
+    assert np.allclose(trace_array(plain.y), [0.0805, 0.2])  # depth 20: only the finite seed 0 is left
     stats = figs.spread(results, "final_train_loss")
     assert stats[(stats.model == "plain") & (stats.depth == 20)].n.item() == 1
 
@@ -109,8 +99,8 @@ def test_responses_figure_in_order_and_sorted():
     fig = figs.responses_figure(pd.DataFrame(rows))
     assert "depth 14" in fig.layout.title.text
     in_order, ranked = fig.data[0], fig.data[1]
-    assert in_order.name == "plain net 14" and _array(in_order.y).tolist() == [1.0, 3.0, 2.0]
-    assert _array(ranked.y).tolist() == [3.0, 2.0, 1.0]
+    assert in_order.name == "plain net 14" and trace_array(in_order.y).tolist() == [1.0, 3.0, 2.0]
+    assert trace_array(ranked.y).tolist() == [3.0, 2.0, 1.0]
     assert fig.data[2].line.color == COLORS["residual"]
 
 
@@ -135,19 +125,6 @@ def test_figures_accept_empty_frames():
 # The page under AppTest
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    """AppTest reuses one session id: stop this page's sweep and forget it after each test."""
-    yield
-    for at in OPENED:
-        if SESSION_KEY in at.session_state:
-            jobs = at.session_state[SESSION_KEY]
-            jobs.close()
-            for job in jobs.others.values():
-                job.join(30)
-    OPENED.clear()
-
-
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch) -> Path:
     """An empty run store for this test: the env var is read when the cached store is created."""
@@ -155,15 +132,6 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     run_store.clear()
     yield tmp_path
     run_store.clear()  # the next user builds its store from its own environment
-
-
-def _open() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    OPENED.append(at)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _button(at: AppTest, label: str):
@@ -176,34 +144,26 @@ def _tiny_sweep(at: AppTest) -> None:
     at.select_slider(key="depth.width").set_value(8).run()
 
 
-def _figures(at: AppTest) -> list:
-    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def _texts(elements) -> str:
-    return " | ".join(e.value for e in elements)
-
-
 def test_page_renders_with_an_empty_store(data_dir):
-    at = _open()
+    at = open_page(PAGE)
     assert at.title[0].value == "Depth study"
-    assert "No stored runs yet" in _texts(at.caption)
-    assert "0 of 6 runs already stored" in _texts(at.caption)
+    assert "No stored runs yet" in texts(at.caption)
+    assert "0 of 6 runs already stored" in texts(at.caption)
     assert not at.get("plotly_chart")
 
 
 def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_zip(data_dir):
-    at = _open()
+    at = open_page(PAGE)
     _tiny_sweep(at)
-    assert "2 runs (a plain/residual pair each): 0 already stored, 2 to train" in _texts(at.caption)
+    assert "2 runs (a plain/residual pair each): 0 already stored, 2 to train" in texts(at.caption)
     _button(at, "Run").click().run()
     job = at.session_state[SESSION_KEY].others["depth_sweep"]
     job.join(120)
     assert job.status == "finished", job.message
     at.run()  # AppTest does not run fragment timers: redraw from the finished sweep
     assert not at.exception, [e.value for e in at.exception]
-    assert "Finished: 2 runs, 0 from the store, 2 trained now." in _texts(at.success)
-    figures = _figures(at)
+    assert "Finished: 2 runs, 0 from the store, 2 trained now." in texts(at.success)
+    figures = plotly_figures(at)
     assert len(figures) == 5
     for fig in figures:
         names = " ".join(t.name or "" for t in fig.data)
@@ -215,7 +175,7 @@ def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_z
 
     _button(at, "Run").click().run()  # the same sweep again: everything comes from the store
     assert not at.exception
-    assert "Finished: 2 runs, 2 from the store, 0 trained now." in _texts(at.success)
+    assert "Finished: 2 runs, 2 from the store, 0 trained now." in texts(at.success)
 
     store = RunStore(data_dir)
     key = store.list_runs()[0].key
@@ -228,11 +188,11 @@ def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_z
     _button(at, "Delete").click().run()
     assert len(at.dataframe[-1].value) == 2  # nothing deleted before the confirmation
     _button(at, "Yes, delete").click().run()
-    assert f"Deleted run {key[:12]}." in _texts(at.success)
+    assert f"Deleted run {key[:12]}." in texts(at.success)
     assert len(at.dataframe[-1].value) == 1
     at.file_uploader(key="depth.import").set_value(("run.zip", buffer.getvalue(), "application/zip")).run()
     assert not at.exception
-    assert re.search(r"Imported run imported-[0-9a-f]{12} from `run\.zip`", _texts(at.success)), _texts(at.success)
+    assert re.search(r"Imported run imported-[0-9a-f]{12} from `run\.zip`", texts(at.success)), texts(at.success)
     assert sorted(at.dataframe[-1].value["origin"]) == ["imported", "trained here"]  # kept apart from trained runs
 
 
@@ -252,17 +212,17 @@ def test_importing_a_malformed_zip_shows_an_error_not_an_exception(data_dir, con
             for name, text in content.items():
                 archive.writestr(name, text)
         content = buffer.getvalue()
-    at = _open()
+    at = open_page(PAGE)
     at.file_uploader(key="depth.import").set_value(("bad.zip", content, "application/zip")).run()
     assert not at.exception, [e.value for e in at.exception]
-    errors = _texts(at.error)
+    errors = texts(at.error)
     assert "Cannot import `bad.zip`" in errors and problem in errors, errors  # file names are shown as code
 
 
 def test_empty_depths_are_explained_next_to_the_control(data_dir):
-    at = _open()
+    at = open_page(PAGE)
     at.multiselect(key="depth.depths").set_value([]).run()
-    assert any("depths" in e.value and "one or more" in e.value for e in at.error), _texts(at.error)
+    assert any("depths" in e.value and "one or more" in e.value for e in at.error), texts(at.error)
     assert _button(at, "Run").disabled
     at.selectbox(key="depth.dataset").set_value("spirals").run()  # MLPs: their own depth rule and defaults
     assert at.multiselect(key="depth.depths").value == [4, 8, 16, 32]
@@ -270,7 +230,7 @@ def test_empty_depths_are_explained_next_to_the_control(data_dir):
 
 
 def test_the_form_keeps_its_values_across_pages(data_dir):
-    at = _open()
+    at = open_page(PAGE)
     at.multiselect(key="depth.depths").set_value([8, 20])
     at.number_input(key="depth.epochs").set_value(3).run()
     at.switch_page("pages/home.py").run()
@@ -280,7 +240,7 @@ def test_the_form_keeps_its_values_across_pages(data_dir):
 
 
 def test_stop_keeps_finished_runs_and_says_how_to_resume(data_dir):
-    at = _open()
+    at = open_page(PAGE)
     at.multiselect(key="depth.depths").set_value([8, 14])
     at.select_slider(key="depth.width").set_value(8)
     at.number_input(key="depth.epochs").set_value(100).run()
@@ -290,7 +250,7 @@ def test_stop_keeps_finished_runs_and_says_how_to_resume(data_dir):
     job.join(60)
     assert job.status == "stopped"
     at.run()
-    assert any("Run the same sweep again to resume" in w.value for w in at.warning), _texts(at.warning)
+    assert any("Run the same sweep again to resume" in w.value for w in at.warning), texts(at.warning)
     assert not _button(at, "Run").disabled
 
 
@@ -301,13 +261,13 @@ def test_a_sweep_waiting_for_a_training_slot_says_it_is_queued(data_dir):
     for ticket in held:  # every core busy, as if other sessions were training
         assert scheduler.acquire(ticket, threading.Event())
     try:
-        at = _open()
+        at = open_page(PAGE)
         _tiny_sweep(at)
         _button(at, "Run").click().run()
         job = at.session_state[SESSION_KEY].others["depth_sweep"]
         assert scheduler.wait_until(lambda: scheduler.counts()[1] == 1, 60)  # the sweep's run is queued
         at.run()
-        assert any("Queued: place 1" in i.value and "training lab" in i.value for i in at.info), _texts(at.info)
+        assert any("Queued: place 1" in i.value and "training lab" in i.value for i in at.info), texts(at.info)
         assert not _button(at, "Stop").disabled
         _button(at, "Stop").click().run()
         assert job.status == "stopped"
@@ -318,13 +278,13 @@ def test_a_sweep_waiting_for_a_training_slot_says_it_is_queued(data_dir):
 
 def test_a_damaged_store_offers_to_move_it_aside(data_dir):
     (data_dir / "runs.sqlite3").write_bytes(b"definitely not sqlite" * 100)
-    at = _open()
-    assert "The run store file is damaged" in _texts(at.error)
+    at = open_page(PAGE)
+    assert "The run store file is damaged" in texts(at.error)
     _button(at, "Move the damaged store aside").click().run()
     _button(at, "Yes, move the damaged store aside").click().run()
-    assert "Moved to" in _texts(at.success)
+    assert "Moved to" in texts(at.success)
     at.run()
-    assert not at.error and "No stored runs yet" in _texts(at.caption)
+    assert not at.error and "No stored runs yet" in texts(at.caption)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """AppTest: sessions asking for the same run share one training; moving α on a shared run forks it."""
 
 import threading
-from pathlib import Path
 
+from harness import open_page
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
@@ -13,17 +13,9 @@ from resnet_viz.runs.budget import estimate
 from resnet_viz.training import TrainConfig
 from resnet_viz.ui.session import SESSION_KEY, run_service
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
 
 def _session(params: dict[str, str]) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page("pages/lab.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page("pages/lab.py", params)
 
 
 def _train(at: AppTest) -> LiveRun:

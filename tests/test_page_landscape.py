@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
-
 import numpy as np
 import plotly.io as pio
 import pytest
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from browser_utils import ARTIFACTS, TIMEOUT_MS, no_exception
+from harness import browse, open_page, trace_array
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
@@ -18,28 +16,7 @@ from resnet_viz.landscape import Curvature, Interpolation, NetLandscape, Surface
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.snapshots import FRESH
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/loss_landscape.py"
-OPENED: list[AppTest] = []
-
-
-@pytest.fixture(autouse=True)
-def fresh_session():
-    """Each AppTest is one viewer of the run service: it leaves its runs and tasks when the test ends."""
-    yield
-    for at in OPENED:
-        if SESSION_KEY in at.session_state:
-            at.session_state[SESSION_KEY].close()
-    OPENED.clear()
-
-
-def _array(value) -> np.ndarray:
-    """A trace array from figure JSON: nested lists, or Plotly's typed array {dtype, bdata (base64), shape}."""
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
-        return flat.reshape(shape).astype(float)
-    return np.asarray(value, dtype=float)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,13 +96,8 @@ def test_interpolation_trajectory_curvature_and_table():
 
 
 def _open() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    OPENED.append(at)
-    at.run()
-    at.session_state["landscape.source"] = FRESH  # the lab setup at initialisation: nothing to train first
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    # the lab setup at initialisation: nothing to train first
+    return open_page(PAGE, state={"landscape.source": FRESH}, timeout=180)
 
 
 def test_page_computes_contour_and_surface_for_both_nets():
@@ -146,8 +118,8 @@ def test_page_computes_contour_and_surface_for_both_nets():
     for fig, kind in ((contour, "contour"), (surface, "surface")):
         traces = [t for t in fig.data if t.type == kind]
         assert [t.name for t in traces] == ["A · plain 20", "B · residual 20"]
-        assert all(np.isfinite(_array(t.z)).all() for t in traces)
-        assert _array(traces[0].z).shape == (7, 7)
+        assert all(np.isfinite(trace_array(t.z)).all() for t in traces)
+        assert trace_array(traces[0].z).shape == (7, 7)
     assert any(t.startswith("Extreme Hessian eigenvalues") for t in figures)
     captions = " ".join(c.value for c in at.caption)
     assert "eval mode with the trained running statistics" in captions
@@ -160,13 +132,7 @@ def test_page_computes_contour_and_surface_for_both_nets():
 
 
 def test_browser_walk(server, browser):
-    page = new_page(browser)
-    page.set_viewport_size({"width": 1500, "height": 3600})
-    page.goto(server)
-    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
-    page.goto(f"{server}/loss_landscape")
-    body = main(page)
-    expect(body.get_by_role("heading", name="Loss landscape")).to_be_visible(timeout=TIMEOUT_MS)
+    page, body = browse(browser, server, "loss_landscape", "Loss landscape", height=3600)
     body.get_by_text(FRESH).click()
     for label in ("Grid points per axis", "Training examples", "Lanczos steps (Hessian)"):
         thumb = body.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")

@@ -3,12 +3,10 @@ figures on synthetic tables, and one browser walk through the model analyses."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.io as pio
-import pytest
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from browser_utils import ARTIFACTS, no_exception
+from harness import browse, open_page
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
@@ -16,30 +14,12 @@ from resnet_viz.figures import limits as figs
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.snapshots import FRESH
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/limits.py"
-OPENED: list[AppTest] = []
-
-
-@pytest.fixture(autouse=True)
-def fresh_session():
-    """Each AppTest is one viewer of the run service: it leaves its runs when the test ends."""
-    yield
-    for at in OPENED:
-        if SESSION_KEY in at.session_state:
-            at.session_state[SESSION_KEY].close()
-    OPENED.clear()
 
 
 def _open(analysis: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    OPENED.append(at)
-    at.session_state["limits.source"] = FRESH  # the lab setup's models: nothing to train
-    at.session_state["limits.analysis"] = analysis
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    # the lab setup's models: nothing to train
+    return open_page(PAGE, state={"limits.source": FRESH, "limits.analysis": analysis}, timeout=300)
 
 
 def _titles(at: AppTest) -> list[str]:
@@ -101,12 +81,7 @@ def test_grid_figures_on_synthetic_tables():
 
 
 def test_browser_walk(server, browser):
-    page = new_page(browser)
-    page.goto(server)
-    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
-    page.goto(f"{server}/limits")
-    body = main(page)
-    expect(body.get_by_role("heading", name="Limits & pitfalls")).to_be_visible(timeout=TIMEOUT_MS)
+    page, body = browse(browser, server, "limits", "Limits & pitfalls")
     body.get_by_text(FRESH).click()
     walk = (("Lesions", "Paths through the residual net"), ("Calibration", "Reliability: accuracy"),
             ("Robustness", "Test accuracy under input corruptions"))  # fmt: skip

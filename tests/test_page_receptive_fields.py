@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import math
-from pathlib import Path
 
 import numpy as np
-import plotly.io as pio
 import pytest
 from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from harness import open_page, plotly_figures, trace_array
 from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
@@ -18,18 +16,9 @@ from resnet_viz.figures.common import COLORS
 from resnet_viz.receptive_field import ERFResult, RFInfo, growth_rows
 from resnet_viz.ui.session import SESSION_KEY
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/receptive_fields.py"
 TINY = {"a.depth": "8", "a.width": "8", "epochs": "1"}
 LABELS = {"A": "A · plain 8", "B": "B · residual 8"}
-OPENED: list[AppTest] = []
-
-
-def _array(value) -> np.ndarray:
-    """A trace array from figure JSON: a list, or Plotly's typed-array form {dtype, bdata (base64)}."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,7 +127,7 @@ def test_overlay_figure_draws_the_image_to_scale_with_the_fields_beyond_its_edge
     assert len(images) == 2 and np.asarray(images[0].z).shape == (4, 4)
     erfs = [t for t in fig.data if t.name and t.name.endswith(": ERF")]
     assert [t.name for t in erfs] == [f"{label}: ERF" for label in LABELS.values()]
-    assert _array(erfs[0].x)[0] == -4  # canvas centre 5 moved onto image pixel 1
+    assert trace_array(erfs[0].x)[0] == -4  # canvas centre 5 moved onto image pixel 1
     assert COLORS["A"] == "#D55E00" and erfs[0].colorscale[-1][1] == "rgba(213,94,0,0.75)"  # A's colour at the peak
     assert erfs[0].colorscale[0][1] == "rgba(213,94,0,0.0)"  # no gradient is transparent: the image shows through
     theory = [s for s in fig.layout.shapes if s.line.dash == "dash"]
@@ -165,27 +154,8 @@ def test_rf_table_has_one_set_of_theoretical_columns_when_the_models_agree():
 # The page under AppTest
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    """AppTest reuses one session id, so the session-scoped job registry outlives a test: empty it."""
-    yield
-    for at in OPENED:
-        if SESSION_KEY in at.session_state:
-            jobs = at.session_state[SESSION_KEY]
-            jobs.stop_all()
-            jobs.lab, jobs.lab_config, jobs.replay = None, None, None
-            jobs.others.clear()
-    OPENED.clear()
-
-
 def _open(first: str = "pages/home.py", params: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    OPENED.append(at)
-    for key, value in (params or {}).items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(first).run()
-    return at
+    return open_page(first, params)
 
 
 def _page(at: AppTest) -> AppTest:
@@ -194,19 +164,15 @@ def _page(at: AppTest) -> AppTest:
     return at
 
 
-def _figures(at: AppTest) -> list:
-    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
-
-
 def _check_both_models(at: AppTest, a: str, b: str) -> None:
-    figures = _figures(at)
+    figures = plotly_figures(at)
     assert len(figures) == 3
     for fig in figures:
         names = " ".join(t.name or "" for t in fig.data) + " ".join(x.text or "" for x in fig.layout.annotations)
         assert a in names and b in names, fig.layout.title.text
     growth = figures[0]
     theory = [t for t in growth.data if t.name.endswith("theoretical")]
-    assert len(theory) == 2 and _array(theory[0].y).tolist() == _array(theory[1].y).tolist()
+    assert len(theory) == 2 and trace_array(theory[0].y).tolist() == trace_array(theory[1].y).tolist()
     assert list(theory[0].x) == list(theory[1].x)
     table = at.dataframe[0].value
     assert table.layer.tolist() == list(theory[0].x)  # one row per ERF layer by default
@@ -220,7 +186,7 @@ def test_page_renders_with_fresh_models_then_layer_and_real_images():
     assert layer.value == "stage3.block3" and layer.options[-1].startswith("stage3.block3")  # the deepest block
     layer.set_value("stage1.block2").run()
     assert not at.exception
-    maps = _figures(at)[1]
+    maps = plotly_figures(at)[1]
     assert all("stage1.block2" in a.text for a in maps.layout.annotations if "·" in a.text)
     assert any("Theoretical field at stage1.block2: 11 px" in m.value for m in at.markdown)
     at.radio(key="rf.inputs").set_value("Test images of the dataset").run()

@@ -13,9 +13,19 @@ import pytest
 from resnet_viz.cli import main
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ConfigError, ModelConfig
+from resnet_viz.options import allowed_depths
 from resnet_viz.runs import RunService, Scheduler
 from resnet_viz.store import RunStore
-from resnet_viz.sweep import RESULT_COLUMNS, SweepConfig, SweepJob, classroom_sweep, run_sweep
+from resnet_viz.sweep import (
+    DEFAULT_DEPTHS,
+    RESULT_COLUMNS,
+    SweepConfig,
+    SweepJob,
+    classroom_sweep,
+    describe,
+    run_sweep,
+    stored_count,
+)
 from resnet_viz.tasks import ThreadExecutor
 from resnet_viz.training import TrainConfig
 
@@ -168,3 +178,17 @@ def test_he2015_fig1_degradation_in_the_sweep(tmp_path):
     assert loss[56, "residual"] < loss[56, "plain"] / 10
     responses = view.responses_frame().groupby("model").act_std.mean()
     assert responses["residual"] < responses["plain"]
+
+
+def test_a_sweep_is_described_in_one_line_and_counts_its_stored_points(tmp_path):
+    assert describe(TINY) == (
+        "digits · depths 8, 14 · 1 seed · 1 epoch · width 8 · basic blocks (post-activation, BatchNorm, identity "
+        "shortcuts) · SGD lr 0.1, batch 128"
+    )
+    store = RunStore(tmp_path)
+    assert stored_count(store, TINY) == 0
+    run_sweep(replace(TINY, depths=(8,)), RunService(store, Scheduler(cores=1)))
+    assert stored_count(store, TINY) == 1  # depth 8 replays from the store, depth 14 would train
+    for rule, depths in DEFAULT_DEPTHS.items():  # every default grid is valid for its depth rule
+        family, block = ("mlp", "basic") if rule == "mlp" else ("cnn", rule)
+        assert set(depths) <= set(allowed_depths(family, block)), rule

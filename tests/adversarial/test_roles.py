@@ -4,9 +4,8 @@ limited); deleting asks for confirmation. Without a passphrase everything is all
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from harness import open_page
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest, app_test
 
@@ -17,7 +16,6 @@ from resnet_viz.training import TrainConfig, train_models
 from resnet_viz.ui import roles
 from resnet_viz.ui.store import run_store
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/depth_study.py"
 PASSPHRASE = "correct horse battery staple"
 STUDENT_CAPTION = "A teacher can delete stored runs and import runs here"
@@ -56,13 +54,7 @@ def warm_server(monkeypatch):
 
 
 def _open(secrets: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for name, value in (secrets or {}).items():
-        at.secrets[name] = value
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page(PAGE, secrets=secrets)
 
 
 def _labels(at: AppTest) -> list[str]:

@@ -1,0 +1,110 @@
+"""What every page test needs: the app under AppTest, sessions that are closed after each test,
+decoders for the figure JSON a page ships, and a browser tab opened on one page.
+
+Each AppTest session is one viewer of the server's run service; `close_sessions` (run after every
+test by the autouse fixture `closed_sessions` in conftest.py) makes it leave its runs and stops and
+joins its background tasks, so nothing one test started trains on into the next.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from browser_utils import TIMEOUT_MS, main, new_page
+from playwright.sync_api import Browser, Locator, Page, expect
+from streamlit.testing.v1 import AppTest
+
+from resnet_viz.ui.session import SESSION_KEY
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+OPENED: list[AppTest] = []  # sessions of the current test, closed after it
+
+
+def new_app(timeout: float = 120) -> AppTest:
+    """An AppTest of the whole app (navigation included), closed after the test."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    OPENED.append(at)
+    return at
+
+
+def open_page(
+    page: str,
+    params: dict[str, str] | None = None,
+    *,
+    secrets: dict[str, str] | None = None,
+    state: dict[str, Any] | None = None,
+    prepare: Callable[[AppTest], None] | None = None,
+    timeout: float = 120,
+) -> AppTest:
+    """The app run once (as a first visit does), then `page`, with URL `params`, `secrets` and session
+    `state` set first; `prepare(at)` runs between the two (to hand the session runs). No exception."""
+    at = new_app(timeout)
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    for key, value in (secrets or {}).items():
+        at.secrets[key] = value
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    at.run()
+    if prepare is not None:
+        prepare(at)
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def close_sessions() -> None:
+    """Every session of this test leaves its runs; its background tasks are stopped and joined."""
+    for at in OPENED:
+        if SESSION_KEY in at.session_state:
+            jobs = at.session_state[SESSION_KEY]
+            jobs.close()
+            for task in jobs.others.values():
+                task.join(30)
+    OPENED.clear()
+
+
+def plotly_figures(at: AppTest) -> list[go.Figure]:
+    """The page's Plotly figures, decoded from the JSON the page ships."""
+    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def trace_array(value: Any) -> np.ndarray:
+    """A trace array from figure JSON, as floats: (nested) lists, or Plotly's typed-array form
+    {dtype, bdata (base64), shape}."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
+        return flat.reshape(shape).astype(float)
+    return np.asarray(value, dtype=float)
+
+
+def texts(elements: Iterable[Any], sep: str = " | ") -> str:
+    """The values of text elements (at.caption, at.error, ...) in one string."""
+    return sep.join(e.value for e in elements)
+
+
+def page_texts(at: AppTest) -> str:
+    """Everything a page says in markdown, captions, infos and warnings."""
+    return texts((e for group in (at.markdown, at.caption, at.info, at.warning) for e in group), " ")
+
+
+def browse(browser: Browser, server: str, path: str, heading: str, height: int | None = None) -> tuple[Page, Locator]:
+    """A new tab (`height` px tall, to show a long page whole) on the page at `server/path`, once its
+    `heading` shows; returns the tab and the page body. Home is visited first: a fresh server resolves a
+    deep link only after one full run of the navigation."""
+    page = new_page(browser)
+    if height is not None:
+        page.set_viewport_size({"width": 1500, "height": height})
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
+    page.goto(f"{server}/{path}")
+    body = main(page)
+    expect(body.get_by_role("heading", name=heading)).to_be_visible(timeout=TIMEOUT_MS)
+    return page, body
