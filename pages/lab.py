@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+from resnet_viz.figures.common import model_label
 from resnet_viz.lab import PRESETS, LabConfig
 from resnet_viz.models import ConfigError
 from resnet_viz.runs import LiveRun, Replay, RunRefused, RunRequest
 from resnet_viz.store import RunInfo, StoreError
+from resnet_viz.ui.data_upload import upload_panel
+from resnet_viz.ui.run_code import model_panel, python_panel
 from resnet_viz.ui.run_panel import charts, skip_sliders, status_line, view_of
 from resnet_viz.ui.session import SessionJobs, session_jobs
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.store import format_time, run_store, store_problem
 from resnet_viz.ui.text import safe_text
-from resnet_viz.ui.widgets import lab_form, model_label, sync_from_url, url_issue, write_url
+from resnet_viz.ui.widgets import lab_form, sync_from_url, url_issue, write_url
 
 REFRESH_SECONDS = 1.0
 RUN_ID_CHARS = 64  # longest run id a URL may name
@@ -119,6 +122,8 @@ def main() -> None:
         url_issue(issue)
     run = jobs.lab
     running = isinstance(run, LiveRun) and not run.done
+    with st.expander("Your own data: upload points (CSV) or images (zip)"):
+        upload_panel()  # before the setup: a new upload becomes the chosen dataset
     with st.expander("Setup: models, data and training", expanded=run is None):
         cfg = lab_form(cfg, disabled=running)
     write_url(cfg, preset, run.id if running else None)
@@ -137,6 +142,9 @@ def main() -> None:
     if "lab.error" in st.session_state:
         st.error(safe_text(st.session_state.pop("lab.error"), 600))
     stored_runs(jobs, running)
+    with st.expander("Python for this run, and Download model"):
+        python_panel(cfg, run)
+        model_panel(run)
     if run is None:
         st.info("Press **Train** to train model A and model B side by side, on the same batches from the same start.")
         return

@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from .data import DATASETS, POINT_DATASETS, DataConfig
+from .codegen import run_script
+from .data import ALL_DATASETS, FILE_DATASETS, DataConfig
+from .datasets import registry
 from .limits import cli as limits_cli
 from .models import CHOICES, ConfigError, ModelConfig
 from .runs import LiveRun, RunRefused, RunRequest, RunService
@@ -28,7 +30,7 @@ from .runs.defaults import warm_requests
 from .runs.warm import WarmProgress, warm
 from .store import RunStore, StoreError, export_trained, trained_summaries
 from .sweep import BASIC_DEPTHS, SweepConfig, SweepJob, SweepView, classroom_sweep
-from .training import StepRecord, TrainConfig, Trainer
+from .training import StepRecord, TrainConfig, Trainer, fit_to_data, train_models
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +44,14 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     """Flags for every data, model and training field (defaults from the dataclasses)."""
     m, t, d = ModelConfig(), TrainConfig(), DataConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, default=d.name, help="images: digits, shapes; 2-D: the rest")
+    g.add_argument("--dataset", choices=ALL_DATASETS, default=d.name,
+                   help="images: digits, shapes, corners; 2-D: spirals, moons, circles, xor; from files: mnist, "
+                   "fashion_mnist, cifar10 (see --data-dir); upload: a stored upload (see --upload)")  # fmt: skip
+    g.add_argument("--data-dir", default=None, help="folder holding mnist/, fashion_mnist/, cifar10/ "
+                   "(default: $RESNET_VIZ_DATA_DIR/datasets)")  # fmt: skip
+    g.add_argument("--n-samples", type=int, default=d.n_samples, help="examples drawn from MNIST/CIFAR files")
+    g.add_argument("--color", choices=("grey", "rgb"), default=d.color, help="channels of MNIST/CIFAR/uploaded images")
+    g.add_argument("--upload", default=d.upload, help="content hash of an uploaded data set (--dataset upload)")
     g.add_argument("--input-size", type=int, default=None, help="image side in pixels (digits 8, shapes 16)")
     g.add_argument("--noise", type=float, default=d.noise, help="pixel noise / point jitter of generated data")
     g = p.add_argument_group("model")
@@ -74,22 +83,23 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, DataConfig]:
     """Validated configs from parsed flags; raises ConfigError naming the field."""
     size = args.input_size if args.input_size is not None else (16 if args.dataset == "shapes" else 8)
-    data = DataConfig(name=args.dataset, input_size=size, noise=args.noise).validate()
-    model = ModelConfig(
-        family="cnn" if data.is_image else "mlp",
-        depth=args.depth,
-        width=args.width,
-        block=args.block,
-        skip=args.skip,
-        skip_scale=args.skip_scale,
-        shortcut=args.shortcut,
-        norm=args.norm,
-        order=args.order,
-        init=args.init,
-        zero_init_last=args.zero_init_last,
-        in_channels=1 if data.is_image else 2,
-        input_size=size,
-    ).validate()
+    data = DataConfig(name=args.dataset, input_size=size, noise=args.noise, n_samples=args.n_samples,
+                      color=args.color, upload=args.upload).validate()  # fmt: skip
+    model = fit_to_data(
+        ModelConfig(
+            depth=args.depth,
+            width=args.width,
+            block=args.block,
+            skip=args.skip,
+            skip_scale=args.skip_scale,
+            shortcut=args.shortcut,
+            norm=args.norm,
+            order=args.order,
+            init=args.init,
+            zero_init_last=args.zero_init_last,
+        ),
+        data,
+    )
     train = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -131,15 +141,16 @@ class Progress:
 
 def run_training(models: dict[str, ModelConfig], train: TrainConfig, data: DataConfig, quiet: bool = False):
     """Train with a progress bar; returns the trainer and its history."""
-    trainer = Trainer(models, train, data)
-    history = trainer.history()
-    bar = None if quiet else Progress(trainer.total_steps)
-    for records in trainer.run():
-        history.add(records)
-        if bar:
-            _show_step(bar, records)
-    if bar:
-        bar.close()
+    bars: list[Progress] = []
+
+    def on_step(trainer: Trainer, records: list[StepRecord]) -> None:
+        if not bars:
+            bars.append(Progress(trainer.total_steps))
+        _show_step(bars[0], records)
+
+    trainer, history = train_models(models, train, data, on_step=None if quiet else on_step)
+    if bars:
+        bars[0].close()
     return trainer, history
 
 
@@ -206,6 +217,10 @@ def print_table(summaries: dict[str, dict]) -> None:
 
 def _train(args: argparse.Namespace, models: Callable[[ModelConfig], dict[str, ModelConfig]]) -> int:
     model, train, data = configs_from_args(args)
+    if args.print_code:  # the script that trains this run with the library, instead of training it here
+        folder = registry.folder() if data.name in FILE_DATASETS else None
+        print(run_script(models(model), train, data, data_dir=folder), end="")
+        return 0
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after training
     if args.store or args.use_store:
@@ -295,7 +310,7 @@ def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
         raise ConfigError("depth", "a sweep trains every depth of --depths; leave out --depth")
     if args.skip is not None:
         raise ConfigError("skip", "a sweep trains both the plain and the residual net; leave out --skip/--no-skip")
-    family = "mlp" if args.dataset in POINT_DATASETS else "cnn"
+    family = DataConfig(name=args.dataset).model_fields()["family"]
     first = ModelConfig(family=family, block=args.block).allowed_depths()[0]  # --depths is checked below
     model, train, data = configs_from_args(argparse.Namespace(**(vars(args) | {"depth": first, "skip": True})))
     seeds = args.seeds if isinstance(args.seeds, tuple) else tuple(range(train.seed, train.seed + args.seeds))
@@ -463,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
         p.add_argument("--store", metavar="DIR", default=None, help="run store folder: load the run if stored")
         p.add_argument("--use-store", action="store_true", help="use the default run store folder")
+        p.add_argument("--print-code", action="store_true", help="print a Python script that trains this run, and exit")
     p = sub.add_parser("sweep", help="plain and residual pairs at several depths, one budget (He et al. 2015)")
     add_config_flags(p)
     p.set_defaults(depth=None, skip=None)  # the grid sets both: giving either is an error
@@ -500,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "data_dir", None):
+            registry.set_folder(args.data_dir)
+        if getattr(args, "store", None):  # uploads used by --dataset upload are looked up there too
+            registry.use_store(RunStore(args.store))
         if args.command == "train":
             return _train(args, lambda m: {"model": m})
         if args.command == "sweep":

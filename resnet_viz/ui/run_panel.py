@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz import figures
-from resnet_viz.data import POINT_DATASETS, DataConfig, load_dataset
+from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.probes import decision_grid
 from resnet_viz.runs import Handle, LiveRun, Replay, RunView
 
@@ -106,7 +106,7 @@ def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go
         figures.block_figure(layers, labels),
         figures.heatmap_figure(layers, labels),
     ]
-    if view.boundaries and data.name in POINT_DATASETS:
+    if view.boundaries and _two_class_points(data):
         ds = load_dataset(data)
         figs.append(figures.decision_boundary_figure(view.boundaries, ds.x_train.numpy(), ds.y_train.numpy(), labels))
     with _FIGURES_LOCK:
@@ -164,11 +164,16 @@ def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
         )
 
 
+def _two_class_points(data: DataConfig) -> bool:
+    """2-D data with two classes (built-in point sets, or uploaded points): the boundary map shows P(class 1)."""
+    return not data.is_image and data.model_fields()["num_classes"] == 2
+
+
 def replay_view(replay: Replay) -> RunView:
     """A stored run's view, with decision boundaries from its final weights for 2-D data (computed once)."""
     view = replay.view()
     run = replay.run
-    if run.data.name in POINT_DATASETS and not view.boundaries:
+    if _two_class_points(run.data) and not view.boundaries:
         ds = load_dataset(run.data)
         low = tuple((ds.x_train.min(0).values - 0.3).tolist())
         high = tuple((ds.x_train.max(0).values + 0.3).tolist())

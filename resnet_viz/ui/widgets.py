@@ -9,12 +9,13 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from resnet_viz.data import DATASETS, DataConfig
+from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
 from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from
 from resnet_viz.models import ModelConfig
 from resnet_viz.options import OPTIONS, Range
 from resnet_viz.training import TrainConfig
 
+from .data_upload import dataset_options, from_choice
 from .text import safe_text
 
 STATE_KEY = "lab.config"  # the LabConfig the widgets currently show
@@ -29,15 +30,6 @@ DATASET_HELP = {
     "circles": "a ring around a disk (MLPs)",
     "xor": "four quadrants, diagonal classes alike (MLPs)",
 }
-
-
-def model_label(key: str, cfg: ModelConfig) -> str:
-    """'A · plain 56' / 'B · residual 56 (pre)': what every chart's legend calls a model."""
-    kind = "residual" if cfg.skip and cfg.skip_scale > 0 else "plain"
-    extras = [cfg.order + "-act"] if cfg.order == "pre" else []
-    extras += ["no norm"] if cfg.norm == "none" else []
-    tail = f" ({', '.join(extras)})" if extras else ""
-    return f"{key} · {kind} {cfg.depth}{tail}"
 
 
 def chart(fig: go.Figure, caption: str, key: str) -> None:
@@ -190,16 +182,29 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
     k = "lab.data."
     for name, value in cfg.to_dict().items():
         _default(k + name, value)
-    name = st.selectbox(
-        "Dataset", DATASETS, key=k + "name", disabled=disabled, format_func=lambda d: f"{d}: {DATASET_HELP[d]}"
-    )
-    values: dict[str, Any] = {"name": name}
-    if name in ("digits", "shapes"):
+    if st.session_state[k + "name"] == UPLOAD:  # an uploaded data set is chosen by its content hash
+        st.session_state[k + "name"] = st.session_state[k + "upload"]
+    options = dataset_options(cfg)
+    if st.session_state[k + "name"] not in options:  # e.g. an upload chosen in another tab's store view
+        st.session_state[k + "name"] = cfg.name if cfg.name in options else DataConfig().name
+    labels = {d: f"{d}: {DATASET_HELP[d]}" if d in DATASET_HELP else text for d, text in options.items()}
+    choice = st.selectbox("Dataset", list(options), key=k + "name", disabled=disabled, format_func=labels.get)
+    values: dict[str, Any] = from_choice(choice)
+    same = values["name"] == cfg.name and cfg.name not in FILE_DATASETS  # keep what the widgets do not show
+    values |= {"color": "grey", "n_samples": cfg.n_samples if same else DataConfig().n_samples}
+    image = replace(cfg, **values).is_image
+    if values["name"] in ("digits", "shapes") or (image and values["name"] not in DATASETS):
         values["input_size"] = st.select_slider(
             "Image size (px)", _stops(k + "input_size", "input_size"), key=k + "input_size", disabled=disabled,
             help="digits are 8x8; larger sizes upsample them (slower: about 2.5x per doubling)",
         )  # fmt: skip
-    if name != "digits":
+    if image and values["name"] not in DATASETS:
+        values["color"] = st.radio("Colour", OPTIONS["color"].values, key=k + "color", horizontal=True,
+                                   disabled=disabled, help="grey: 1 channel (luma); rgb: 3 channels")  # fmt: skip
+    if values["name"] in FILE_DATASETS:
+        values["n_samples"] = _number("Examples (subset of the training files)", k + "n_samples", "n_samples",
+                                      step=100, disabled=disabled)  # fmt: skip
+    if values["name"] in DATASETS and values["name"] != "digits":
         noise = OPTIONS["noise"]
         values["noise"] = st.slider("Noise", noise.low, noise.high, step=0.05, key=k + "noise", disabled=disabled)
     return replace(cfg, **values)

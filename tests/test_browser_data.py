@@ -1,0 +1,37 @@
+"""Browser test: upload a CSV of points in the lab, train on it, see the loss chart drawn; Python for the run."""
+
+from __future__ import annotations
+
+import re
+
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from playwright.sync_api import expect
+from test_page_data import points_csv
+
+
+def test_upload_points_train_and_the_chart_is_drawn(server, browser, tmp_path):
+    page = new_page(browser)
+    page.goto(f"{server}/lab?a.width=8&epochs=2")
+    body = main(page)
+    body.get_by_text("Your own data: upload points (CSV) or images (zip)").click()
+    csv = tmp_path / "north south.csv"
+    csv.write_bytes(points_csv())
+    page.locator("input[type=file]").set_input_files(str(csv))
+    expect(body.get_by_text("stored north south and chose it as the lab's dataset")).to_be_visible(timeout=TIMEOUT_MS)
+    page.wait_for_url(re.compile(r"dataset=upload&.*upload=[0-9a-f]{64}|upload=[0-9a-f]{64}.*dataset=upload"))
+    body.get_by_role("button", name="Train").click()
+    page.wait_for_function(
+        """() => {
+            const plot = document.querySelector('.js-plotly-plot');
+            if (!plot || !plot.querySelector('.main-svg')) return false;
+            const lines = [...plot.querySelectorAll('.scatterlayer .trace path.js-line')];
+            return lines.filter(p => (p.getAttribute('d') || '').includes('L')).length >= 2;
+        }""",
+        timeout=TIMEOUT_MS,
+    )
+    expect(body.get_by_text(re.compile(r"Finished")).first).to_be_visible(timeout=TIMEOUT_MS)
+    body.get_by_text("Python for this run, and Download model").click()
+    expect(body.get_by_text("Download script")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(body.locator("code", has_text="DataConfig(name='upload'")).to_be_visible()
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "lab_upload.png"), full_page=True)
