@@ -117,26 +117,38 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
     return model, train, data
 
 
-class Progress:
-    """A one-line progress bar on stderr: steps, epoch, loss, steps/s, ETA."""
+class ProgressLine:
+    """One progress line on stderr, redrawn in place: a bar for `fraction` done, then `text`, then the ETA.
 
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self.total, self.stream, self.t0 = total, stream or sys.stderr, time.perf_counter()
+    Every long command draws with it: training steps, a sweep's runs, a warm-up's runs.
+    """
 
-    def update(self, step: int, epoch: float, losses: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - self.t0
-        rate = step / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate else math.inf
-        filled = int(30 * step / self.total)
-        loss = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total} ep {epoch:.1f} {loss} "
-            f"{rate:.1f} it/s ETA {eta:.0f}s"
-        )
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def draw(self, fraction: float, text: str, eta_seconds: float) -> None:
+        filled = int(30 * min(max(fraction, 0.0), 1.0))
+        eta = "?" if not math.isfinite(eta_seconds) else f"{eta_seconds:.0f}s"
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text} ETA {eta}".ljust(100)[:160])
         self.stream.flush()
 
     def close(self) -> None:
         self.stream.write("\n")
+
+
+class Progress(ProgressLine):
+    """Training steps: step, epoch, loss per model, steps/s."""
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self.total, self.t0 = total, time.perf_counter()
+
+    def update(self, step: int, epoch: float, losses: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.t0
+        rate = step / elapsed if elapsed > 0 else 0.0
+        loss = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+        eta = (self.total - step) / rate if rate else math.inf
+        self.draw(step / self.total, f"{step}/{self.total} ep {epoch:.1f} {loss} {rate:.1f} it/s", eta)
 
 
 def run_training(models: dict[str, ModelConfig], train: TrainConfig, data: DataConfig, quiet: bool = False):
@@ -263,12 +275,10 @@ def _seeds(text: str) -> int | tuple[int, ...]:
     return seeds[0]
 
 
-class SweepProgress:
-    """A one-line progress bar on stderr: runs done (and cached), the current run's steps, the sweep's ETA."""
+class SweepProgress(ProgressLine):
+    """A sweep: runs done (and cached), the current run's steps."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self._runs_done = -1
+    _runs_done = -1
 
     def update(self, view: SweepView) -> None:
         changed = view.runs_done != self._runs_done
@@ -276,21 +286,10 @@ class SweepProgress:
             return
         self._runs_done = view.runs_done
         part = view.step / view.total_steps if view.current and view.total_steps else 0.0
-        filled = int(30 * (view.runs_done + part) / view.total_runs)
-        where = (
-            f" depth {view.current[0]} seed {view.current[1]} step {view.step}/{view.total_steps}"
-            if view.current
-            else ""
-        )
-        eta = "?" if math.isnan(view.eta_seconds) else f"{view.eta_seconds:.0f}s"
-        line = (
-            f"[{'#' * filled}{'.' * (30 - filled)}] run {view.runs_done}/{view.total_runs} ({view.cached_runs} cached)"
-        )
-        self.stream.write(f"\r{line}{where} ETA {eta}".ljust(100))
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
+        depth, seed = view.current or (0, 0)
+        where = f" depth {depth} seed {seed} step {view.step}/{view.total_steps}" if view.current else ""
+        text = f"run {view.runs_done}/{view.total_runs} ({view.cached_runs} cached){where}"
+        self.draw((view.runs_done + part) / view.total_runs, text, view.eta_seconds)
 
 
 def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
@@ -436,21 +435,17 @@ def _warm(args: argparse.Namespace) -> int:
     problem = store.check()
     if problem is not None:  # before any work: a store error is one line and exit status 2
         raise problem
-    stream = sys.stderr
+    line = ProgressLine()
 
     def show(p: WarmProgress) -> None:
-        filled = int(30 * p.done / max(1, p.total))
-        eta = "?" if math.isnan(p.eta_seconds) else f"{p.eta_seconds:.0f}s"
         where = f" {p.current} step {p.step}/{p.steps}" if p.current else ""
-        stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {p.done}/{p.total} ({p.cached} stored before){where} "
-                     f"ETA {eta}".ljust(110)[:160])  # fmt: skip
-        stream.flush()
+        line.draw(p.done / max(1, p.total), f"{p.done}/{p.total} ({p.cached} stored before){where}", p.eta_seconds)
 
     stop = threading.Event()
     with _ctrl_c_stops(stop.set):
         progress = warm(RunService(store), warm_requests(), stop, None if args.json else show)
     if not args.json:
-        stream.write("\n")
+        line.close()
     status = "stopped" if stop.is_set() else ("failed" if progress.failed else "finished")
     trained = progress.done - progress.cached
     summary = {"status": status, "total": progress.total, "stored": progress.done, "stored_before": progress.cached,
