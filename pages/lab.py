@@ -138,6 +138,7 @@ def main() -> None:
         run.stop()
     if b3.button("Reset", icon=":material/restart_alt:"):
         jobs.leave_lab()
+        st.query_params.pop("run", None)  # else the rerun's reattach() takes the run back from the URL
         st.rerun()
     if "lab.error" in st.session_state:
         st.error(safe_text(st.session_state.pop("lab.error"), 600))
