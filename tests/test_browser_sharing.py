@@ -29,9 +29,10 @@ LOSS_CHART = """() => {
         const bytes = Uint8Array.from(atob(v.bdata), (c) => c.charCodeAt(0));
         return Array.from(new types[v.dtype](bytes.buffer));
     };
+    // The loss chart (its title is bold: "<b>Loss: ..."), not the stale copy a redraw leaves for a moment.
     const plot = [...document.querySelectorAll('.js-plotly-plot')].filter((p) =>
-        p.layout && String((p.layout.title || {}).text || '').includes('Loss:')  // the title is bold: <b>Loss: ...
-        && p.closest('[data-testid=stElementContainer]').getAttribute('data-stale') !== 'true'  // not the redraw's old copy
+        p.layout && String((p.layout.title || {}).text || '').includes('Loss:')
+        && p.closest('[data-testid=stElementContainer]').getAttribute('data-stale') !== 'true'
     ).pop();
     if (!plot || !plot.data) return null;
     return {
@@ -41,8 +42,20 @@ LOSS_CHART = """() => {
 }"""
 
 
-def _loss_chart(page: Page) -> dict:
-    return page.evaluate(LOSS_CHART)
+WHEN_DRAWN = f"""(want) => {{
+    const chart = ({LOSS_CHART})();
+    if (!chart) return null;
+    const train = Object.entries(chart.traces).filter(([name]) => name.endsWith(': train'));
+    const reached = train.length === 2 && train.every(([, t]) => t.x.length >= 2 && Math.max(...t.x) >= want.step);
+    const marked = !want.mark || chart.annotations.some((a) => a.text === want.mark);
+    return reached && marked ? chart : null;
+}}"""
+
+
+def _loss_chart(page: Page, step: int = 1, mark: str = "") -> dict:
+    """The loss chart's traces and annotations, once both training curves reach `step` (and `mark` shows)."""
+    handle = page.wait_for_function(WHEN_DRAWN, arg={"step": step, "mark": mark}, timeout=TIMEOUT_MS)
+    return handle.json_value()
 
 
 def _train_curves(chart: dict) -> dict[str, dict[int, float]]:
@@ -52,19 +65,6 @@ def _train_curves(chart: dict) -> dict[str, dict[int, float]]:
         for name, t in chart["traces"].items()
         if name.endswith(": train")
     }
-
-
-def _wait_for_curves(page: Page, min_step: int) -> None:
-    """Wait until the loss chart's training curves of both models reach `min_step`."""
-    page.wait_for_function(
-        f"""() => {{
-            const chart = ({LOSS_CHART})();
-            if (!chart) return false;
-            const train = Object.entries(chart.traces).filter(([name]) => name.endsWith(': train'));
-            return train.length === 2 && train.every(([, t]) => t.x.length >= 2 && Math.max(...t.x) >= {min_step});
-        }}""",
-        timeout=TIMEOUT_MS,
-    )
 
 
 def _run_id(page: Page) -> str:
@@ -81,7 +81,7 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     for page in (other, mover):
         main(page).get_by_role("button", name="Train").click()
     for page in (other, mover):
-        _wait_for_curves(page, 1)
+        _loss_chart(page)
         expect(main(page).get_by_text(re.compile(r"step \d+/600 · .* · 2 watching"))).to_be_visible()
     shared = _run_id(other)
     assert _run_id(mover) == shared  # one training, two viewers
@@ -95,24 +95,14 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     mover.screenshot(path=str(ARTIFACTS / "sharing_before_fork.png"), full_page=True)
 
     thumb = main(mover).get_by_test_id("stSlider").filter(has_text=B_SLIDER).get_by_role("slider")
-    expect(thumb).to_have_attribute("aria-valuenow", "1")
-    thumb.focus()
+    expect(thumb).to_have_value("1")
     thumb.press("Home")  # α of B to 0: B becomes the plain net from here, in the mover's copy only
-    mover.wait_for_function(
-        f"""() => {{
-            const chart = ({LOSS_CHART})();
-            return !!chart && chart.annotations.some((a) => a.text === '{FORK_MARK}');
-        }}""",
-        timeout=TIMEOUT_MS,
-    )
-    fork = next(a["x"] for a in _loss_chart(mover)["annotations"] if a["text"] == FORK_MARK)
+    fork = next(a["x"] for a in _loss_chart(mover, mark=FORK_MARK)["annotations"] if a["text"] == FORK_MARK)
     assert isinstance(fork, int | float) and fork > 0
     mover.wait_for_url(re.compile(r"[?&]run=(?!" + re.escape(shared) + r"(&|$))[^&]+"))  # its own run now
     target = min(int(fork) + AFTER_FORK, 600)
-    for page in (other, mover):
-        _wait_for_curves(page, target)
-
-    mine, theirs = _train_curves(_loss_chart(mover)), _train_curves(_loss_chart(other))
+    their_chart = _loss_chart(other, target)
+    mine, theirs = _train_curves(_loss_chart(mover, target)), _train_curves(their_chart)
     steps_a = sorted(set(mine["A · plain 8"]) & set(theirs["A · plain 8"]))
     assert steps_a[-1] >= target
     # Model A was not touched: the fork trains it on from the same weights, optimizer state and batches.
@@ -129,15 +119,18 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     assert _run_id(other) == shared
     expect(main(other).get_by_text(re.compile(r"step \d+/600 · .* watching"))).to_have_count(0)
     other_thumb = main(other).get_by_test_id("stSlider").filter(has_text=B_SLIDER).get_by_role("slider")
-    expect(other_thumb).to_have_attribute("aria-valuenow", "1")
-    assert not any(a["text"] == FORK_MARK for a in _loss_chart(other)["annotations"])
-    expect(thumb).to_have_attribute("aria-valuenow", "0")
+    expect(other_thumb).to_have_value("1")
+    assert not any(a["text"] == FORK_MARK for a in their_chart["annotations"])
+    expect(thumb).to_have_value("0")
 
     other.screenshot(path=str(ARTIFACTS / "sharing_other_after_fork.png"), full_page=True)
     mover.screenshot(path=str(ARTIFACTS / "sharing_mover_after_fork.png"), full_page=True)
-    for page in (other, mover):  # neither is shared any more: each may stop its own run
-        if page.get_by_text("Finished 600 steps").count() == 0:
-            main(page).get_by_role("button", name="Stop").click()
-        expect(page.get_by_text(re.compile(r"Stopped at step \d+|Finished 600 steps"))).to_be_visible()
+    if mover.get_by_text("Finished 600 steps").count() == 0:  # the mover's copy is its own: it may stop it
+        main(mover).get_by_role("button", name="Stop").click()
+    expect(mover.get_by_text(re.compile(r"Stopped at step \d+|Finished 600 steps"))).to_be_visible()
+    # The other tab leaves the shared run (Reset): the run stops once nobody watches it.
+    main(other).get_by_role("button", name="Reset", exact=True).click()
+    expect(main(other).get_by_role("button", name="Train")).to_be_enabled(timeout=TIMEOUT_MS)
+    for page in (other, mover):
         no_exception(page)
         page.context.close()
