@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.st_client import Event, Tab, element_text, figure_title, plotly_array, plotly_figure
+from resnet_viz.store import RunStore  # imports torch: here, not inside a measured span
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -116,8 +117,6 @@ class Server:
         return {k: int(status[v].split()[0]) / 1024 for k, v in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))}
 
     def stored_runs(self) -> int:
-        from resnet_viz.store import RunStore
-
         return len(RunStore(self.data_dir).list_runs())
 
     def stop(self) -> dict[str, int]:
