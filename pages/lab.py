@@ -7,7 +7,7 @@ import streamlit as st
 from resnet_viz.figures.common import model_label
 from resnet_viz.lab import PRESETS, LabConfig
 from resnet_viz.models import ConfigError
-from resnet_viz.runs import LiveRun, Replay, RunRefused, RunRequest
+from resnet_viz.runs import BACKGROUND, LiveRun, Replay, RunRefused, RunRequest
 from resnet_viz.store import RunInfo, StoreError
 from resnet_viz.ui.data_upload import upload_panel
 from resnet_viz.ui.run_code import model_panel, python_panel
@@ -24,6 +24,8 @@ RUN_ID_CHARS = 64  # longest run id a URL may name
 
 def start(jobs: SessionJobs, cfg: LabConfig) -> None:
     """Ask the server for this run: the one already training for it, the stored one, or a new one."""
+    for pair in jobs.pairs.values():  # analysis pages' pairs this tab asked for: no longer what it waits for
+        jobs.service.set_priority(pair, jobs.viewer, BACKGROUND)
     try:
         run = jobs.service.request(RunRequest(cfg.models(), cfg.train, cfg.data), jobs.viewer)
     except (ConfigError, RunRefused, StoreError) as err:
@@ -63,6 +65,8 @@ def live_panel(jobs: SessionJobs) -> None:
     if run.done and st.session_state.get("lab.watching") == run.id:
         del st.session_state["lab.watching"]
         st.rerun()  # it finished while we watched: one full rerun stops the timer and shows the downloads
+    if isinstance(run, LiveRun) and not run.done and (len(run.viewers) > 1) != st.session_state.get("lab.shared"):
+        st.rerun()  # others joined or left: Stop is for a run only this tab watches
 
 
 def downloads(run: LiveRun | Replay) -> None:
@@ -128,6 +132,7 @@ def main() -> None:
         cfg = lab_form(cfg, disabled=running)
     write_url(cfg, preset, run.id if running else None)
     shared = running and len(run.viewers) > 1
+    st.session_state["lab.shared"] = shared
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
     if b1.button("Train", type="primary", icon=":material/play_arrow:", disabled=running):
         start(jobs, cfg)

@@ -3,6 +3,7 @@
 import pytest
 from harness import open_page, plotly_figures, trace_array
 
+from resnet_viz.lab import PRESETS
 from resnet_viz.runs import Replay
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
@@ -20,7 +21,7 @@ def test_every_page_renders_without_exception(page):
 def test_home_presets_link_to_a_configured_lab():
     at = open_page("pages/home.py")
     links = at.get("page_link")
-    assert len(links) == 5
+    assert len(links) == len(PRESETS)
     assert all(link.proto.page.endswith("lab") or "lab" in link.proto.page for link in links)
 
 

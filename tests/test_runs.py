@@ -282,3 +282,18 @@ def test_warm_list_covers_presets_default_pairs_and_the_classroom_sweep():
     assert sum(n.startswith("classroom sweep") for n in names) == len(classroom_sweep().points())
     assert any(n.startswith("default pair (attributions)") for n in names)
     assert len({r.key for _, r in warm_requests()}) == len(names)
+
+
+def test_a_pair_the_tab_stopped_watching_becomes_background_work(service):
+    held = _hold_slot(service)
+    pair = service.request(REQUEST, "tab-1")
+    other = service.request(RunRequest(PAIR, TrainConfig(epochs=1, seed=8), DataConfig()), "tab-1")
+    assert pair.ticket.priority == WATCHED and pair.view().queue_position == 1
+    service.set_priority(pair, "tab-1", BACKGROUND)  # the tab went on to train something else
+    assert pair.ticket.priority == BACKGROUND and pair.view().queue_position == 2 and other.view().queue_position == 1
+    service.request(REQUEST, "tab-2")  # another tab watching it makes it watched again
+    assert pair.ticket.priority == WATCHED
+    for run, tabs in ((pair, ("tab-1", "tab-2")), (other, ("tab-1",))):
+        for tab in tabs:
+            service.release(run, tab)
+    service.scheduler.release(held)

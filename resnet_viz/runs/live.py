@@ -261,7 +261,7 @@ class LiveRun(Task):
             if trainer
             else {k: ModelState() for k in self.request.models}
         )
-        status = "queued" if position or (self.status == "running" and trainer is None) else self.status
+        status = "queued" if position else self.status  # a run building its models holds its slot: running
         return RunView(
             id=self.id,
             status=status,

@@ -173,6 +173,15 @@ class RunService:
                 run.attach(viewer, WATCHED)
             return run
 
+    def set_priority(self, run: Handle, viewer: str, priority: int) -> None:
+        """How much `viewer` waits for `run` now: an analysis page's pair is watched while its page is
+        open, and background work once the tab trains something else."""
+        if isinstance(run, LiveRun):
+            with self._lock:
+                if viewer in run.viewers:
+                    run.viewers[viewer] = priority
+                    run.ticket.priority = min(run.viewers.values())
+
     # ---- leaving
 
     def release(self, run: Handle, viewer: str, grace: bool = True) -> None:
