@@ -15,6 +15,7 @@ from resnet_viz.figures import receptive_field as figs
 from resnet_viz.figures.common import COLORS
 from resnet_viz.receptive_field import ERFResult, RFInfo, growth_rows
 from resnet_viz.ui.session import SESSION_KEY
+from resnet_viz.ui.snapshots import FRESH
 
 PAGE = "pages/receptive_fields.py"
 TINY = {"a.depth": "8", "a.width": "8", "epochs": "1"}
@@ -154,8 +155,9 @@ def test_rf_table_has_one_set_of_theoretical_columns_when_the_models_agree():
 # The page under AppTest
 
 
-def _open(first: str = "pages/home.py", params: dict[str, str] | None = None) -> AppTest:
-    return open_page(first, params)
+def _open(first: str = "pages/home.py", params: dict[str, str] | None = None, fresh: bool = False) -> AppTest:
+    """The app on page `first`; with `fresh`, this page starts on the lab setup's models (nothing to train)."""
+    return open_page(first, params, state={"rf.source": FRESH} if fresh else None)
 
 
 def _page(at: AppTest) -> AppTest:
@@ -179,7 +181,7 @@ def _check_both_models(at: AppTest, a: str, b: str) -> None:
 
 
 def test_page_renders_with_fresh_models_then_layer_and_real_images():
-    at = _page(_open())
+    at = _page(_open(fresh=True))
     assert at.title[0].value == "Receptive fields"
     _check_both_models(at, "A · plain 20", "B · residual 20")
     layer = at.selectbox(key="rf.layer")
@@ -225,7 +227,7 @@ def test_page_with_a_lab_run_and_a_quick_pair():
 
 
 def test_mlp_lab_setup_explains_instead_of_failing():
-    at = _page(_open("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8"}))
+    at = _page(_open("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8"}, fresh=True))
     assert any("Receptive fields are about images" in i.value for i in at.info)
     _check_both_models(at, "A · plain 20", "B · residual 20")  # a CNN pair built here instead
 
