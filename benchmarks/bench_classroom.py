@@ -63,8 +63,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMALL = "a.depth=8&a.width=8"  # the distinct scenario's config (seeds differ); digits, linked B
 OTHER = "a.depth=14"  # visit-first-other: a config no page asked for
-GOALS = {"same_first_point_max_s_at_30": 2.0, "server_peak_rss_mb": 2048, "visit_first_point_s": 1.5,
-         "trainings_per_config": 1}  # fmt: skip
+GOALS = {
+    "same_first_point_max_s_at_30": 2.0,
+    "server_peak_rss_mb": 2048,
+    "visit_first_point_s": 1.5,
+    "trainings_per_config": 1,
+}
 QUEUED = re.compile(r"^Queued: place (\d+) in the server's queue(?: \(about ([^)]*)\))?")
 PROGRESS = re.compile(r"^step (\d+)/(\d+) · .*?(?:· (\d+) watching)?$")
 FINISHED = re.compile(r"^(Finished \d+ steps|Finished \d+ steps; .*diverged\.|Stopped at step \d+)")
@@ -86,10 +90,26 @@ class Server:
         self._log = self.log_path.open("w")
         env = {**os.environ, "RESNET_VIZ_DATA_DIR": str(self.data_dir)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-             str(self.port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(self.port),
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.started = time.perf_counter()
 
     def wait_healthy(self, timeout: float = 90.0) -> float:
@@ -260,8 +280,9 @@ async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> 
         "server_cpu_s_click_to_finish": round(server.cpu_seconds() - cpu0, 2),
         "clients_cpu_s": round(time.process_time() - client0, 2),
         "seconds_click_to_last_finish": round(max((w.finished or 0) for w in watches) - min(clicks), 2)
-        if not unfinished else None,
-    }  # fmt: skip
+        if not unfinished
+        else None,
+    }
     await _close(watches)
     return out
 
@@ -385,14 +406,19 @@ def main() -> None:
         else:
             query = "" if name == "visit-first" else OTHER
             results.append(run_scenario(name, lambda s, q=query: visit_first(s, q, args)))
-    print(json.dumps({
-        "benchmark": "classroom",
-        "cpu_count": os.cpu_count(),
-        "load_avg_1min_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
-        "goals": GOALS,
-        "results": results,
-        "seconds": round(time.perf_counter() - started, 1),
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "classroom",
+                "cpu_count": os.cpu_count(),
+                "load_avg_1min_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
+                "goals": GOALS,
+                "results": results,
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

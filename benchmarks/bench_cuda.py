@@ -32,9 +32,14 @@ def run(device: str) -> dict[str, object]:
         "device": str(next(first.parameters()).device),
         "steps_per_s": round(trainer.total_steps / seconds, 2),
         "seconds": round(seconds, 2),
-        **{k: {"status": trainer.states[k].status, "final_train_loss": round(summarize(trainer, history, k)
-           ["final_train_loss"], 4)} for k in models},
-    }  # fmt: skip
+        **{
+            k: {
+                "status": trainer.states[k].status,
+                "final_train_loss": round(summarize(trainer, history, k)["final_train_loss"], 4),
+            }
+            for k in models
+        },
+    }
 
 
 def main() -> None:

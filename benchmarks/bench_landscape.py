@@ -48,8 +48,13 @@ def bench_pair(depth: int, grid: int, rows: int, examples: int, device: torch.de
     x, y = ds.x_train[:examples].to(device), ds.y_train[:examples].to(device)
     rows = grid if rows <= 0 else min(rows, grid)
     points = _points(grid, rows)
-    out: dict = {"depth": depth, "grid": grid, "examples": len(y), "points_timed": len(points) * 2,
-                 "points_total": grid * grid * 2}  # fmt: skip
+    out: dict = {
+        "depth": depth,
+        "grid": grid,
+        "examples": len(y),
+        "points_timed": len(points) * 2,
+        "points_total": grid * grid * 2,
+    }
     seconds = {"batched": 0.0, "naive": 0.0, "vmap8": 0.0}
     for skip in (False, True):
         model = build_model(ModelConfig(depth=depth, width=16, skip=skip), seed=0).to(device).eval()

@@ -55,8 +55,16 @@ def main() -> None:
             "robustness": _timed(lambda pair=pair: robustness.robustness_study(pair, ds), args.repeats),
         }
     results["cost_table"] = _timed(lambda: cost.cost_table(ModelConfig()), 1)
-    print(json.dumps({"threads": args.threads, "load_before": round(load_before, 2),
-                      "load_after": round(os.getloadavg()[0], 2), "seconds": results}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "load_before": round(load_before, 2),
+                "load_after": round(os.getloadavg()[0], 2),
+                "seconds": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ def reattach(jobs: SessionJobs, cfg: LabConfig) -> None:
     if run is not None:
         jobs.watch_lab(run, cfg)
     else:
-        st.info("The run this link named is no longer training. Its setup is loaded: press Train (a finished run "
-                "opens from the store at once).")  # fmt: skip
+        st.info(
+            "The run this link named is no longer training. Its setup is loaded: press Train (a finished run "
+            "opens from the store at once)."
+        )
 
 
 def live_panel(jobs: SessionJobs) -> None:
@@ -74,10 +76,12 @@ def downloads(run: LiveRun | Replay) -> None:
     if history is None:
         return
     left, right, _ = st.columns([1, 1, 3])
-    left.download_button("Steps CSV", history.steps_frame().to_csv(index=False), "steps.csv", "text/csv",
-                         icon=":material/download:")  # fmt: skip
-    right.download_button("Layers CSV", history.layers_frame().to_csv(index=False), "layers.csv", "text/csv",
-                          icon=":material/download:")  # fmt: skip
+    left.download_button(
+        "Steps CSV", history.steps_frame().to_csv(index=False), "steps.csv", "text/csv", icon=":material/download:"
+    )
+    right.download_button(
+        "Layers CSV", history.layers_frame().to_csv(index=False), "layers.csv", "text/csv", icon=":material/download:"
+    )
 
 
 def _describe(info: RunInfo) -> str:
@@ -102,8 +106,9 @@ def stored_runs(jobs: SessionJobs, running: bool) -> None:
             return
         by_key = {r.key: r for r in runs}
         key = st.selectbox("Run", list(by_key), format_func=lambda k: _describe(by_key[k]), key="lab.stored")
-        if st.button("Open", key="lab.stored.open", disabled=running,
-                     help="Stop the current run first" if running else None):  # fmt: skip
+        if st.button(
+            "Open", key="lab.stored.open", disabled=running, help="Stop the current run first" if running else None
+        ):
             try:
                 stored = run_store().get(key)
             except StoreError as err:
@@ -137,9 +142,12 @@ def main() -> None:
     if b1.button("Train", type="primary", icon=":material/play_arrow:", disabled=running):
         start(jobs, cfg)
         st.rerun()
-    if b2.button("Stop", icon=":material/stop:", disabled=not running or shared,
-                 help="Others watch this run too: it stops when the last of you leaves (Reset leaves it)."
-                 if shared else None):  # fmt: skip
+    if b2.button(
+        "Stop",
+        icon=":material/stop:",
+        disabled=not running or shared,
+        help="Others watch this run too: it stops when the last of you leaves (Reset leaves it)." if shared else None,
+    ):
         run.stop()
     if b3.button("Reset", icon=":material/restart_alt:"):
         jobs.leave_lab()

@@ -50,21 +50,30 @@ def lesions_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: di
     models, ds = {k: c.model for k, c in chosen.items()}, load_dataset(data)
     result = cached("lesions", _ident(chosen), lambda: lesions.lesion_study(models, ds), models)
     paths = cached("paths", _ident(chosen), lambda: lesions.path_gradients(models, ds), models)
-    chart(figs.lesion_single_figure(result.single, result.base_error, labels),
-          "What to look for: deleting one block of a trained residual net barely moves its error, except at the "
-          "downsampling blocks (x); the plain net, whose deleted block is replaced by a shortcut it never had, "
-          "falls towards chance (Veit et al. 2016, Fig. 3).", K + "single")  # fmt: skip
-    chart(figs.lesion_k_figure(result.k_random, labels),
-          "What to look for: the residual net's error grows smoothly with the number of deleted blocks "
-          f"({'downsampling blocks included' if result.include_downsampling else 'downsampling blocks spared'}; "
-          "Veit et al. Fig. 5): many paths share the work.", K + "k")  # fmt: skip
+    chart(
+        figs.lesion_single_figure(result.single, result.base_error, labels),
+        "What to look for: deleting one block of a trained residual net barely moves its error, except at the "
+        "downsampling blocks (x); the plain net, whose deleted block is replaced by a shortcut it never had, "
+        "falls towards chance (Veit et al. 2016, Fig. 3).",
+        K + "single",
+    )
+    chart(
+        figs.lesion_k_figure(result.k_random, labels),
+        "What to look for: the residual net's error grows smoothly with the number of deleted blocks "
+        f"({'downsampling blocks included' if result.include_downsampling else 'downsampling blocks spared'}; "
+        "Veit et al. Fig. 5): many paths share the work.",
+        K + "k",
+    )
     if paths.empty:
         st.info("Neither model has shortcuts: a plain net has one path, so there is no path-length distribution.")
         return
-    chart(figs.paths_figure(paths, labels),
-          "What to look for: most paths have middle lengths (binomial), but the gradient falls steeply with length, "
-          "so short paths carry most of it (Veit et al. Fig. 6). Not an ensemble: the paths share weights, train "
-          "jointly, and a downsampling lesion breaks them all.", K + "paths")  # fmt: skip
+    chart(
+        figs.paths_figure(paths, labels),
+        "What to look for: most paths have middle lengths (binomial), but the gradient falls steeply with length, "
+        "so short paths carry most of it (Veit et al. Fig. 6). Not an ensemble: the paths share weights, train "
+        "jointly, and a downsampling lesion breaks them all.",
+        K + "paths",
+    )
 
 
 def calibration_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: dict[str, str]) -> None:
@@ -72,30 +81,38 @@ def calibration_section(chosen: dict[str, ChosenModel], data: DataConfig, labels
     result = cached("calibration", _ident(chosen), lambda: calibration.calibration_study(models, ds), models)
     table = result.summary.assign(model=[labels[k] for k in result.summary.model])
     st.dataframe(table.round(4), hide_index=True)
-    st.caption("ECE (15 equal-width bins) and NLL on the test split, before and after dividing the logits by the "
-               "temperature T fitted on the validation split; accuracy does not change with T.")  # fmt: skip
-    chart(figs.reliability_figure(result.reliability, labels),
-          "What to look for: bars under the diagonal are overconfidence (Guo et al. 2017, Fig. 1); skips do not "
-          "remove it, one temperature mostly does. The 'Overconfident ResNet' preset trains long enough to show it.",
-          K + "reliability")  # fmt: skip
+    st.caption(
+        "ECE (15 equal-width bins) and NLL on the test split, before and after dividing the logits by the "
+        "temperature T fitted on the validation split; accuracy does not change with T."
+    )
+    chart(
+        figs.reliability_figure(result.reliability, labels),
+        "What to look for: bars under the diagonal are overconfidence (Guo et al. 2017, Fig. 1); skips do not "
+        "remove it, one temperature mostly does. The 'Overconfident ResNet' preset trains long enough to show it.",
+        K + "reliability",
+    )
 
 
 def robustness_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: dict[str, str]) -> None:
     models, ds = {k: c.model for k, c in chosen.items()}, load_dataset(data)
     frame = cached("robustness", _ident(chosen), lambda: robustness.robustness_study(models, ds), models)
-    chart(figs.robustness_figure(frame, labels),
-          "What to look for: both nets lose accuracy as severity grows, the residual one about as fast as the plain "
-          "one: shortcuts make depth trainable, not inputs safer. Severity 0 is the clean test set.",
-          K + "robustness")  # fmt: skip
+    chart(
+        figs.robustness_figure(frame, labels),
+        "What to look for: both nets lose accuracy as severity grows, the residual one about as fast as the plain "
+        "one: shortcuts make depth trainable, not inputs safer. Severity 0 is the clean test set.",
+        K + "robustness",
+    )
 
 
 def cost_section(chosen: dict[str, ChosenModel]) -> None:
     base = next(iter(chosen.values())).config
     table = cached("cost", (base,), lambda: cost.cost_table(base))
-    chart(figs.cost_figure(table),
-          "What to look for: parameters, FLOPs, latency and training memory grow with depth, residual or not "
-          "(identity shortcuts are free); inference memory stays flat. Latency is measured on this server's CPU.",
-          K + "cost")  # fmt: skip
+    chart(
+        figs.cost_figure(table),
+        "What to look for: parameters, FLOPs, latency and training memory grow with depth, residual or not "
+        "(identity shortcuts are free); inference memory stays flat. Latency is measured on this server's CPU.",
+        K + "cost",
+    )
     store = run_store()
     infos = [i for i in store.list_runs() if set(i.depths) == {"plain", "residual"}]
     runs = cost.depth_study_runs(r for r in (store.get(i.key) for i in infos) if r is not None)
@@ -103,9 +120,12 @@ def cost_section(chosen: dict[str, ChosenModel]) -> None:
         st.info("Run the depth study's classroom sweep to see accuracy against latency here.")
         return
     frame = cached("accuracy-latency", tuple(r.key for r in runs), lambda: cost.accuracy_vs_latency(runs))
-    chart(figs.accuracy_latency_figure(frame),
-          "What to look for: past the ringed depth the residual net is no more accurate (within 1 point) but every "
-          "block still costs latency: depth that does not pay.", K + "acc_latency")  # fmt: skip
+    chart(
+        figs.accuracy_latency_figure(frame),
+        "What to look for: past the ringed depth the residual net is no more accurate (within 1 point) but every "
+        "block still costs latency: depth that does not pay.",
+        K + "acc_latency",
+    )
 
 
 def grid_section(name: str, points: list[GridPoint], draw: Callable[[list], None], note: str) -> None:
@@ -148,21 +168,29 @@ def _grid_panel(task: GridTask, draw: Callable[[list], None], name: str) -> None
 def init_section() -> None:
     cols = st.columns(4)
     depth = cols[0].select_slider("Depth", [8, 14, 20, 32], value=20, key=K + "init.depth")
-    norm = cols[1].radio("Normalisation", ["none", "batch"], key=K + "init.norm", horizontal=True,
-                         help="BatchNorm rescales every layer, which hides most of the init's effect")  # fmt: skip
+    norm = cols[1].radio(
+        "Normalisation",
+        ["none", "batch"],
+        key=K + "init.norm",
+        horizontal=True,
+        help="BatchNorm rescales every layer, which hides most of the init's effect",
+    )
     epochs = cols[2].number_input("Epochs", 1, 20, value=5, key=K + "init.epochs")
     seeds = cols[3].number_input("Seeds", 1, 3, value=2, key=K + "init.seeds")
     data = DataConfig()
     base = ModelConfig(depth=depth, norm=norm, **data.model_fields())
-    points = init_sensitivity.init_grid(base, TrainConfig(epochs=int(epochs), lr=0.02 if norm == "none" else 0.1),
-                                        data, range(int(seeds)))  # fmt: skip
+    points = init_sensitivity.init_grid(
+        base, TrainConfig(epochs=int(epochs), lr=0.02 if norm == "none" else 0.1), data, range(int(seeds))
+    )
 
     def draw(runs: list) -> None:
         table = init_sensitivity.init_table(runs)
-        chart(figs.init_figure(table),
-              "What to look for: how far each scheme's losses spread, and which runs fail (x: diverged or stuck "
-              "near chance). Kaiming x1 trains both; compare the gains and Xavier, plain against residual.",
-              K + "init")  # fmt: skip
+        chart(
+            figs.init_figure(table),
+            "What to look for: how far each scheme's losses spread, and which runs fail (x: diverged or stuck "
+            "near chance). Kaiming x1 trains both; compare the gains and Xavier, plain against residual.",
+            K + "init",
+        )
         st.dataframe(init_sensitivity.init_summary(table).round(4), hide_index=True)
 
     grid_section("limits_init", points, draw, f"{len(points)} plain/residual runs on digits, stored once trained.")
@@ -171,24 +199,35 @@ def init_section() -> None:
 def global_section() -> None:
     def draw(runs: list) -> None:
         table = cached("global", tuple(r.key for _, r in runs), lambda: global_reasoning.global_reasoning_table(runs))
-        chart(figs.global_reasoning_figure(table),
-              "What to look for: nets whose last block's field cannot hold both corners stay at chance, skips or "
-              "not; accuracy comes with the field, and the effective field is far smaller than the theoretical one.",
-              K + "global")  # fmt: skip
+        chart(
+            figs.global_reasoning_figure(table),
+            "What to look for: nets whose last block's field cannot hold both corners stay at chance, skips or "
+            "not; accuracy comes with the field, and the effective field is far smaller than the theoretical one.",
+            K + "global",
+        )
         st.dataframe(table.round(3), hide_index=True)
 
     ds = load_dataset(global_reasoning.DATA)
-    st.image([img for img in ds.x_test[:6, 0].clamp(-1, 3).add(1).div(4).numpy()],
-             caption=[ds.classes[int(y)] for y in ds.y_test[:6]], width=80)  # fmt: skip
-    grid_section("limits_global", global_reasoning.corners_grid(), draw,
-                 "Plain/residual pairs at depths 8, 14, 20 on 32 px images; stored once trained.")  # fmt: skip
+    st.image(
+        [img for img in ds.x_test[:6, 0].clamp(-1, 3).add(1).div(4).numpy()],
+        caption=[ds.classes[int(y)] for y in ds.y_test[:6]],
+        width=80,
+    )
+    grid_section(
+        "limits_global",
+        global_reasoning.corners_grid(),
+        draw,
+        "Plain/residual pairs at depths 8, 14, 20 on 32 px images; stored once trained.",
+    )
 
 
 def main() -> None:
     st.title("Limits & pitfalls")
-    st.markdown("Skip connections make deep nets trainable. They do not make them calibrated, robust, cheap, "
-                "insensitive to every init, or able to relate distant pixels, and a ResNet is not an ensemble. "
-                "Each analysis below measures one of these.")  # fmt: skip
+    st.markdown(
+        "Skip connections make deep nets trainable. They do not make them calibrated, robust, cheap, "
+        "insensitive to every init, or able to relate distant pixels, and a ResNet is not an ensemble. "
+        "Each analysis below measures one of these."
+    )
     analysis = st.radio("Analysis", ANALYSES, key=K + "analysis", horizontal=True)
     if analysis == "Initialisation":
         return init_section()

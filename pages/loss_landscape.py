@@ -35,21 +35,37 @@ def settings(disabled: bool) -> LandscapeConfig:
     """The landscape settings: grid, span, examples, Lanczos steps, direction seed."""
     cols = st.columns(5)
     grid = cols[0].select_slider(
-        "Grid points per axis", GRIDS, value=DEFAULTS.grid, key=K + "grid", disabled=disabled,
+        "Grid points per axis",
+        GRIDS,
+        value=DEFAULTS.grid,
+        key=K + "grid",
+        disabled=disabled,
         help="the surface is grid x grid forward passes per net: time grows with the square",
-    )  # fmt: skip
+    )
     span = cols[1].select_slider(
-        "Span (± filter-normalised units)", SPANS, value=DEFAULTS.span, key=K + "span", disabled=disabled,
+        "Span (± filter-normalised units)",
+        SPANS,
+        value=DEFAULTS.span,
+        key=K + "span",
+        disabled=disabled,
         help="1 moves every filter by up to its own norm along each direction (Li et al. use [-1, 1])",
-    )  # fmt: skip
+    )
     examples = cols[2].select_slider(
-        "Training examples", EXAMPLES, value=DEFAULTS.examples, key=K + "examples", disabled=disabled,
+        "Training examples",
+        EXAMPLES,
+        value=DEFAULTS.examples,
+        key=K + "examples",
+        disabled=disabled,
         help="the loss is averaged over this many training examples (fewer: faster, noisier)",
-    )  # fmt: skip
+    )
     iterations = cols[3].select_slider(
-        "Lanczos steps (Hessian)", ITERATIONS, value=DEFAULTS.hessian_iterations, key=K + "iterations",
-        disabled=disabled, help="one Hessian-vector product each; more steps sharpen the smallest eigenvalue",
-    )  # fmt: skip
+        "Lanczos steps (Hessian)",
+        ITERATIONS,
+        value=DEFAULTS.hessian_iterations,
+        key=K + "iterations",
+        disabled=disabled,
+        help="one Hessian-vector product each; more steps sharpen the smallest eigenvalue",
+    )
     seed = cols[4].number_input("Direction seed", 0, 2**31 - 1, value=DEFAULTS.seed, key=K + "seed", disabled=disabled)
     return LandscapeConfig(grid=grid, span=float(span), examples=examples, hessian_iterations=iterations, seed=seed)
 
@@ -181,8 +197,9 @@ def main() -> None:
     running = task is not None and not task.done
     config = settings(disabled=running)
     compute, stop, info = st.columns([1, 1, 4], vertical_alignment="center")
-    if compute.button("Compute landscapes", type="primary", icon=":material/landscape:", disabled=running,
-                      key=K + "compute"):  # fmt: skip
+    if compute.button(
+        "Compute landscapes", type="primary", icon=":material/landscape:", disabled=running, key=K + "compute"
+    ):
         start(chosen, data, config)
         st.rerun()
     if stop.button("Stop", icon=":material/stop:", disabled=not running, key=K + "stop") and task is not None:

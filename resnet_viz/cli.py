@@ -44,11 +44,18 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     """Flags for every data, model and training field (defaults from the dataclasses)."""
     m, t, d = ModelConfig(), TrainConfig(), DataConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=ALL_DATASETS, default=d.name,
-                   help="images: digits, shapes, corners; 2-D: spirals, moons, circles, xor; from files: mnist, "
-                   "fashion_mnist, cifar10 (see --data-dir); upload: a stored upload (see --upload)")  # fmt: skip
-    g.add_argument("--data-dir", default=None, help="folder holding mnist/, fashion_mnist/, cifar10/ "
-                   "(default: $RESNET_VIZ_DATA_DIR/datasets)")  # fmt: skip
+    g.add_argument(
+        "--dataset",
+        choices=ALL_DATASETS,
+        default=d.name,
+        help="images: digits, shapes, corners; 2-D: spirals, moons, circles, xor; from files: mnist, "
+        "fashion_mnist, cifar10 (see --data-dir); upload: a stored upload (see --upload)",
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding mnist/, fashion_mnist/, cifar10/ (default: $RESNET_VIZ_DATA_DIR/datasets)",
+    )
     g.add_argument("--n-samples", type=int, default=d.n_samples, help="examples drawn from MNIST/CIFAR files")
     g.add_argument("--color", choices=("grey", "rgb"), default=d.color, help="channels of MNIST/CIFAR/uploaded images")
     g.add_argument("--upload", default=d.upload, help="content hash of an uploaded data set (--dataset upload)")
@@ -83,8 +90,14 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, DataConfig]:
     """Validated configs from parsed flags; raises ConfigError naming the field."""
     size = args.input_size if args.input_size is not None else (16 if args.dataset == "shapes" else 8)
-    data = DataConfig(name=args.dataset, input_size=size, noise=args.noise, n_samples=args.n_samples,
-                      color=args.color, upload=args.upload).validate()  # fmt: skip
+    data = DataConfig(
+        name=args.dataset,
+        input_size=size,
+        noise=args.noise,
+        n_samples=args.n_samples,
+        color=args.color,
+        upload=args.upload,
+    ).validate()
     model = fit_to_data(
         ModelConfig(
             depth=args.depth,
@@ -388,9 +401,14 @@ def _landscape(args: argparse.Namespace) -> int:
 
     model, train, data = configs_from_args(args)
     config = LandscapeConfig(
-        grid=args.grid, span=args.span, examples=args.examples, trajectory_grid=args.trajectory_grid,
-        hessian_iterations=args.hessian_iterations, seed=args.direction_seed, device=args.device,
-    ).validate()  # fmt: skip
+        grid=args.grid,
+        span=args.span,
+        examples=args.examples,
+        trajectory_grid=args.trajectory_grid,
+        hessian_iterations=args.hessian_iterations,
+        seed=args.direction_seed,
+        device=args.device,
+    ).validate()
     models = {"plain": model.with_skip(False), "residual": model.with_skip(True)}
     store = RunStore(args.store) if args.store or args.use_store else None
     targets = []
@@ -421,9 +439,11 @@ def _landscape(args: argparse.Namespace) -> int:
     else:
         for key, s in summaries.items():
             explained = _fmt(sum(s["trajectory_explained"])) if s["trajectory_explained"] else "-"
-            print(f"{key}: loss {_fmt(s['trained_loss'])}, lambda_max {_fmt(s['lambda_max'])}, lambda_min "
-                  f"{_fmt(s['lambda_min'])}, |min/max| {_fmt(s['ratio'])}, local minima {s['local_minima']}, "
-                  f"not quadratic {_fmt(s['non_quadratic'])}, path variance in 2 PCs {explained}")  # fmt: skip
+            print(
+                f"{key}: loss {_fmt(s['trained_loss'])}, lambda_max {_fmt(s['lambda_max'])}, lambda_min "
+                f"{_fmt(s['lambda_min'])}, |min/max| {_fmt(s['ratio'])}, local minima {s['local_minima']}, "
+                f"not quadratic {_fmt(s['non_quadratic'])}, path variance in 2 PCs {explained}"
+            )
     if view.status == "failed":
         print(f"error: {_one_line(view.message)}", file=sys.stderr)
         return 1
@@ -448,8 +468,15 @@ def _warm(args: argparse.Namespace) -> int:
         line.close()
     status = "stopped" if stop.is_set() else ("failed" if progress.failed else "finished")
     trained = progress.done - progress.cached
-    summary = {"status": status, "total": progress.total, "stored": progress.done, "stored_before": progress.cached,
-               "trained": trained, "failed": progress.failed, "store": str(store.path)}  # fmt: skip
+    summary = {
+        "status": status,
+        "total": progress.total,
+        "stored": progress.done,
+        "stored_before": progress.cached,
+        "trained": trained,
+        "failed": progress.failed,
+        "store": str(store.path),
+    }
     if args.json:
         print(json_line(summary))
     else:

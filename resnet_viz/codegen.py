@@ -41,8 +41,11 @@ def data_file_name(digest: str) -> str:
 def _call(cls: type, obj: object, skip: Sequence[str] = ()) -> str:
     """``Cls(field=value, ...)`` with only the fields that differ from the defaults."""
     default = cls()
-    args = [f"{f.name}={getattr(obj, f.name)!r}" for f in fields(cls)
-            if f.name not in skip and getattr(obj, f.name) != getattr(default, f.name)]  # fmt: skip
+    args = [
+        f"{f.name}={getattr(obj, f.name)!r}"
+        for f in fields(cls)
+        if f.name not in skip and getattr(obj, f.name) != getattr(default, f.name)
+    ]
     return f"{cls.__name__}({', '.join(args)})"
 
 
@@ -136,7 +139,7 @@ def run_script(
     return "\n".join(lines) + "\n"
 
 
-LOAD_SNIPPET = '''import json
+LOAD_SNIPPET = """import json
 from safetensors.torch import load_file
 from resnet_viz.models import ModelConfig, load_model
 
@@ -144,7 +147,7 @@ key = "A"  # each model of the run has <key>.safetensors and <key>.json in the z
 meta = json.load(open(f"{key}.json"))
 net = load_model(ModelConfig(**meta["config"]), load_file(f"{key}.safetensors"), meta["skip_scale"])
 print(net(torch.zeros(1, *meta["input_shape"])).softmax(-1))  # class probabilities (eval mode)
-'''
+"""
 
 
 def model_bundle(
@@ -161,8 +164,13 @@ def model_bundle(
             state = {name: t.detach().to("cpu").contiguous() for name, t in states[key].items()}
             archive.writestr(f"{key}.safetensors", save_safetensors(state))
             shape = [cfg.in_channels, cfg.input_size, cfg.input_size] if cfg.family == "cnn" else [cfg.in_channels]
-            meta = {"config": cfg.to_dict(), "skip_scale": float(skip_scales[key]), "input_shape": shape,
-                    "data": data.to_dict(), "classes": list(classes)}  # fmt: skip
+            meta = {
+                "config": cfg.to_dict(),
+                "skip_scale": float(skip_scales[key]),
+                "input_shape": shape,
+                "data": data.to_dict(),
+                "classes": list(classes),
+            }
             archive.writestr(f"{key}.json", json.dumps(meta, indent=2))
         archive.writestr("load_model.py", "import torch\n" + LOAD_SNIPPET)
     return buffer.getvalue()

@@ -48,8 +48,14 @@ class DataConfig:
     upload: str = ""  # content hash of the uploaded data set (name "upload"); empty otherwise
 
     def validate(self) -> DataConfig:
-        checks = [("dataset", self.name), ("noise", self.noise), ("n_samples", self.n_samples),
-                  ("color", self.color), ("upload", self.upload), ("input_size", self.input_size)]  # fmt: skip
+        checks = [
+            ("dataset", self.name),
+            ("noise", self.noise),
+            ("n_samples", self.n_samples),
+            ("color", self.color),
+            ("upload", self.upload),
+            ("input_size", self.input_size),
+        ]
         for name, value in checks:
             if name == "input_size" and not self.is_image:  # after "upload": an upload's kind decides
                 continue

@@ -161,8 +161,9 @@ def decode(
         fallback = _fmt(_default_of(default, part, name))
         values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
         if len(values) != 1:
-            issues.append(UrlIssue(key, f"must be given once, not {len(values)} times", _clip(", ".join(values)),
-                                   fallback))  # fmt: skip
+            issues.append(
+                UrlIssue(key, f"must be given once, not {len(values)} times", _clip(", ".join(values)), fallback)
+            )
         elif name == "depth":
             depths[part] = values[0]
         else:

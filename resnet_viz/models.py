@@ -175,8 +175,10 @@ class ResidualBlock(nn.Module):
         self.alpha = alpha
 
     def _layers(self) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
-        return [(getattr(self, k), getattr(self, f"bn{i}"), getattr(self, f"relu{i}"))
-                for i, k in enumerate(self.layer_keys, start=1)]  # fmt: skip
+        return [
+            (getattr(self, k), getattr(self, f"bn{i}"), getattr(self, f"relu{i}"))
+            for i, k in enumerate(self.layer_keys, start=1)
+        ]
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual function f(x) (the whole block output for a plain net)."""

@@ -148,9 +148,20 @@ OPTIONS: dict[str, Option] = {
     "init_gain": Range(0.1, 4.0),
     # data (DataConfig); the names match data.DATASETS
     "dataset": Choice(
-        ("digits", "shapes", "corners", "spirals", "moons", "circles", "xor", "mnist", "fashion_mnist", "cifar10",
-         "upload")
-    ),  # fmt: skip
+        (
+            "digits",
+            "shapes",
+            "corners",
+            "spirals",
+            "moons",
+            "circles",
+            "xor",
+            "mnist",
+            "fashion_mnist",
+            "cifar10",
+            "upload",
+        )
+    ),
     "color": Choice(("grey", "rgb")),  # channels of MNIST, CIFAR-10 and uploaded images
     "upload": Token(r"[0-9a-f]{64}", "the 64-digit hex content hash of a stored dataset"),
     "input_size": Range(8, 32, integer=True, ticks=(8, 16, 24, 32)),
@@ -173,7 +184,6 @@ OPTIONS: dict[str, Option] = {
     # the lab
     "linked": Flag(),
 }
-
 
 
 @dataclass(frozen=True)

@@ -408,12 +408,18 @@ def _parse_weights(blob: bytes, cfg: ModelConfig, where: str) -> dict[str, torch
         raise StoreError(f"{where}: not a valid safetensors file ({type(exc).__name__}: {exc})") from exc
     expected = _shapes(cfg)
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    _expect(not missing and not extra, where, f"tensor names do not match the config (missing {missing[:3]}, "
-            f"unexpected {extra[:3]})")  # fmt: skip
+    _expect(
+        not missing and not extra,
+        where,
+        f"tensor names do not match the config (missing {missing[:3]}, unexpected {extra[:3]})",
+    )
     for name, (dtype, shape) in expected.items():
         got = state[name]
-        _expect(got.dtype == dtype and got.shape == shape, where, f"{name} is {got.dtype} {tuple(got.shape)}, "
-                f"the config needs {dtype} {tuple(shape)}")  # fmt: skip
+        _expect(
+            got.dtype == dtype and got.shape == shape,
+            where,
+            f"{name} is {got.dtype} {tuple(got.shape)}, the config needs {dtype} {tuple(shape)}",
+        )
     return state
 
 
@@ -457,19 +463,32 @@ def _plan(configs: Mapping[str, ModelConfig], train: TrainConfig, dataset: Datas
         shapes = _shapes(cfg)
         weights[k] = 1024 + sum(256 + dtype.itemsize * shape.numel() for dtype, shape in shapes.values())
     return _Plan(
-        train=train, per_epoch=per_epoch, total=total, layers=layers, blocks=blocks,
-        alphas={k: cfg.alpha for k, cfg in configs.items()}, records=records, numbers=numbers,
-        text=1024 + 2 * name_text + records * _RECORD_TEXT + numbers * _NUMBER_TEXT, weights=weights,
-    )  # fmt: skip
+        train=train,
+        per_epoch=per_epoch,
+        total=total,
+        layers=layers,
+        blocks=blocks,
+        alphas={k: cfg.alpha for k, cfg in configs.items()},
+        records=records,
+        numbers=numbers,
+        text=1024 + 2 * name_text + records * _RECORD_TEXT + numbers * _NUMBER_TEXT,
+        weights=weights,
+    )
 
 
 def _check_records_text(raw: bytes, plan: _Plan, where: str) -> None:
     """Count separators and containers before parsing: json.loads then builds no more than a real run holds."""
     commas, containers = raw.count(b","), raw.count(b"{") + raw.count(b"[")
-    _expect(commas <= plan.numbers + 16 * plan.records + 64, where,
-            f"{commas} values, more than a run of this config can have")  # fmt: skip
-    _expect(containers <= 8 * plan.records + 64, where,
-            f"{containers} objects and lists, more than a run of this config can have")  # fmt: skip
+    _expect(
+        commas <= plan.numbers + 16 * plan.records + 64,
+        where,
+        f"{commas} values, more than a run of this config can have",
+    )
+    _expect(
+        containers <= 8 * plan.records + 64,
+        where,
+        f"{containers} objects and lists, more than a run of this config can have",
+    )
 
 
 def _close(a: float, b: float) -> bool:
@@ -481,8 +500,11 @@ def _check_records(history: History, events: Sequence[SkipEvent], plan: _Plan, w
     rate and skip scale of each step, validation and probes exactly on the steps that have them."""
     train, last_step = plan.train, 0
     for i, (_, step, _) in enumerate(events):
-        _expect(1 <= step <= plan.total and step >= last_step, f"{where}: skip_events[{i}]",
-                f"step must be in 1..{plan.total} and in order, got {step}")  # fmt: skip
+        _expect(
+            1 <= step <= plan.total and step >= last_step,
+            f"{where}: skip_events[{i}]",
+            f"step must be in 1..{plan.total} and in order, got {step}",
+        )
         last_step = step
     pending = list(events)
     alpha = dict(plan.alphas)
@@ -491,8 +513,11 @@ def _check_records(history: History, events: Sequence[SkipEvent], plan: _Plan, w
     last_step = 0
     for i, r in enumerate(history.records):
         here = f"{where}: records[{i}]"
-        _expect(r.step == done[r.model] + 1 and r.step >= last_step and r.step <= plan.total, f"{here}.step",
-                f"got {r.step}: each model's steps run 1, 2, ... {plan.total} without gaps, in step order")  # fmt: skip
+        _expect(
+            r.step == done[r.model] + 1 and r.step >= last_step and r.step <= plan.total,
+            f"{here}.step",
+            f"got {r.step}: each model's steps run 1, 2, ... {plan.total} without gaps, in step order",
+        )
         done[r.model], last_step = r.step, r.step
         while pending and pending[0][1] <= r.step:
             alpha[pending[0][0]] = pending.pop(0)[2]
@@ -503,8 +528,11 @@ def _check_records(history: History, events: Sequence[SkipEvent], plan: _Plan, w
         _expect(r.seconds >= seconds[r.model], f"{here}.seconds", "must not decrease")
         seconds[r.model] = r.seconds
         validated = r.step % plan.per_epoch == 0 or bool(train.val_every and r.step % train.val_every == 0)
-        _expect((r.val_loss is not None) == validated and (r.val_acc is not None) == validated, f"{here}.val_loss",
-                "validation values belong exactly to epoch ends and every val_every steps")  # fmt: skip
+        _expect(
+            (r.val_loss is not None) == validated and (r.val_acc is not None) == validated,
+            f"{here}.val_loss",
+            "validation values belong exactly to epoch ends and every val_every steps",
+        )
         armed = bool(train.probe_every) and (r.step - 1) % train.probe_every == 0
         _expect((r.probes is not None) == armed, f"{here}.probes", "probes belong exactly to every probe_every-th step")
         if r.probes is not None:
@@ -531,8 +559,12 @@ def _check_summaries(
         else:
             match = _DIVERGED_MESSAGE.fullmatch(message)
             ok = match is not None and int(match[2]) == summary["steps"] + 1 and match[3] == key
-            _expect(ok, where, f"{key}.message must say 'loss became <value> at step {summary['steps'] + 1}; "
-                    f"training of {key} stopped'")  # fmt: skip
+            _expect(
+                ok,
+                where,
+                f"{key}.message must say 'loss became <value> at step {summary['steps'] + 1}; "
+                f"training of {key} stopped'",
+            )
 
 
 def _content_key(config: dict, summaries: dict, history_text: str, weights: Mapping[str, bytes]) -> str:
@@ -859,10 +891,18 @@ class RunStore:
         """
         events = list(trainer.skip_events if skip_events is None else skip_events)
         for key, state in trainer.states.items():
-            _expect(state.status in COMPLETE, "save", f"model {key!r} is {state.status}; only finished runs are stored",
-                    "refused")  # fmt: skip
-            _expect(bool(_SAFE_NAME.fullmatch(key)), "save", f"model name {key!r} must match {_SAFE_NAME.pattern}",
-                    "refused")  # fmt: skip
+            _expect(
+                state.status in COMPLETE,
+                "save",
+                f"model {key!r} is {state.status}; only finished runs are stored",
+                "refused",
+            )
+            _expect(
+                bool(_SAFE_NAME.fullmatch(key)),
+                "save",
+                f"model name {key!r} must match {_SAFE_NAME.pattern}",
+                "refused",
+            )
         config = _config_dict(trainer.configs, trainer.train, trainer.dataset.config)
         run_key_ = _key(trainer.configs, trainer.train, trainer.dataset.config, events)
         summaries = trained_summaries(trainer, history)
@@ -922,9 +962,17 @@ class RunStore:
         except StoreError as err:
             raise StoreError(f"{err}; delete the run", "damaged_run") from err
         return StoredRun(
-            key, row[0], data, train, configs, history, summaries, events, weights=self._loader(key),
+            key,
+            row[0],
+            data,
+            train,
+            configs,
+            history,
+            summaries,
+            events,
+            weights=self._loader(key),
             imported=row[4] == "imported",
-        )  # fmt: skip
+        )
 
     def _loader(self, key: str) -> Callable[[str], dict[str, torch.Tensor]]:
         def load(model: str) -> dict[str, torch.Tensor]:
@@ -971,14 +1019,22 @@ class RunStore:
 
     def put_analysis(self, run_key: str, kind: str, params: dict, result: dict) -> None:
         """Keep `result` (a JSON-able dict, no NaN) for the run `run_key`, `kind` and `params`; replaces an old one."""
-        _expect(bool(_ANALYSIS_KIND.fullmatch(kind)), "put_analysis", f"kind must match {_ANALYSIS_KIND.pattern}; "
-                f"got {kind[:80]!r}", "refused")  # fmt: skip
+        _expect(
+            bool(_ANALYSIS_KIND.fullmatch(kind)),
+            "put_analysis",
+            f"kind must match {_ANALYSIS_KIND.pattern}; got {kind[:80]!r}",
+            "refused",
+        )
         try:
             text = _canonical(result).encode()
         except (TypeError, ValueError) as exc:
             raise StoreError(f"put_analysis: {kind} result is not strict JSON ({exc})", "refused") from exc
-        _expect(len(text) <= MAX_ANALYSIS_BYTES, "put_analysis", f"{kind} result of {len(text)} bytes is over the "
-                f"{MAX_ANALYSIS_BYTES} byte limit", "refused")  # fmt: skip
+        _expect(
+            len(text) <= MAX_ANALYSIS_BYTES,
+            "put_analysis",
+            f"{kind} result of {len(text)} bytes is over the {MAX_ANALYSIS_BYTES} byte limit",
+            "refused",
+        )
         row = (run_key, kind, _canonical(params), time.time(), zlib.compress(text, 6))
         with self._open() as conn, self._transaction(conn):
             conn.execute(_ANALYSES)  # stores made before analyses were kept get the table on first use
@@ -1016,11 +1072,13 @@ class RunStore:
         """Keep a validated upload under its content hash (once: the same data again is the same entry)."""
         upload.check(upload.name)
         blob = upload.to_safetensors()
-        _expect(len(blob) <= MAX_DATASET_BYTES, "put_dataset", f"{len(blob)} bytes, over {MAX_DATASET_BYTES}",
-                "refused")  # fmt: skip
+        _expect(
+            len(blob) <= MAX_DATASET_BYTES, "put_dataset", f"{len(blob)} bytes, over {MAX_DATASET_BYTES}", "refused"
+        )
         info = UploadInfo.of(upload)
-        text = _canonical({"name": info.name, "kind": info.kind, "classes": list(info.classes),
-                           "counts": list(info.counts)})  # fmt: skip
+        text = _canonical(
+            {"name": info.name, "kind": info.kind, "classes": list(info.classes), "counts": list(info.counts)}
+        )
         with self._open() as conn, self._transaction(conn):
             conn.execute(_DATASETS)
             conn.execute("INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?)", (info.digest, time.time(), text, blob))
@@ -1080,8 +1138,14 @@ class RunStore:
         _expect(run is not None, str(folder), f"no run {short_key(key)} in {self.path}", "refused")
         with self._open() as conn:
             weights = dict(conn.execute("SELECT model, data FROM weights WHERE key = ?", (key,)).fetchall())
-        manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key, "created": run.created,
-                    "origin": "imported" if run.imported else "trained", "models": list(run.configs)}  # fmt: skip
+        manifest = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "key": key,
+            "created": run.created,
+            "origin": "imported" if run.imported else "trained",
+            "models": list(run.configs),
+        }
         config = _config_dict(run.configs, run.train, run.data)
         return write_run_folder(Path(folder), manifest, config, run.summaries, run.history, run.skip_events, weights)
 
@@ -1137,8 +1201,11 @@ class RunStore:
         manifest = read_json(MANIFEST)
         _expect(isinstance(manifest, dict) and manifest.get("format") == FORMAT, where, f"not a {FORMAT} manifest")
         version = str(manifest.get("schema_version"))[:20]
-        _expect(manifest.get("schema_version") == SCHEMA_VERSION, where,
-                f"schema version {version}, this version reads {SCHEMA_VERSION}")  # fmt: skip
+        _expect(
+            manifest.get("schema_version") == SCHEMA_VERSION,
+            where,
+            f"schema version {version}, this version reads {SCHEMA_VERSION}",
+        )
         created = manifest.get("created")
         ok = _is_number(created) and math.isfinite(created) and MIN_CREATED <= created <= time.time() + CLOCK_SKEW_S
         _expect(ok, f"{where}: created", f"must be a Unix time from 2020 to now, got {str(created)[:40]}")
@@ -1147,8 +1214,12 @@ class RunStore:
         configs, train, data = _parse_config(read_json("config.json"), where)
         _expect(len(configs) <= MAX_IMPORT_MODELS, where, f"at most {MAX_IMPORT_MODELS} models, got {len(configs)}")
         plan = _plan(configs, train, _check_fitted(configs, data, where))
-        _expect(plan.memory <= IMPORT_MEMORY_BUDGET, where, f"a run this long needs about {plan.memory >> 20} MB "
-                f"to check; imports take up to {IMPORT_MEMORY_BUDGET >> 20} MB (fewer epochs or probes)")  # fmt: skip
+        _expect(
+            plan.memory <= IMPORT_MEMORY_BUDGET,
+            where,
+            f"a run this long needs about {plan.memory >> 20} MB "
+            f"to check; imports take up to {IMPORT_MEMORY_BUDGET >> 20} MB (fewer epochs or probes)",
+        )
 
         where = f"{label}: records.json"
         raw = read("records.json", plan.text)
@@ -1158,19 +1229,27 @@ class RunStore:
         history, events = _parse_history(obj, configs, where)
         del obj
         for k, cfg in configs.items():
-            _expect((history.layer_names[k], history.block_names[k]) == _names(cfg), where,
-                    f"layer/block names of {k!r} do not match its config")  # fmt: skip
+            _expect(
+                (history.layer_names[k], history.block_names[k]) == _names(cfg),
+                where,
+                f"layer/block names of {k!r} do not match its config",
+            )
         _check_records(history, events, plan, where)
 
         where = f"{label}: summary.json"
         given = _parse_summaries(read_json("summary.json"), configs, where)
         summaries = {
             k: summarize_records(
-                k, cfg, train, plan.per_epoch, [r for r in history.records if r.model == k],
-                history.layer_names[k], str(given[k]["message"]),
+                k,
+                cfg,
+                train,
+                plan.per_epoch,
+                [r for r in history.records if r.model == k],
+                history.layer_names[k],
+                str(given[k]["message"]),
             )
             for k, cfg in configs.items()
-        }  # fmt: skip
+        }
         _check_summaries(given, summaries, where)
 
         weights = {}
@@ -1206,8 +1285,14 @@ def export_trained(trainer: Trainer, history: History, folder: Path | str) -> Pa
     """Write a finished run that was not stored as the exported folder (`RunStore.export`'s format)."""
     data = trainer.dataset.config
     events = trainer.skip_events
-    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "created": time.time(), "origin": "trained",
-                "key": _key(trainer.configs, trainer.train, data, events), "models": list(trainer.configs)}  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created": time.time(),
+        "origin": "trained",
+        "key": _key(trainer.configs, trainer.train, data, events),
+        "models": list(trainer.configs),
+    }
     config = _config_dict(trainer.configs, trainer.train, data)
     summaries = trained_summaries(trainer, history)
     return write_run_folder(Path(folder), manifest, config, summaries, history, events, model_weights(trainer))

@@ -179,9 +179,13 @@ class SweepJob(Task):
             self._current, self._step = (depth, seed), 0
         started = time.perf_counter()
         run = self.service.fetch(
-            self._request(depth, seed), self.viewer, self.stop_event, BACKGROUND,
-            on_step=self._on_step, on_wait=self._on_wait,
-        )  # fmt: skip
+            self._request(depth, seed),
+            self.viewer,
+            self.stop_event,
+            BACKGROUND,
+            on_step=self._on_step,
+            on_wait=self._on_wait,
+        )
         if run is None:
             return False
         seconds = time.perf_counter() - started
@@ -269,9 +273,20 @@ def run_sweep(
 
 
 RESULT_COLUMNS = [
-    "depth", "seed", "model", "status", "final_train_loss", "final_train_error", "final_val_loss",
-    "final_val_error", "params", "flops", "seconds", "cached", "key",
-]  # fmt: skip
+    "depth",
+    "seed",
+    "model",
+    "status",
+    "final_train_loss",
+    "final_train_error",
+    "final_val_loss",
+    "final_val_error",
+    "params",
+    "flops",
+    "seconds",
+    "cached",
+    "key",
+]
 
 
 def results_frame(runs: list[SweepRun]) -> pd.DataFrame:

@@ -68,8 +68,21 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
 
     def validate(self) -> TrainConfig:
-        for name in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_steps",
-                     "schedule", "seed", "val_every", "probe_every", "max_snapshots", "device"):  # fmt: skip
+        for name in (
+            "epochs",
+            "batch_size",
+            "optimizer",
+            "lr",
+            "momentum",
+            "weight_decay",
+            "warmup_steps",
+            "schedule",
+            "seed",
+            "val_every",
+            "probe_every",
+            "max_snapshots",
+            "device",
+        ):
             try:
                 OPTIONS[name].check(getattr(self, name))
             except OptionError as err:

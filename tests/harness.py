@@ -108,3 +108,11 @@ def browse(browser: Browser, server: str, path: str, heading: str, height: int |
     body = main(page)
     expect(body.get_by_role("heading", name=heading)).to_be_visible(timeout=TIMEOUT_MS)
     return page, body
+
+
+def points_csv(n: int = 120) -> bytes:
+    """A CSV of 2-D points in two classes (north / south of y = 300), as a user would upload it."""
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(n, 2)) * 50 + 300  # any scale: the lab standardises uploaded points
+    rows = ["x,y,label"] + [f"{x:.3f},{y:.3f},{'north' if y > 300 else 'south'}" for x, y in pts]
+    return "\n".join(rows).encode()

@@ -41,8 +41,10 @@ def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     labels = records[:, 0].astype(np.int64)
     bad = np.flatnonzero(labels >= len(CLASSES))
     if len(bad):
-        raise DatasetError(f"{where}: record {int(bad[0])} has label byte {int(labels[bad[0]])}; CIFAR-10 labels are "
-                           "0 to 9 (is this the binary version of CIFAR-10, not CIFAR-100?)")  # fmt: skip
+        raise DatasetError(
+            f"{where}: record {int(bad[0])} has label byte {int(labels[bad[0]])}; CIFAR-10 labels are "
+            "0 to 9 (is this the binary version of CIFAR-10, not CIFAR-100?)"
+        )
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, labels
 
@@ -64,8 +66,10 @@ def read_folder(folder: Path, needed: int) -> LabeledImages:
         found = _python_version(folder)
         if found is not None:
             raise DatasetError(f"cifar10: {found.name} is the python version. " + BINARY_HINT.format(folder=folder))
-        raise DatasetError(f"cifar10: no {FOLDERS[0]}/{BATCHES[0]}.bin in {folder}; "
-                           "put CIFAR-10's binary version there (cifar-10-binary.tar.gz)")  # fmt: skip
+        raise DatasetError(
+            f"cifar10: no {FOLDERS[0]}/{BATCHES[0]}.bin in {folder}; "
+            "put CIFAR-10's binary version there (cifar-10-binary.tar.gz)"
+        )
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for name in BATCHES:
         path = base / f"{name}.bin"

@@ -22,8 +22,17 @@ MAX_SIDE = 64  # MNIST images are 28x28
 MAX_BYTES = 16 + MAX_ITEMS * MAX_SIDE * MAX_SIDE  # header plus the largest image file accepted
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_NAMES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")  # as distributed, and a common rename
 LABEL_NAMES = ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")
 
@@ -34,19 +43,25 @@ def parse_idx(raw: bytes, ndim: int, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: truncated: {len(raw)} bytes, shorter than an IDX header")
     magic = int.from_bytes(raw[:4], "big")
     if raw[:2] != b"\0\0" or raw[2] != UBYTE or raw[3] != ndim:
-        raise DatasetError(f"{where}: unknown IDX magic 0x{magic:08x}; expected 0x{0x800 | ndim:08x} (unsigned bytes, "
-                           f"{ndim} dimension{'s' if ndim > 1 else ''})")  # fmt: skip
+        raise DatasetError(
+            f"{where}: unknown IDX magic 0x{magic:08x}; expected 0x{0x800 | ndim:08x} (unsigned bytes, "
+            f"{ndim} dimension{'s' if ndim > 1 else ''})"
+        )
     if len(raw) < 4 + 4 * ndim:
         raise DatasetError(f"{where}: truncated: {len(raw)} bytes, shorter than an IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     if dims[0] > MAX_ITEMS or any(d > MAX_SIDE or d == 0 for d in dims[1:]):
-        raise DatasetError(f"{where}: dimensions {dims} are out of range (at most {MAX_ITEMS:,} items of at most "
-                           f"{MAX_SIDE}x{MAX_SIDE})")  # fmt: skip
+        raise DatasetError(
+            f"{where}: dimensions {dims} are out of range (at most {MAX_ITEMS:,} items of at most "
+            f"{MAX_SIDE}x{MAX_SIDE})"
+        )
     start, size = 4 + 4 * ndim, math.prod(dims)
     if len(raw) - start != size:
         problem = "truncated" if len(raw) - start < size else "longer than its header says"
-        raise DatasetError(f"{where}: {problem}: the header gives {dims} ({size:,} bytes of values), the file holds "
-                           f"{len(raw) - start:,}")  # fmt: skip
+        raise DatasetError(
+            f"{where}: {problem}: the header gives {dims} ({size:,} bytes of values), the file holds "
+            f"{len(raw) - start:,}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
 
 

@@ -66,8 +66,10 @@ class Upload:
 
     def to_safetensors(self) -> bytes:
         meta = {"format": FORMAT, "name": self.name, "kind": self.kind, "classes": json.dumps(list(self.classes))}
-        return save_safetensors({"x": torch.from_numpy(np.ascontiguousarray(self.x)),
-                                 "y": torch.from_numpy(np.ascontiguousarray(self.y))}, metadata=meta)  # fmt: skip
+        return save_safetensors(
+            {"x": torch.from_numpy(np.ascontiguousarray(self.x)), "y": torch.from_numpy(np.ascontiguousarray(self.y))},
+            metadata=meta,
+        )
 
     @classmethod
     def from_safetensors(cls, blob: bytes, where: str, limits: UploadLimits = UPLOADS) -> Upload:
@@ -83,8 +85,13 @@ class Upload:
             classes = tuple(json.loads(meta.get("classes", "")))
         except ValueError as exc:
             raise DatasetError(f"{where}: class names are not JSON") from exc
-        upload = cls(str(meta.get("name", ""))[: limits.name_chars], str(meta.get("kind")), classes,
-                     tensors["x"].numpy(), tensors["y"].numpy())  # fmt: skip
+        upload = cls(
+            str(meta.get("name", ""))[: limits.name_chars],
+            str(meta.get("kind")),
+            classes,
+            tensors["x"].numpy(),
+            tensors["y"].numpy(),
+        )
         upload.check(where, limits)
         return upload
 
@@ -176,8 +183,11 @@ def points_from_csv(raw: bytes, filename: str, limits: UploadLimits = UPLOADS) -
                 except ValueError:
                     raise DatasetError(f"row {line}: {column} is not a number ({cell[:40]!r})", "upload") from None
                 if not math.isfinite(value):
-                    raise DatasetError(f"row {line}: {column} is {cell[:40]!r} (NaN, infinite or too long); every x "
-                                       "and y must be a finite number", "upload")  # fmt: skip
+                    raise DatasetError(
+                        f"row {line}: {column} is {cell[:40]!r} (NaN, infinite or too long); every x "
+                        "and y must be a finite number",
+                        "upload",
+                    )
                 values.append(value)
             label = row[cols[2]].strip()
             if not label or len(label) > limits.name_chars:
@@ -189,8 +199,11 @@ def points_from_csv(raw: bytes, filename: str, limits: UploadLimits = UPLOADS) -
     except csv.Error as exc:
         raise DatasetError(f"not a CSV file ({exc})", "upload") from exc
     if len(points) < limits.min_examples:
-        raise DatasetError(f"only {len(points)} points: at least {limits.min_examples} are needed to fill the "
-                           "train, validation and test splits", "upload")  # fmt: skip
+        raise DatasetError(
+            f"only {len(points)} points: at least {limits.min_examples} are needed to fill the "
+            "train, validation and test splits",
+            "upload",
+        )
     classes = _class_order(labels)
     _check_classes(classes, "labels", limits)
     index = {c: i for i, c in enumerate(classes)}
@@ -211,14 +224,22 @@ def _image(data: bytes, where: str, limits: UploadLimits) -> np.ndarray:
             img = Image.open(io.BytesIO(data), formats=("PNG", "JPEG"))
             width, height = img.size
             if width * height > limits.pixels:
-                raise DatasetError(f"{where}: {width}x{height} pixels, more than the {limits.pixels:,} an image may "
-                                   "have", "upload")  # fmt: skip
+                raise DatasetError(
+                    f"{where}: {width}x{height} pixels, more than the {limits.pixels:,} an image may have", "upload"
+                )
             img.load()
             rgb = img.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BILINEAR, reducing_gap=None)
     except DatasetError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, EOFError) as exc:  # fmt: skip
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        EOFError,
+    ) as exc:
         raise DatasetError(f"{where}: unreadable image ({type(exc).__name__}: {str(exc)[:80]})", "upload") from exc
     return np.asarray(rgb, dtype=np.uint8)
 
@@ -266,8 +287,11 @@ def images_from_zip(raw: bytes, filename: str, limits: UploadLimits = UPLOADS) -
         if len(members) > limits.images:
             raise DatasetError(f"too many images: {len(members):,}, a zip may hold {limits.images:,}", "upload")
         if len(members) < limits.min_examples:
-            raise DatasetError(f"only {len(members)} images: at least {limits.min_examples} are needed to fill the "
-                               "train, validation and test splits", "upload")  # fmt: skip
+            raise DatasetError(
+                f"only {len(members)} images: at least {limits.min_examples} are needed to fill the "
+                "train, validation and test splits",
+                "upload",
+            )
         classes = _class_order([c for c, _ in members])
         _check_classes(classes, "folders (one per class)", limits)
         index = {c: i for i, c in enumerate(classes)}
@@ -275,8 +299,11 @@ def images_from_zip(raw: bytes, filename: str, limits: UploadLimits = UPLOADS) -
         for cls, info in sorted(members, key=lambda m: m[1].filename):
             shown = info.filename[:80]
             if info.file_size > limits.image_bytes:
-                raise DatasetError(f"{shown!r}: too large ({info.file_size:,} bytes unpacked; an image may have "
-                                   f"{limits.image_bytes:,})", "upload")  # fmt: skip
+                raise DatasetError(
+                    f"{shown!r}: too large ({info.file_size:,} bytes unpacked; an image may have "
+                    f"{limits.image_bytes:,})",
+                    "upload",
+                )
             try:
                 data = read_member(archive, info, limits.image_bytes, repr(shown))
             except ArchiveError as err:

@@ -85,7 +85,7 @@ def _spread_trace(
             "size": 8,
             "symbol": "circle" if dash == "solid" else "circle-open",
             "line": {"width": 2, "color": color(model, index)},
-        },  # fmt: skip
+        },
         error_y={"type": "data", "symmetric": False, "array": high - mean, "arrayminus": mean - low, "width": 4},
         customdata=np.stack([low, high, seeds], axis=-1) if len(rows) else None,
         hovertemplate="depth %{x}: %{y:.4g} (min %{customdata[0]:.4g}, max %{customdata[1]:.4g}, "
@@ -108,8 +108,9 @@ def error_vs_depth_figure(results: pd.DataFrame) -> go.Figure:
         fig.add_trace(_spread_trace(train, model, i, f"{_label(model)}: training", scale=100.0))
         fig.add_trace(_spread_trace(val, model, i, f"{_label(model)}: validation", scale=100.0, dash="dash"))
     _depth_axis(fig, sorted(set(results.depth)) if len(results) else [])
-    layout(fig, "Final error vs depth: training (solid) and validation (dashed)", "depth (weighted layers)",
-           "error (%)")  # fmt: skip
+    layout(
+        fig, "Final error vs depth: training (solid) and validation (dashed)", "depth (weighted layers)", "error (%)"
+    )
     fig.update_yaxes(rangemode="tozero")
     return _legend_below(fig)
 
@@ -121,8 +122,13 @@ def loss_vs_depth_figure(results: pd.DataFrame) -> go.Figure:
     for i, model in enumerate(_models(results)):
         fig.add_trace(_spread_trace(stats, model, i, _label(model), floor=True))
     _depth_axis(fig, sorted(set(results.depth)) if len(results) else [])
-    layout(fig, "Final training loss vs depth (mean over the last epoch)", "depth (weighted layers)",
-           "cross-entropy loss (nats, log)", log_y=True)  # fmt: skip
+    layout(
+        fig,
+        "Final training loss vs depth (mean over the last epoch)",
+        "depth (weighted layers)",
+        "cross-entropy loss (nats, log)",
+        log_y=True,
+    )
     if len(results):
         _decade_ticks(fig, results.final_train_loss)
     return _legend_below(fig)
@@ -167,8 +173,14 @@ def curves_figure(curves: pd.DataFrame, columns: int = CURVE_COLUMNS) -> go.Figu
                     col=col,
                 )
                 shown.add(model)
-    layout(fig, "Training loss per step at every depth (one line per seed)", "", "", log_y=True,
-           height=max(300, 90 + 230 * rows))  # fmt: skip
+    layout(
+        fig,
+        "Training loss per step at every depth (one line per seed)",
+        "",
+        "",
+        log_y=True,
+        height=max(300, 90 + 230 * rows),
+    )
     fig.update_xaxes(title_text="")
     fig.update_yaxes(title_text="")
     if len(curves):
@@ -190,30 +202,55 @@ def responses_figure(responses: pd.DataFrame) -> go.Figure:
     Left: blocks in network order (input to output); right: the same values sorted by magnitude.
     """
     depth = int(responses.depth.iloc[0]) if len(responses) else None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["in network order", "sorted by magnitude"],
-                        horizontal_spacing=0.08)  # fmt: skip
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["in network order", "sorted by magnitude"], horizontal_spacing=0.08
+    )
     for i, model in enumerate(_models(responses)):
         rows = responses[responses.model == model].sort_values("depth_index")
         name = f"{_label(model)} {depth}"
         style = {"color": color(model, i), "width": 2}
         fig.add_trace(
-            go.Scatter(x=rows.depth_index + 1, y=rows.act_std, name=name, legendgroup=model, mode="lines+markers",
-                       line=style, marker={"size": 6}, customdata=rows.block,
-                       hovertemplate="%{customdata}: std %{y:.3g}<extra>" + name + "</extra>"),
-            row=1, col=1,
-        )  # fmt: skip
+            go.Scatter(
+                x=rows.depth_index + 1,
+                y=rows.act_std,
+                name=name,
+                legendgroup=model,
+                mode="lines+markers",
+                line=style,
+                marker={"size": 6},
+                customdata=rows.block,
+                hovertemplate="%{customdata}: std %{y:.3g}<extra>" + name + "</extra>",
+            ),
+            row=1,
+            col=1,
+        )
         ranked = rows.sort_values("act_std", ascending=False)
         fig.add_trace(
-            go.Scatter(x=np.arange(1, len(ranked) + 1), y=ranked.act_std, name=name, legendgroup=model,
-                       showlegend=False, mode="lines+markers", line=style, marker={"size": 6},
-                       customdata=ranked.block, hovertemplate="%{customdata}: std %{y:.3g}<extra>" + name + "</extra>"),
-            row=1, col=2,
-        )  # fmt: skip
+            go.Scatter(
+                x=np.arange(1, len(ranked) + 1),
+                y=ranked.act_std,
+                name=name,
+                legendgroup=model,
+                showlegend=False,
+                mode="lines+markers",
+                line=style,
+                marker={"size": 6},
+                customdata=ranked.block,
+                hovertemplate="%{customdata}: std %{y:.3g}<extra>" + name + "</extra>",
+            ),
+            row=1,
+            col=2,
+        )
     values = responses.act_std[np.isfinite(responses.act_std) & (responses.act_std > 0)] if len(responses) else []
     log_y = len(values) > 0 and values.max() / values.min() > LOG_SPAN
     title = f"Block response std at depth {depth} (the deepest pair)" if depth else "Block response std"
-    layout(fig, title, "block (input → output)", "std of the block's response F(x)" + (" (log)" if log_y else ""),
-           log_y=log_y)  # fmt: skip
+    layout(
+        fig,
+        title,
+        "block (input → output)",
+        "std of the block's response F(x)" + (" (log)" if log_y else ""),
+        log_y=log_y,
+    )
     fig.update_xaxes(title_text="block, by magnitude (largest first)", row=1, col=2)
     fig.update_yaxes(title_text="", row=1, col=2)
     if not log_y:
@@ -223,18 +260,26 @@ def responses_figure(responses: pd.DataFrame) -> go.Figure:
 
 def cost_figure(results: pd.DataFrame) -> go.Figure:
     """Parameters (left) and forward FLOPs per example (right) per depth, bars per model; log y if they span decades."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["parameters", "forward FLOPs per example"],
-                        horizontal_spacing=0.16)  # fmt: skip
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["parameters", "forward FLOPs per example"], horizontal_spacing=0.16
+    )
     first = results.drop_duplicates(["model", "depth"]).sort_values("depth") if len(results) else results
     for i, model in enumerate(_models(first)):
         rows = first[first.model == model]
         for col, column in ((1, "params"), (2, "flops")):
             fig.add_trace(
-                go.Bar(x=rows.depth.astype(str), y=rows[column], name=_label(model), legendgroup=model,
-                       showlegend=col == 1, marker_color=color(model, i),
-                       hovertemplate="depth %{x}: %{y:,.0f}<extra>" + _label(model) + "</extra>"),
-                row=1, col=col,
-            )  # fmt: skip
+                go.Bar(
+                    x=rows.depth.astype(str),
+                    y=rows[column],
+                    name=_label(model),
+                    legendgroup=model,
+                    showlegend=col == 1,
+                    marker_color=color(model, i),
+                    hovertemplate="depth %{x}: %{y:,.0f}<extra>" + _label(model) + "</extra>",
+                ),
+                row=1,
+                col=col,
+            )
     spans = [first[c].max() / first[c].min() for c in ("params", "flops") if len(first) and first[c].min() > 0]
     log_y = bool(spans) and max(spans) > LOG_SPAN
     y_title = "parameters" + (" (log)" if log_y else "")

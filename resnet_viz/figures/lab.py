@@ -55,9 +55,11 @@ def loss_figure(
     _mark_skip_events(fig, skip_events, labels)
     if fork_step:
         fig.add_vline(
-            x=fork_step, line={"color": "#555555", "dash": "dash", "width": 1.5},
-            annotation_text="your copy from here", annotation_position="bottom right",
-        )  # fmt: skip
+            x=fork_step,
+            line={"color": "#555555", "dash": "dash", "width": 1.5},
+            annotation_text="your copy from here",
+            annotation_position="bottom right",
+        )
     for key, step in (diverged or {}).items():
         fig.add_vline(
             x=step, line={"color": color(key), "width": 2}, annotation_text=f"{labels.get(key, key)} diverged"
@@ -165,8 +167,12 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
     """
     binned = layers[layers.metric == f"{metric}_binned"]
     keys = list(labels)
-    grids = {k: _log_grid(binned[binned.model == k], True) if len(binned) else
-             _log_grid(layers[(layers.metric == metric) & (layers.model == k)], False) for k in keys}  # fmt: skip
+    grids = {
+        k: _log_grid(binned[binned.model == k], True)
+        if len(binned)
+        else _log_grid(layers[(layers.metric == metric) & (layers.model == k)], False)
+        for k in keys
+    }
     fig = make_subplots(
         rows=1, cols=len(keys), shared_yaxes=False, subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.12
     )

@@ -89,17 +89,28 @@ def interpolation_figure(results: Mapping[str, NetLandscape]) -> go.Figure:
         if line is None:
             continue
         for name, loss, dash in (("training", line.train_loss, "solid"), ("validation", line.val_loss, "dash")):
-            fig.add_trace(go.Scatter(
-                x=line.t, y=loss, mode="lines+markers", name=f"{r.label}: {name}", marker={"size": 4},
-                line={"color": color(key, index), "dash": dash},
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=line.t,
+                    y=loss,
+                    mode="lines+markers",
+                    name=f"{r.label}: {name}",
+                    marker={"size": 4},
+                    line={"color": color(key, index), "dash": dash},
+                )
+            )
             values.append(loss[np.isfinite(loss)])
     finite = np.concatenate(values) if values else np.array([])
     log = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > LOG_SPAN
     for t, text in ((0.0, "initial"), (1.0, "trained")):
         fig.add_vline(x=t, line={"color": "#999999", "dash": "dot", "width": 1}, annotation_text=text)
-    return layout(fig, "Loss on the straight line from the initial to the trained weights",
-                  "t (0 = initial weights, 1 = trained weights)", "cross-entropy loss (nats)", log_y=log)  # fmt: skip
+    return layout(
+        fig,
+        "Loss on the straight line from the initial to the trained weights",
+        "t (0 = initial weights, 1 = trained weights)",
+        "cross-entropy loss (nats)",
+        log_y=log,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,19 +121,42 @@ def contour_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
     """Contours of the loss around each net's trained weights (the centre), one panel per net, one colour scale."""
     keys = _keys(results)
     scale = scale or loss_scale([results[k].surface for k in keys])
-    fig = make_subplots(rows=1, cols=max(1, len(keys)), subplot_titles=[results[k].label for k in keys],
-                        horizontal_spacing=0.08)  # fmt: skip
+    fig = make_subplots(
+        rows=1, cols=max(1, len(keys)), subplot_titles=[results[k].label for k in keys], horizontal_spacing=0.08
+    )
     for col, key in enumerate(keys, start=1):
         s = results[key].surface
-        fig.add_trace(go.Contour(
-            x=s.alphas, y=s.betas, z=scale.shown(s.loss), coloraxis="coloraxis", name=results[key].label,
-            contours={"coloring": "heatmap", "showlines": True}, line={"width": 0.5, "color": "rgba(255,255,255,0.5)"},
-            hovertemplate="direction 1: %{x:.2f}<br>direction 2: %{y:.2f}<br>shown value: %{z:.3g}<extra></extra>",
-        ), row=1, col=col)  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=[0.0], y=[0.0], mode="markers", name=f"{results[key].label}: trained weights", showlegend=False,
-            marker={"symbol": "x", "size": 11, "color": "white", "line": {"color": color(key, col - 1), "width": 2}},
-        ), row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Contour(
+                x=s.alphas,
+                y=s.betas,
+                z=scale.shown(s.loss),
+                coloraxis="coloraxis",
+                name=results[key].label,
+                contours={"coloring": "heatmap", "showlines": True},
+                line={"width": 0.5, "color": "rgba(255,255,255,0.5)"},
+                hovertemplate="direction 1: %{x:.2f}<br>direction 2: %{y:.2f}<br>shown value: %{z:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[0.0],
+                y=[0.0],
+                mode="markers",
+                name=f"{results[key].label}: trained weights",
+                showlegend=False,
+                marker={
+                    "symbol": "x",
+                    "size": 11,
+                    "color": "white",
+                    "line": {"color": color(key, col - 1), "width": 2},
+                },
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="direction 1 (filter-normalised)", row=1, col=col)
         fig.update_yaxes(title_text="direction 2 (filter-normalised)" if col == 1 else "", row=1, col=col)
     fig.update_layout(coloraxis=_coloraxis(scale))
@@ -136,20 +170,40 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
     """The same surfaces in 3-D, side by side, with the same z range and colour scale."""
     keys = _keys(results)
     scale = scale or loss_scale([results[k].surface for k in keys])
-    fig = make_subplots(rows=1, cols=max(1, len(keys)), specs=[[{"type": "surface"}] * max(1, len(keys))],
-                        subplot_titles=[results[k].label for k in keys], horizontal_spacing=0.02)  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(keys)),
+        specs=[[{"type": "surface"}] * max(1, len(keys))],
+        subplot_titles=[results[k].label for k in keys],
+        horizontal_spacing=0.02,
+    )
     for col, key in enumerate(keys, start=1):
         s = results[key].surface
-        fig.add_trace(go.Surface(
-            x=s.alphas, y=s.betas, z=scale.shown(s.loss), coloraxis="coloraxis", name=results[key].label,
-            hovertemplate="direction 1: %{x:.2f}<br>direction 2: %{y:.2f}<br>shown value: %{z:.3g}<extra></extra>",
-        ), row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Surface(
+                x=s.alphas,
+                y=s.betas,
+                z=scale.shown(s.loss),
+                coloraxis="coloraxis",
+                name=results[key].label,
+                hovertemplate="direction 1: %{x:.2f}<br>direction 2: %{y:.2f}<br>shown value: %{z:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
         scene = "scene" if col == 1 else f"scene{col}"
-        fig.update_layout({scene: {
-            "xaxis": {"title": {"text": "direction 1"}}, "yaxis": {"title": {"text": "direction 2"}},
-            "zaxis": scale.axis(), "camera": {"eye": {"x": 1.5, "y": 1.5, "z": 0.9}},
-            "aspectmode": "manual", "aspectratio": {"x": 1, "y": 1, "z": 0.7},
-        }})  # fmt: skip
+        fig.update_layout(
+            {
+                scene: {
+                    "xaxis": {"title": {"text": "direction 1"}},
+                    "yaxis": {"title": {"text": "direction 2"}},
+                    "zaxis": scale.axis(),
+                    "camera": {"eye": {"x": 1.5, "y": 1.5, "z": 0.9}},
+                    "aspectmode": "manual",
+                    "aspectratio": {"x": 1, "y": 1, "z": 0.7},
+                }
+            }
+        )
     fig.update_layout(coloraxis=_coloraxis(scale))
     return layout(fig, "The loss surfaces in 3-D (same z range and colours for both nets)", "", "", height=520)
 
@@ -167,22 +221,43 @@ def trajectory_figure(results: Mapping[str, NetLandscape]) -> go.Figure:
     for col, key in enumerate(keys, start=1):
         tr = results[key].trajectory
         s = tr.surface
-        fig.add_trace(go.Contour(
-            x=s.alphas, y=s.betas, z=scale.shown(s.loss), coloraxis="coloraxis", name=f"{results[key].label}: loss",
-            contours={"coloring": "heatmap", "showlines": True}, line={"width": 0.5, "color": "rgba(255,255,255,0.5)"},
-            hovertemplate="PC1: %{x:.3g}<br>PC2: %{y:.3g}<br>shown value: %{z:.3g}<extra></extra>",
-        ), row=1, col=col)  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=tr.coords[:, 0], y=tr.coords[:, 1], mode="lines+markers", name=f"{results[key].label}: path",
-            text=[f"step {s}" for s in tr.steps], hovertemplate="%{text}<extra></extra>",
-            line={"color": color(key, col - 1), "width": 3},
-            marker={"size": [12] + [7] * (len(tr.steps) - 2) + [12], "color": color(key, col - 1),
+        fig.add_trace(
+            go.Contour(
+                x=s.alphas,
+                y=s.betas,
+                z=scale.shown(s.loss),
+                coloraxis="coloraxis",
+                name=f"{results[key].label}: loss",
+                contours={"coloring": "heatmap", "showlines": True},
+                line={"width": 0.5, "color": "rgba(255,255,255,0.5)"},
+                hovertemplate="PC1: %{x:.3g}<br>PC2: %{y:.3g}<br>shown value: %{z:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=tr.coords[:, 0],
+                y=tr.coords[:, 1],
+                mode="lines+markers",
+                name=f"{results[key].label}: path",
+                text=[f"step {s}" for s in tr.steps],
+                hovertemplate="%{text}<extra></extra>",
+                line={"color": color(key, col - 1), "width": 3},
+                marker={
+                    "size": [12] + [7] * (len(tr.steps) - 2) + [12],
+                    "color": color(key, col - 1),
                     "symbol": ["circle-open"] + ["circle"] * (len(tr.steps) - 2) + ["x"],
-                    "line": {"color": "white", "width": 1}},
-        ), row=1, col=col)  # fmt: skip
+                    "line": {"color": "white", "width": 1},
+                },
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_layout(coloraxis=_coloraxis(scale))
-    layout(fig, "Training path from the initial weights (open circle) to the trained weights (x)", "PC1", "PC2",
-           height=480)  # fmt: skip
+    layout(
+        fig, "Training path from the initial weights (open circle) to the trained weights (x)", "PC1", "PC2", height=480
+    )
     for col, key in enumerate(keys, start=1):  # after `layout`, which titles every axis alike
         e1, e2 = results[key].trajectory.explained
         fig.update_xaxes(title_text=f"PC1 ({e1:.1%} of variance)", row=1, col=col)
@@ -204,15 +279,25 @@ def curvature_figure(results: Mapping[str, NetLandscape]) -> go.Figure:
             continue
         y = [c.lambda_max, abs(c.lambda_min)]
         values += [v for v in y if v > 0]
-        fig.add_trace(go.Bar(
-            x=["λ_max", "|λ_min| (λ_min < 0)" if c.lambda_min < 0 else "λ_min (≥ 0)"], y=y,
-            name=f"{r.label}: |λ_min / λ_max| = {c.ratio:.3f}", marker={"color": color(key, index)},
-            text=[f"{c.lambda_max:.3g}", f"{c.lambda_min:.3g}"], textposition="outside",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                x=["λ_max", "|λ_min| (λ_min < 0)" if c.lambda_min < 0 else "λ_min (≥ 0)"],
+                y=y,
+                name=f"{r.label}: |λ_min / λ_max| = {c.ratio:.3f}",
+                marker={"color": color(key, index)},
+                text=[f"{c.lambda_max:.3g}", f"{c.lambda_min:.3g}"],
+                textposition="outside",
+            )
+        )
     log = bool(values) and max(values) / max(min(values), 1e-300) > LOG_SPAN
     fig.update_layout(barmode="group")
-    return layout(fig, "Extreme Hessian eigenvalues at the trained weights (Lanczos)", "eigenvalue",
-                  "magnitude (loss per unit² of weight change)", log_y=log)  # fmt: skip
+    return layout(
+        fig,
+        "Extreme Hessian eigenvalues at the trained weights (Lanczos)",
+        "eigenvalue",
+        "magnitude (loss per unit² of weight change)",
+        log_y=log,
+    )
 
 
 def summary_table(results: Mapping[str, NetLandscape], cached: set[str] | None = None) -> pd.DataFrame:
@@ -221,11 +306,19 @@ def summary_table(results: Mapping[str, NetLandscape], cached: set[str] | None =
     for key, r in results.items():
         s = r.summary()
         explained = s["trajectory_explained"]
-        rows.append({
-            "model": r.label, "step": r.step, "loss at trained weights": s["trained_loss"],
-            "lowest loss on the grid": s["surface_min"], "local minima on the grid": s["local_minima"],
-            "not explained by a quadratic bowl": s["non_quadratic"], "λ_max": s["lambda_max"], "λ_min": s["lambda_min"],
-            "|λ_min / λ_max|": s["ratio"], "path variance in PC1+PC2": sum(explained) if explained else None,
-            "source": "run store" if cached and key in cached else f"computed in {r.seconds:.1f} s",
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": r.label,
+                "step": r.step,
+                "loss at trained weights": s["trained_loss"],
+                "lowest loss on the grid": s["surface_min"],
+                "local minima on the grid": s["local_minima"],
+                "not explained by a quadratic bowl": s["non_quadratic"],
+                "λ_max": s["lambda_max"],
+                "λ_min": s["lambda_min"],
+                "|λ_min / λ_max|": s["ratio"],
+                "path variance in PC1+PC2": sum(explained) if explained else None,
+                "source": "run store" if cached and key in cached else f"computed in {r.seconds:.1f} s",
+            }
+        )
     return pd.DataFrame(rows)

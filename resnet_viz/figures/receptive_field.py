@@ -299,11 +299,17 @@ def overlay_figure(
         refs = {"xref": f"x{axis}", "yref": f"y{axis}"}
         fig.add_trace(
             go.Heatmap(
-                z=img, x=np.arange(width), y=np.arange(height), colorscale="gray", showscale=False,
-                name="image", hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra>image</extra>",
+                z=img,
+                x=np.arange(width),
+                y=np.arange(height),
+                colorscale="gray",
+                showscale=False,
+                name="image",
+                hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra>image</extra>",
             ),
-            row=1, col=col,
-        )  # fmt: skip
+            row=1,
+            col=col,
+        )
         dr, dc = erf_offset(result, info)
         erf = np.nan_to_num(np.asarray(result.map, dtype=float))
         peak = erf.max()
@@ -329,22 +335,40 @@ def overlay_figure(
                 continue
             r = int(radius)
             square = (cy - r, cx - r, cy + r, cx + r)
-            fig.add_shape(type="rect", **_rect(square), line={"color": hue, "width": 2,
-                          "dash": "dot" if level > 0.5 else "solid"}, **refs)  # fmt: skip
+            fig.add_shape(
+                type="rect",
+                **_rect(square),
+                line={"color": hue, "width": 2, "dash": "dot" if level > 0.5 else "solid"},
+                **refs,
+            )
             extent = _grow(extent, square)
-        fig.add_shape(type="rect", **_rect(info.region), line={"color": THEORY_COLOR, "width": 2, "dash": "dash"},
-                      **refs)  # fmt: skip
+        fig.add_shape(
+            type="rect", **_rect(info.region), line={"color": THEORY_COLOR, "width": 2, "dash": "dash"}, **refs
+        )
         extent = _grow(extent, info.region)
         fig.add_annotation(
-            text=f"theoretical {info.size} px", x=info.region[1] - 0.5, y=info.region[0] - 0.5, xanchor="left",
-            yanchor="bottom", showarrow=False, font={"size": 11, "color": THEORY_COLOR}, **refs,
-        )  # fmt: skip
-        fig.add_shape(type="rect", **_rect((0, 0, height - 1, width - 1)), line={"color": "#009E73", "width": 2},
-                      **refs)  # fmt: skip
+            text=f"theoretical {info.size} px",
+            x=info.region[1] - 0.5,
+            y=info.region[0] - 0.5,
+            xanchor="left",
+            yanchor="bottom",
+            showarrow=False,
+            font={"size": 11, "color": THEORY_COLOR},
+            **refs,
+        )
+        fig.add_shape(
+            type="rect", **_rect((0, 0, height - 1, width - 1)), line={"color": "#009E73", "width": 2}, **refs
+        )
         fig.add_annotation(
-            text=f"image {height}×{width}", x=width - 0.5, y=height - 0.5, xanchor="right", yanchor="top",
-            showarrow=False, font={"size": 11, "color": "#009E73"}, **refs,
-        )  # fmt: skip
+            text=f"image {height}×{width}",
+            x=width - 0.5,
+            y=height - 0.5,
+            xanchor="right",
+            yanchor="top",
+            showarrow=False,
+            font={"size": 11, "color": "#009E73"},
+            **refs,
+        )
     fig = layout(
         fig,
         "To scale: each model's ERF over a test image (outside the green edge is padding)",
@@ -355,11 +379,25 @@ def overlay_figure(
     pad = 1.5
     for col in range(1, len(keys) + 1):
         axis = "" if col == 1 else str(col)
-        fig.update_xaxes(range=[extent[1] - pad, extent[3] + pad], constrain="domain", showgrid=False,
-                         zeroline=False, title_text="image column (px)", row=1, col=col)  # fmt: skip
-        fig.update_yaxes(range=[extent[2] + pad, extent[0] - pad], scaleanchor=f"x{axis}", constrain="domain",
-                         showgrid=False, zeroline=False, title_text="image row (px)" if col == 1 else "", row=1,
-                         col=col)  # fmt: skip
+        fig.update_xaxes(
+            range=[extent[1] - pad, extent[3] + pad],
+            constrain="domain",
+            showgrid=False,
+            zeroline=False,
+            title_text="image column (px)",
+            row=1,
+            col=col,
+        )
+        fig.update_yaxes(
+            range=[extent[2] + pad, extent[0] - pad],
+            scaleanchor=f"x{axis}",
+            constrain="domain",
+            showgrid=False,
+            zeroline=False,
+            title_text="image row (px)" if col == 1 else "",
+            row=1,
+            col=col,
+        )
     fig.update_layout(plot_bgcolor="#F2F2F2", showlegend=False)
     return fig
 

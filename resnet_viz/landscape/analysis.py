@@ -59,19 +59,36 @@ class LandscapeConfig:
 
     def validate(self) -> LandscapeConfig:
         checks = [
-            ("grid", isinstance(self.grid, int) and 5 <= self.grid <= 101 and self.grid % 2 == 1,
-             "an odd integer from 5 to 101"),
-            ("span", isinstance(self.span, int | float) and 0 < self.span <= 10 and math.isfinite(self.span),
-             "a number in (0, 10]"),
-            ("examples", isinstance(self.examples, int) and 10 <= self.examples <= 20000,
-             "an integer from 10 to 20000"),
-            ("trajectory_grid", isinstance(self.trajectory_grid, int) and 5 <= self.trajectory_grid <= 51
-             and self.trajectory_grid % 2 == 1, "an odd integer from 5 to 51"),
-            ("hessian_iterations", isinstance(self.hessian_iterations, int) and 2 <= self.hessian_iterations <= 200,
-             "an integer from 2 to 200"),
+            (
+                "grid",
+                isinstance(self.grid, int) and 5 <= self.grid <= 101 and self.grid % 2 == 1,
+                "an odd integer from 5 to 101",
+            ),
+            (
+                "span",
+                isinstance(self.span, int | float) and 0 < self.span <= 10 and math.isfinite(self.span),
+                "a number in (0, 10]",
+            ),
+            (
+                "examples",
+                isinstance(self.examples, int) and 10 <= self.examples <= 20000,
+                "an integer from 10 to 20000",
+            ),
+            (
+                "trajectory_grid",
+                isinstance(self.trajectory_grid, int)
+                and 5 <= self.trajectory_grid <= 51
+                and self.trajectory_grid % 2 == 1,
+                "an odd integer from 5 to 51",
+            ),
+            (
+                "hessian_iterations",
+                isinstance(self.hessian_iterations, int) and 2 <= self.hessian_iterations <= 200,
+                "an integer from 2 to 200",
+            ),
             ("seed", isinstance(self.seed, int) and 0 <= self.seed < 2**31, "an integer from 0 to 2^31-1"),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             if not ok:
                 raise ConfigError(name, f"must be {allowed}; got {getattr(self, name)!r}")
@@ -124,8 +141,9 @@ class Target:
 
 def _json_floats(values: np.ndarray) -> list:
     """Nested lists with None for non-finite values (strict JSON has no NaN or infinity)."""
-    return [_json_floats(v) for v in values] if values.ndim > 1 else [float(v) if np.isfinite(v) else None
-                                                                       for v in values]  # fmt: skip
+    return (
+        [_json_floats(v) for v in values] if values.ndim > 1 else [float(v) if np.isfinite(v) else None for v in values]
+    )
 
 
 def _array(values: Any) -> np.ndarray:
@@ -202,33 +220,58 @@ class NetLandscape:
         s, c, tr = self.surface, self.curvature, self.trajectory
         finite = s.loss[np.isfinite(s.loss)]
         return {
-            "label": self.label, "step": self.step, "trained_loss": s.trained_loss,
+            "label": self.label,
+            "step": self.step,
+            "trained_loss": s.trained_loss,
             "centre_loss": _nan_none(s.loss[len(s.betas) // 2, len(s.alphas) // 2]),
             "surface_min": _nan_none(finite.min() if finite.size else np.nan),
             "surface_max": _nan_none(finite.max() if finite.size else np.nan),
-            "local_minima": s.local_minima, "non_quadratic": _nan_none(s.non_quadratic),
-            "lambda_max": c.lambda_max if c else None, "lambda_min": c.lambda_min if c else None,
+            "local_minima": s.local_minima,
+            "non_quadratic": _nan_none(s.non_quadratic),
+            "lambda_max": c.lambda_max if c else None,
+            "lambda_min": c.lambda_min if c else None,
             "ratio": _nan_none(c.ratio) if c else None,
-            "trajectory_explained": list(tr.explained) if tr else None, "notes": self.notes,
+            "trajectory_explained": list(tr.explained) if tr else None,
+            "notes": self.notes,
             "seconds": self.seconds,
-        }  # fmt: skip
+        }
 
     def to_dict(self) -> dict[str, Any]:
         def surface(s: Surface) -> dict[str, Any]:
-            return {"alphas": _json_floats(s.alphas), "betas": _json_floats(s.betas), "loss": _json_floats(s.loss),
-                    "trained_loss": _nan_none(s.trained_loss)}  # fmt: skip
+            return {
+                "alphas": _json_floats(s.alphas),
+                "betas": _json_floats(s.betas),
+                "loss": _json_floats(s.loss),
+                "trained_loss": _nan_none(s.trained_loss),
+            }
 
         i, c, tr = self.interpolation, self.curvature, self.trajectory
         return {
-            "key": self.key, "label": self.label, "step": self.step, "surface": surface(self.surface),
-            "interpolation": None if i is None else {"t": _json_floats(i.t), "train_loss": _json_floats(i.train_loss),
-                                                     "val_loss": _json_floats(i.val_loss)},
-            "curvature": None if c is None else {"lambda_max": c.lambda_max, "lambda_min": c.lambda_min,
-                                                 "products": c.products},
-            "trajectory": None if tr is None else {"steps": tr.steps, "coords": _json_floats(tr.coords),
-                                                   "explained": list(tr.explained), "surface": surface(tr.surface)},
-            "notes": self.notes, "seconds": self.seconds,
-        }  # fmt: skip
+            "key": self.key,
+            "label": self.label,
+            "step": self.step,
+            "surface": surface(self.surface),
+            "interpolation": None
+            if i is None
+            else {
+                "t": _json_floats(i.t),
+                "train_loss": _json_floats(i.train_loss),
+                "val_loss": _json_floats(i.val_loss),
+            },
+            "curvature": None
+            if c is None
+            else {"lambda_max": c.lambda_max, "lambda_min": c.lambda_min, "products": c.products},
+            "trajectory": None
+            if tr is None
+            else {
+                "steps": tr.steps,
+                "coords": _json_floats(tr.coords),
+                "explained": list(tr.explained),
+                "surface": surface(tr.surface),
+            },
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetLandscape:
@@ -243,16 +286,27 @@ class NetLandscape:
 
         i, c, tr = d["interpolation"], d["curvature"], d["trajectory"]
         return cls(
-            key=str(d["key"]), label=str(d["label"]), step=int(d["step"]), surface=surface(d["surface"]),
-            interpolation=None if i is None else Interpolation(_array(i["t"]), _array(i["train_loss"]),
-                                                               _array(i["val_loss"])),
-            curvature=None if c is None else Curvature(float(c["lambda_max"]), float(c["lambda_min"]),
-                                                       int(c["products"])),
-            trajectory=None if tr is None else Trajectory([int(s) for s in tr["steps"]], _array(tr["coords"]),
-                                                          tuple(float(e) for e in tr["explained"]),
-                                                          surface(tr["surface"])),
-            notes={str(k): str(v) for k, v in d["notes"].items()}, seconds=float(d["seconds"]),
-        )  # fmt: skip
+            key=str(d["key"]),
+            label=str(d["label"]),
+            step=int(d["step"]),
+            surface=surface(d["surface"]),
+            interpolation=None
+            if i is None
+            else Interpolation(_array(i["t"]), _array(i["train_loss"]), _array(i["val_loss"])),
+            curvature=None
+            if c is None
+            else Curvature(float(c["lambda_max"]), float(c["lambda_min"]), int(c["products"])),
+            trajectory=None
+            if tr is None
+            else Trajectory(
+                [int(s) for s in tr["steps"]],
+                _array(tr["coords"]),
+                tuple(float(e) for e in tr["explained"]),
+                surface(tr["surface"]),
+            ),
+            notes={str(k): str(v) for k, v in d["notes"].items()},
+            seconds=float(d["seconds"]),
+        )
 
 
 def _nan_none(value: float) -> float | None:
@@ -299,8 +353,9 @@ class Progress:
 class NetAnalysis:
     """The four computations for one net, on a deep copy of it, each filling `result` as it goes."""
 
-    def __init__(self, target: Target, dataset: Dataset, config: LandscapeConfig, device: torch.device,
-                 progress: Progress) -> None:  # fmt: skip
+    def __init__(
+        self, target: Target, dataset: Dataset, config: LandscapeConfig, device: torch.device, progress: Progress
+    ) -> None:
         self.target, self.config, self.progress = target, config, progress
         model = copy.deepcopy(target.model).to(device).eval()
         n = min(config.examples, len(dataset.y_train))
@@ -402,8 +457,9 @@ class NetAnalysis:
             width = max(a1 - a0, b1 - b0)
             (a0, a1), (b0, b1) = _widen(a0, a1, width), _widen(b0, b1, width)
         n = self.config.trajectory_grid
-        surface = Surface(np.linspace(a0, a1, n), np.linspace(b0, b1, n), np.full((n, n), np.nan),
-                          self.result.surface.trained_loss)  # fmt: skip
+        surface = Surface(
+            np.linspace(a0, a1, n), np.linspace(b0, b1, n), np.full((n, n), np.nan), self.result.surface.trained_loss
+        )
         steps = [s.step for s in self.path] + [self.target.step]
         with self.progress.lock:
             self.result.trajectory = Trajectory(steps, plane.coords, plane.explained, surface)

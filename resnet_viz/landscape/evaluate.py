@@ -53,8 +53,14 @@ class Objective:
     over its batch (cross-entropy by default), so batches combine by their share of the examples.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Criterion = F.cross_entropy,
-                 chunk: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        criterion: Criterion = F.cross_entropy,
+        chunk: int | None = None,
+    ) -> None:
         self.model = model.eval()
         first = next(model.parameters(), None)
         self.device = first.device if first is not None else torch.device("cpu")
@@ -122,8 +128,9 @@ def evaluate_points(
         for start in range(0, len(coefficients), objective.chunk):
             if stop is not None and stop.is_set():
                 break
-            coeffs = torch.as_tensor(coefficients[start : start + objective.chunk], dtype=torch.float32,
-                                     device=objective.device)  # fmt: skip
+            coeffs = torch.as_tensor(
+                coefficients[start : start + objective.chunk], dtype=torch.float32, device=objective.device
+            )
             if len(coeffs) == 1:
                 point = {n: _combine(base[n], [d[n] for d in dirs], coeffs[0]) for n in moving}
                 values = objective.loss({**fixed, **point}).reshape(1)

@@ -48,8 +48,14 @@ class LandscapeTask(Task):
 
     name = "landscape"
 
-    def __init__(self, targets: list[Target], data: DataConfig, config: LandscapeConfig,
-                 store: RunStore | None = None, threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        targets: list[Target],
+        data: DataConfig,
+        config: LandscapeConfig,
+        store: RunStore | None = None,
+        threads: int | None = None,
+    ) -> None:
         super().__init__()
         self.targets, self.data, self.config, self.store = targets, data, config.validate(), store
         # Half the cores by default: a training job of the same server keeps the rest.

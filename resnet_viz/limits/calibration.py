@@ -46,8 +46,15 @@ def reliability_table(probs: torch.Tensor, labels: torch.Tensor, bins: int = BIN
     for b in range(bins):
         inside = index == b
         n = int(inside.sum())
-        rows.append([edges[b], edges[b + 1], n, conf[inside].mean() if n else math.nan,
-                     correct[inside].mean() if n else math.nan])  # fmt: skip
+        rows.append(
+            [
+                edges[b],
+                edges[b + 1],
+                n,
+                conf[inside].mean() if n else math.nan,
+                correct[inside].mean() if n else math.nan,
+            ]
+        )
     return pd.DataFrame(rows, columns=["lower", "upper", "count", "confidence", "accuracy"])
 
 

@@ -60,8 +60,9 @@ def tables_for(args: argparse.Namespace, configs: Configs) -> dict[str, pd.DataF
             return {"global_reasoning": global_reasoning_table(task.view().runs)}
         table = init_table(task.view().runs)
         return {"runs": table, "summary": init_summary(table)}
-    run = service.fetch(RunRequest({"plain": model.with_skip(False), "residual": model.with_skip(True)}, train, data),
-                        "cli")  # fmt: skip
+    run = service.fetch(
+        RunRequest({"plain": model.with_skip(False), "residual": model.with_skip(True)}, train, data), "cli"
+    )
     if run is None:
         raise ConfigError("runs", "the plain/residual pair did not finish training")
     models, dataset = {k: run.model(k) for k in run.configs}, load_dataset(data)

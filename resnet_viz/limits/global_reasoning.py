@@ -81,6 +81,7 @@ def global_reasoning_table(runs: Sequence[tuple[GridPoint, StoredRun]]) -> pd.Da
         for key in run.configs:
             model = analysis_copy(run.model(key))
             acc = accuracy(logits_of(model, data.x_test), data.y_test)
-            rows.append({**dict(point.label), "model": key, "test_acc": acc,
-                         **field_shares(model, run.data.input_size)})  # fmt: skip
+            rows.append(
+                {**dict(point.label), "model": key, "test_acc": acc, **field_shares(model, run.data.input_size)}
+            )
     return pd.DataFrame(rows)

@@ -26,8 +26,12 @@ from ..training import TrainConfig
 from .runs import GridPoint
 
 SCHEMES: tuple[tuple[str, float], ...] = (
-    ("kaiming", 0.5), ("kaiming", 1.0), ("kaiming", 2.0), ("xavier", 1.0), ("pytorch", 1.0),
-)  # fmt: skip
+    ("kaiming", 0.5),
+    ("kaiming", 1.0),
+    ("kaiming", 2.0),
+    ("xavier", 1.0),
+    ("pytorch", 1.0),
+)
 FAIL_SHARE = 0.9  # a final training loss >= 90% of the chance loss ln(classes) counts as a failure
 
 
@@ -61,14 +65,24 @@ def init_table(runs: Sequence[tuple[GridPoint, StoredRun]]) -> pd.DataFrame:
         for model, s in run.summaries.items():
             loss = float(s["final_train_loss"])
             failed = s["status"] != "finished" or not np.isfinite(loss) or loss >= FAIL_SHARE * chance
-            rows.append({**dict(point.label), "model": model, "status": s["status"], "final_train_loss": loss,
-                         "failed": bool(failed)})  # fmt: skip
+            rows.append(
+                {
+                    **dict(point.label),
+                    "model": model,
+                    "status": s["status"],
+                    "final_train_loss": loss,
+                    "failed": bool(failed),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def init_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per scheme and model: runs, failure fraction, and the median, min and max final training loss."""
     return table.groupby(["scheme", "model"], as_index=False, sort=False).agg(
-        runs=("failed", "size"), fail_fraction=("failed", "mean"), median_loss=("final_train_loss", "median"),
-        min_loss=("final_train_loss", "min"), max_loss=("final_train_loss", "max"),
-    )  # fmt: skip
+        runs=("failed", "size"),
+        fail_fraction=("failed", "mean"),
+        median_loss=("final_train_loss", "median"),
+        min_loss=("final_train_loss", "min"),
+        max_loss=("final_train_loss", "max"),
+    )

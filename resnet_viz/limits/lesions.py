@@ -213,8 +213,11 @@ def path_gradients(
         mask = torch.stack(masks).to(device)
         norms = []
         for chunk in mask.split(max(1, EVAL_BATCH // len(y))):
-            norms.append(_path_grad_norms(model, _tile(x, len(chunk)), y.repeat(len(chunk)),
-                                          chunk.repeat_interleave(len(y), dim=0)))  # fmt: skip
+            norms.append(
+                _path_grad_norms(
+                    model, _tile(x, len(chunk)), y.repeat(len(chunk)), chunk.repeat_interleave(len(y), dim=0)
+                )
+            )
         per_example = torch.cat(norms).view(len(masks), len(y)).mean(1).cpu().numpy()
         frame = pd.DataFrame({"length": lengths, "grad_norm": per_example}).groupby("length", as_index=False).mean()
         frame["paths"] = [float(math.comb(n, int(k))) for k in frame.length]

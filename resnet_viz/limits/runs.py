@@ -68,5 +68,12 @@ class GridTask(Task):
 
     def view(self) -> GridView:
         with self._lock:
-            return GridView(self.status, self.message, len(self._runs), len(self.points), self._step,
-                            self._total_steps, list(self._runs))  # fmt: skip
+            return GridView(
+                self.status,
+                self.message,
+                len(self._runs),
+                len(self.points),
+                self._step,
+                self._total_steps,
+                list(self._runs),
+            )

@@ -285,4 +285,3 @@ class LiveRun(Task):
             save_error=self.save_error,
             version=version,
         )
-

@@ -60,11 +60,23 @@ class Replay:
         step = max((s.step for s in states.values()), default=0)
         per_epoch = run.steps_per_epoch
         return RunView(
-            id=run.key, status="finished", message="", step=step, total_steps=per_epoch * run.train.epochs,
-            steps_per_epoch=per_epoch, steps_per_second=0.0, eta_seconds=0.0, queue_position=0,
-            queue_wait_seconds=0.0, states=states, skip_events=list(run.skip_events), steps=tables.steps_frame(),
-            layers=tables.layers_frame(), viewers=0, saved=True,
-        )  # fmt: skip
+            id=run.key,
+            status="finished",
+            message="",
+            step=step,
+            total_steps=per_epoch * run.train.epochs,
+            steps_per_epoch=per_epoch,
+            steps_per_second=0.0,
+            eta_seconds=0.0,
+            queue_position=0,
+            queue_wait_seconds=0.0,
+            states=states,
+            skip_events=list(run.skip_events),
+            steps=tables.steps_frame(),
+            layers=tables.layers_frame(),
+            viewers=0,
+            saved=True,
+        )
 
     def view(self) -> RunView:
         return self._view
@@ -287,4 +299,3 @@ class RunService:
     def live_runs(self) -> list[LiveRun]:
         with self._lock:
             return list(self._by_id.values())
-

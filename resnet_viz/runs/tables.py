@@ -65,11 +65,20 @@ class _ModelColumns:
         nan = float("nan")
         self.scalars.append(
             np.array(
-                [r.step, r.epoch, r.lr, r.loss, r.acc, r.skip_scale, r.seconds,
-                 nan if r.val_loss is None else r.val_loss, nan if r.val_acc is None else r.val_acc],
+                [
+                    r.step,
+                    r.epoch,
+                    r.lr,
+                    r.loss,
+                    r.acc,
+                    r.skip_scale,
+                    r.seconds,
+                    nan if r.val_loss is None else r.val_loss,
+                    nan if r.val_acc is None else r.val_acc,
+                ],
                 dtype=np.float64,
             )
-        )  # fmt: skip
+        )
         self.probed.append(np.array([r.probes is not None]))
         for m, grow in self.probes.items():
             values = (r.probes or {}).get(m) or []
@@ -84,11 +93,18 @@ class _ModelColumns:
         if self.probed.data[i, 0]:
             probes = {m: self.probes[m].data[i, : self.lengths[m].data[i, 0]].tolist() for m in METRICS}
         return StepRecord(
-            model=model, step=int(v[0]), epoch=float(v[1]), lr=float(v[2]), loss=float(v[3]), acc=float(v[4]),
-            skip_scale=float(v[5]), seconds=float(v[6]),
-            val_loss=None if np.isnan(v[7]) else float(v[7]), val_acc=None if np.isnan(v[8]) else float(v[8]),
+            model=model,
+            step=int(v[0]),
+            epoch=float(v[1]),
+            lr=float(v[2]),
+            loss=float(v[3]),
+            acc=float(v[4]),
+            skip_scale=float(v[5]),
+            seconds=float(v[6]),
+            val_loss=None if np.isnan(v[7]) else float(v[7]),
+            val_acc=None if np.isnan(v[8]) else float(v[8]),
             probes=probes,
-        )  # fmt: skip
+        )
 
     def truncated(self, n: int) -> _ModelColumns:
         out = object.__new__(_ModelColumns)
@@ -233,15 +249,33 @@ class ChartTables:
         for key, t in self._models.items():
             steps, means = t.curve.means()
             frames.append(
-                pd.DataFrame({"model": key, "step": steps, "loss": means[:, 0], "acc": means[:, 1],
-                              "acc_smooth": means[:, 2], "val_loss": np.nan, "val_acc": np.nan})
-            )  # fmt: skip
+                pd.DataFrame(
+                    {
+                        "model": key,
+                        "step": steps,
+                        "loss": means[:, 0],
+                        "acc": means[:, 1],
+                        "acc_smooth": means[:, 2],
+                        "val_loss": np.nan,
+                        "val_acc": np.nan,
+                    }
+                )
+            )
             if t.val:
                 val = np.array(t.val, dtype=np.float64)
                 frames.append(
-                    pd.DataFrame({"model": key, "step": val[:, 0].astype(int), "loss": np.nan, "acc": np.nan,
-                                  "acc_smooth": np.nan, "val_loss": val[:, 2], "val_acc": val[:, 3]})
-                )  # fmt: skip
+                    pd.DataFrame(
+                        {
+                            "model": key,
+                            "step": val[:, 0].astype(int),
+                            "loss": np.nan,
+                            "acc": np.nan,
+                            "acc_smooth": np.nan,
+                            "val_loss": val[:, 2],
+                            "val_acc": val[:, 3],
+                        }
+                    )
+                )
         columns = ["model", "step", "loss", "acc", "acc_smooth", "val_loss", "val_acc"]
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

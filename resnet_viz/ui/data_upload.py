@@ -88,8 +88,12 @@ def upload_panel() -> None:
         "Images are kept at 32x32 and resized to the image size you choose. Stored data sets can be chosen as the "
         "lab's dataset."
     )
-    file = st.file_uploader("CSV of points or zip of image folders", type=["csv", "zip"], key="data.upload",
-                            max_upload_size=math.ceil(max(UPLOADS.zip_bytes, UPLOADS.csv_bytes) / 2**20))  # fmt: skip
+    file = st.file_uploader(
+        "CSV of points or zip of image folders",
+        type=["csv", "zip"],
+        key="data.upload",
+        max_upload_size=math.ceil(max(UPLOADS.zip_bytes, UPLOADS.csv_bytes) / 2**20),
+    )
     if file is not None and st.session_state.get(DONE_KEY) != file.file_id:
         st.session_state[DONE_KEY] = file.file_id
         try:
@@ -107,12 +111,22 @@ def upload_panel() -> None:
     infos = stored_datasets()
     if infos:
         st.dataframe(
-            pd.DataFrame([{"name": one_line(i.name, 40)[0], "kind": i.kind, "examples": i.size,
-                           "classes": ", ".join(f"{one_line(c, 24)[0]} ({n})" for c, n in zip(i.classes, i.counts,
-                                                                                             strict=True))[:300],
-                           "hash": i.digest[:12]} for i in infos]),
+            pd.DataFrame(
+                [
+                    {
+                        "name": one_line(i.name, 40)[0],
+                        "kind": i.kind,
+                        "examples": i.size,
+                        "classes": ", ".join(
+                            f"{one_line(c, 24)[0]} ({n})" for c, n in zip(i.classes, i.counts, strict=True)
+                        )[:300],
+                        "hash": i.digest[:12],
+                    }
+                    for i in infos
+                ]
+            ),
             hide_index=True,
-        )  # fmt: skip
+        )
     for name in FILE_DATASETS:
         if not registry.present(name):
             st.caption(f"To use {name}: " + safe_text(registry.where_to_put(name), 300))

@@ -26,8 +26,10 @@ def python_panel(cfg: LabConfig, run: LiveRun | Replay | None) -> None:
     """The script for the shown run (or the current setup), with copy (on the code) and download buttons."""
     if run is not None:
         request, events = run.request, _skip_events(run)
-        st.caption("Retrains the run shown below with the library: same configs, data and seed, so the same "
-                   "losses on a CPU with as many threads as the server gave it.")  # fmt: skip
+        st.caption(
+            "Retrains the run shown below with the library: same configs, data and seed, so the same "
+            "losses on a CPU with as many threads as the server gave it."
+        )
     else:
         request, events = None, []
         st.caption("Trains the setup above with the library, as the Train button would.")
@@ -41,13 +43,26 @@ def python_panel(cfg: LabConfig, run: LiveRun | Replay | None) -> None:
         return
     st.code(script, language="python")
     left, right, _ = st.columns([1, 1, 2])
-    left.download_button("Download script", script, "resnet_viz_run.py", "text/x-python", key="code.script",
-                         icon=":material/download:", on_click="ignore")  # fmt: skip
+    left.download_button(
+        "Download script",
+        script,
+        "resnet_viz_run.py",
+        "text/x-python",
+        key="code.script",
+        icon=":material/download:",
+        on_click="ignore",
+    )
     if data.name == UPLOAD:
-        right.download_button("Download data", lambda: registry.upload(data.upload).to_safetensors(),
-                              data_file_name(data.upload), "application/octet-stream", key="code.data",
-                              icon=":material/download:", on_click="ignore",
-                              help="the uploaded data set as safetensors: keep it beside the script")  # fmt: skip
+        right.download_button(
+            "Download data",
+            lambda: registry.upload(data.upload).to_safetensors(),
+            data_file_name(data.upload),
+            "application/octet-stream",
+            key="code.data",
+            icon=":material/download:",
+            on_click="ignore",
+            help="the uploaded data set as safetensors: keep it beside the script",
+        )
 
 
 def _bundle(run: LiveRun | Replay) -> bytes:
@@ -68,8 +83,15 @@ def model_panel(run: LiveRun | Replay | None) -> None:
     if run is None or not run.done or (isinstance(run, LiveRun) and run.trainer is None):
         st.caption("Train a run to the end to download its models.")
         return
-    st.download_button("Download model (zip)", lambda: _bundle(run), f"resnet_viz_models_{run.id[:8]}.zip",
-                       "application/zip", key="code.model", icon=":material/download:", on_click="ignore",
-                       help="<model>.safetensors (weights) and <model>.json (config, skip scale, classes) per model, "
-                       "and load_model.py")  # fmt: skip
+    st.download_button(
+        "Download model (zip)",
+        lambda: _bundle(run),
+        f"resnet_viz_models_{run.id[:8]}.zip",
+        "application/zip",
+        key="code.model",
+        icon=":material/download:",
+        on_click="ignore",
+        help="<model>.safetensors (weights) and <model>.json (config, skip scale, classes) per model, "
+        "and load_model.py",
+    )
     st.code("import torch\n" + LOAD_SNIPPET, language="python")

@@ -69,10 +69,14 @@ def skip_sliders(jobs: SessionJobs, run: LiveRun, view: RunView, labels: dict[st
             st.session_state[state_key] = current
         shared = " Others watch this run: moving it gives you your own copy from here." if view.viewers > 1 else ""
         alpha = col.slider(
-            f"Live skip scale α of {labels[key]}", 0.0, 1.0, step=0.05, key=state_key,
+            f"Live skip scale α of {labels[key]}",
+            0.0,
+            1.0,
+            step=0.05,
+            key=state_key,
             disabled=view.status not in ("running", "queued"),
             help="out = F(x) + α·x. Move it while training: the change is marked on the loss curve." + shared,
-        )  # fmt: skip
+        )
         if alpha != current:
             mine = jobs.service.set_skip_scale(run, jobs.viewer, key, alpha)
             if mine is not run:

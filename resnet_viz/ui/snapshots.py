@@ -70,19 +70,28 @@ def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
     if isinstance(run, Replay):
         stored = run.run
         return {
-            key: ChosenModel(key, model_label(key, cfg), cfg,
-                             _cached(stored.key, key, -1, lambda key=key: stored.model(key)),
-                             stored.states[key].step, seed, stored.key)
+            key: ChosenModel(
+                key,
+                model_label(key, cfg),
+                cfg,
+                _cached(stored.key, key, -1, lambda key=key: stored.model(key)),
+                stored.states[key].step,
+                seed,
+                stored.key,
+            )
             for key, cfg in stored.configs.items()
-        }  # fmt: skip
+        }
     trainer = run.trainer
     steps = sorted(set.intersection(*({s.step for s in snaps} for snaps in trainer.snapshots.values())))
     step = steps[-1]
     if len(steps) > 1:
         step = st.select_slider(
-            "Training step (stored snapshots)", steps, value=steps[-1], key=f"{page}.step",
+            "Training step (stored snapshots)",
+            steps,
+            value=steps[-1],
+            key=f"{page}.step",
             format_func=lambda s: "init" if s == 0 else str(s),
-        )  # fmt: skip
+        )
     chosen = {}
     for key, cfg in trainer.configs.items():
         snaps = list(trainer.snapshots[key])
@@ -147,18 +156,26 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
     pair = default_pair(page)
     sources = ([LAB_RUN] if jobs.lab is not None else []) + [DEFAULT, STORED, FRESH]
     source = st.radio(
-        "Models", sources, key=f"{page}.source", horizontal=True,
+        "Models",
+        sources,
+        key=f"{page}.source",
+        horizontal=True,
         help=f"The server's default pair is {pair.title}: trained once for everybody, then kept.",
-    )  # fmt: skip
+    )
     if source == FRESH:
         setup: LabConfig = st.session_state.get(STATE_KEY) or LabConfig().normalized()
         seed = setup.train.seed
         chosen = {
-            key: ChosenModel(key, model_label(key, c), c,
-                             _cached("fresh", f"{key}:{hash(c)}:{seed}", 0, lambda c=c: build_model(c, seed).eval()), 0,
-                             seed)
+            key: ChosenModel(
+                key,
+                model_label(key, c),
+                c,
+                _cached("fresh", f"{key}:{hash(c)}:{seed}", 0, lambda c=c: build_model(c, seed).eval()),
+                0,
+                seed,
+            )
             for key, c in setup.models().items()
-        }  # fmt: skip
+        }
         return chosen, setup.data, "Freshly built from the lab's setup, at initialisation (no training)."
     if source == STORED:
         replay = _stored(page)

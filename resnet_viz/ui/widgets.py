@@ -137,42 +137,65 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
     if not skip_only:
         if cfg.family == "cnn":
             values["block"] = st.radio(
-                "Block", OPTIONS["block"].values, key=k + "block", horizontal=True, disabled=disabled,
+                "Block",
+                OPTIONS["block"].values,
+                key=k + "block",
+                horizontal=True,
+                disabled=disabled,
                 help="basic: 3x3-3x3 (6n+2 layers); bottleneck: 1x1-3x3-1x1 (9n+2 layers)",
-            )  # fmt: skip
+            )
         probe = replace(cfg, **values)
         depths = probe.allowed_depths()
         _nearest(k + "depth", depths)  # the block changed: the nearest depth its rule allows
         values["depth"] = st.select_slider("Depth (weighted layers)", depths, key=k + "depth", disabled=disabled)
         values["width"] = st.select_slider(
-            "Width", _stops(k + "width", "width"), key=k + "width", disabled=disabled,
+            "Width",
+            _stops(k + "width", "width"),
+            key=k + "width",
+            disabled=disabled,
             help="channels of the first stage (doubling at each stage) or hidden units of the MLP",
-        )  # fmt: skip
+        )
     values["skip"] = st.toggle("Skip connections", key=k + "skip", disabled=disabled)
     values["skip_scale"] = st.slider(
-        "Skip scale α", 0.0, 1.0, step=0.05, key=k + "skip_scale", disabled=disabled or not values["skip"],
+        "Skip scale α",
+        0.0,
+        1.0,
+        step=0.05,
+        key=k + "skip_scale",
+        disabled=disabled or not values["skip"],
         help="out = F(x) + α·x: 0 is the plain net, 1 the ResNet. Can be changed while training.",
-    )  # fmt: skip
+    )
     if skip_only:
         return replace(cfg, **values)
     values["shortcut"] = st.radio(
-        "Shortcut", OPTIONS["shortcut"].values, key=k + "shortcut", horizontal=True, disabled=disabled,
+        "Shortcut",
+        OPTIONS["shortcut"].values,
+        key=k + "shortcut",
+        horizontal=True,
+        disabled=disabled,
         help="identity: zero-padded where channels grow, no parameters (He et al. option A); "
         "projection: 1x1 conv where the shape changes (option B)",
-    )  # fmt: skip
+    )
     if values["shortcut"] == "projection" and not values["skip"]:
         st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
-    values["norm"] = st.radio("Normalisation", OPTIONS["norm"].values, key=k + "norm", horizontal=True,
-                              disabled=disabled)  # fmt: skip
+    values["norm"] = st.radio(
+        "Normalisation", OPTIONS["norm"].values, key=k + "norm", horizontal=True, disabled=disabled
+    )
     values["order"] = st.radio(
-        "Block order", OPTIONS["order"].values, key=k + "order", horizontal=True, disabled=disabled,
+        "Block order",
+        OPTIONS["order"].values,
+        key=k + "order",
+        horizontal=True,
+        disabled=disabled,
         help="post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)",
-    )  # fmt: skip
+    )
     values["init"] = st.selectbox("Init", OPTIONS["init"].values, key=k + "init", disabled=disabled)
     values["zero_init_last"] = st.checkbox(
-        "Zero-init last layer of each block", key=k + "zero_init_last", disabled=disabled,
+        "Zero-init last layer of each block",
+        key=k + "zero_init_last",
+        disabled=disabled,
         help="each residual block starts as the identity (Goyal et al. 2017)",
-    )  # fmt: skip
+    )
     if values["zero_init_last"] and not values["skip"]:
         st.caption("Ignored for a plain net: a zero last layer would cut its signal.")
     return replace(cfg, **values)
@@ -195,15 +218,25 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
     image = replace(cfg, **values).is_image
     if values["name"] in ("digits", "shapes") or (image and values["name"] not in DATASETS):
         values["input_size"] = st.select_slider(
-            "Image size (px)", _stops(k + "input_size", "input_size"), key=k + "input_size", disabled=disabled,
+            "Image size (px)",
+            _stops(k + "input_size", "input_size"),
+            key=k + "input_size",
+            disabled=disabled,
             help="digits are 8x8; larger sizes upsample them (slower: about 2.5x per doubling)",
-        )  # fmt: skip
+        )
     if image and values["name"] not in DATASETS:
-        values["color"] = st.radio("Colour", OPTIONS["color"].values, key=k + "color", horizontal=True,
-                                   disabled=disabled, help="grey: 1 channel (luma); rgb: 3 channels")  # fmt: skip
+        values["color"] = st.radio(
+            "Colour",
+            OPTIONS["color"].values,
+            key=k + "color",
+            horizontal=True,
+            disabled=disabled,
+            help="grey: 1 channel (luma); rgb: 3 channels",
+        )
     if values["name"] in FILE_DATASETS:
-        values["n_samples"] = _number("Examples (subset of the training files)", k + "n_samples", "n_samples",
-                                      step=100, disabled=disabled)  # fmt: skip
+        values["n_samples"] = _number(
+            "Examples (subset of the training files)", k + "n_samples", "n_samples", step=100, disabled=disabled
+        )
     if values["name"] in DATASETS and values["name"] != "digits":
         noise = OPTIONS["noise"]
         values["noise"] = st.slider("Noise", noise.low, noise.high, step=0.05, key=k + "noise", disabled=disabled)
@@ -216,22 +249,30 @@ def _train_form(cfg: TrainConfig, disabled: bool) -> TrainConfig:
         _default(k + name, value)
     v: dict[str, Any] = {}
     v["epochs"] = _number("Epochs", k + "epochs", "epochs", step=1, disabled=disabled)
-    v["batch_size"] = st.select_slider("Batch size", _stops(k + "batch_size", "batch_size"), key=k + "batch_size",
-                                       disabled=disabled)  # fmt: skip
-    v["optimizer"] = st.radio("Optimizer", OPTIONS["optimizer"].values, key=k + "optimizer", horizontal=True,
-                              disabled=disabled)  # fmt: skip
+    v["batch_size"] = st.select_slider(
+        "Batch size", _stops(k + "batch_size", "batch_size"), key=k + "batch_size", disabled=disabled
+    )
+    v["optimizer"] = st.radio(
+        "Optimizer", OPTIONS["optimizer"].values, key=k + "optimizer", horizontal=True, disabled=disabled
+    )
     v["lr"] = _number(
-        "Learning rate", k + "lr", "lr", format="%.4g", disabled=disabled,
+        "Learning rate",
+        k + "lr",
+        "lr",
+        format="%.4g",
+        disabled=disabled,
         help=f"{OPTIONS['lr'].describe()}; above about 1 most nets diverge, and the run stops and says so",
-    )  # fmt: skip
+    )
     if v["optimizer"] == "sgd":
         momentum = OPTIONS["momentum"]
-        v["momentum"] = st.slider("Momentum", momentum.low, momentum.high, step=0.01, key=k + "momentum",
-                                  disabled=disabled)  # fmt: skip
+        v["momentum"] = st.slider(
+            "Momentum", momentum.low, momentum.high, step=0.01, key=k + "momentum", disabled=disabled
+        )
     v["weight_decay"] = _number("Weight decay", k + "weight_decay", "weight_decay", format="%.4g", disabled=disabled)
     v["warmup_steps"] = _number("Warm-up steps", k + "warmup_steps", "warmup_steps", disabled=disabled)
-    v["schedule"] = st.radio("LR schedule", OPTIONS["schedule"].values, key=k + "schedule", horizontal=True,
-                             disabled=disabled)  # fmt: skip
+    v["schedule"] = st.radio(
+        "LR schedule", OPTIONS["schedule"].values, key=k + "schedule", horizontal=True, disabled=disabled
+    )
     v["seed"] = _number("Seed", k + "seed", "seed", disabled=disabled)
     return replace(cfg, **v)
 
@@ -250,11 +291,16 @@ def lab_form(cfg: LabConfig, disabled: bool) -> LabConfig:
     with col_b:
         st.markdown("**Model B**")
         _default("lab.linked", cfg.linked)
-        linked = st.toggle("Link settings to A", key="lab.linked", disabled=disabled,
-                           help="B keeps everything of A except the skip setting")  # fmt: skip
+        linked = st.toggle(
+            "Link settings to A",
+            key="lab.linked",
+            disabled=disabled,
+            help="B keeps everything of A except the skip setting",
+        )
         if linked:
-            b = _model_form("b", replace(a, skip=fit.b.skip, skip_scale=fit.b.skip_scale), skip_only=True,
-                            disabled=disabled)  # fmt: skip
+            b = _model_form(
+                "b", replace(a, skip=fit.b.skip, skip_scale=fit.b.skip_scale), skip_only=True, disabled=disabled
+            )
             st.caption("Everything else as model A.")
         else:
             b = _model_form("b", fit.b, skip_only=False, disabled=disabled)

@@ -35,24 +35,38 @@ def synthetic_run(folder: Path, train: TrainConfig, loss_scale: float = 1.0) -> 
             val = step % per_epoch == 0
             probed = bool(train.probe_every) and (step - 1) % train.probe_every == 0
             layers, blocks = len(names[k][0]), len(names[k][1])
-            probes = {m: [rng.random() for _ in range(layers if m in ("grad_norm", "update_ratio") else blocks)]
-                      for m in ("grad_norm", "update_ratio", "block_grad_norm", "act_std")}  # fmt: skip
+            probes = {
+                m: [rng.random() for _ in range(layers if m in ("grad_norm", "update_ratio") else blocks)]
+                for m in ("grad_norm", "update_ratio", "block_grad_norm", "act_std")
+            }
             history.records.append(
                 StepRecord(
-                    model=k, step=step, epoch=step / per_epoch, lr=lr_at(train, step - 1, total),
-                    loss=loss_scale * 2.3 * rng.random(), acc=rng.random(), skip_scale=cfg.alpha,
-                    seconds=step * 0.01, val_loss=rng.random() if val else None, val_acc=0.9 if val else None,
+                    model=k,
+                    step=step,
+                    epoch=step / per_epoch,
+                    lr=lr_at(train, step - 1, total),
+                    loss=loss_scale * 2.3 * rng.random(),
+                    acc=rng.random(),
+                    skip_scale=cfg.alpha,
+                    seconds=step * 0.01,
+                    val_loss=rng.random() if val else None,
+                    val_acc=0.9 if val else None,
                     probes=probes if probed else None,
                 )
-            )  # fmt: skip
+            )
     summaries = {
         k: summarize_records(k, cfg, train, per_epoch, [r for r in history.records if r.model == k], names[k][0])
         for k, cfg in configs.items()
     }
     models = {k: c.to_dict() for k, c in configs.items()}
     config = {"data": DIGITS.to_dict(), "train": train.to_dict(), "models": models}
-    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": "x", "created": time.time(),
-                "models": list(configs)}  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "key": "x",
+        "created": time.time(),
+        "models": list(configs),
+    }
     weights = {k: save_safetensors(build_model(c).state_dict()) for k, c in configs.items()}
     return write_run_folder(folder, manifest, config, summaries, history, [], weights)
 

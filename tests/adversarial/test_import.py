@@ -86,8 +86,9 @@ def test_summaries_of_a_diverged_run_match_training():
     for key, cfg in trainer.configs.items():
         records = [r for r in history.records if r.model == key]
         message = trainer.states[key].message
-        got = summarize_records(key, cfg, trainer.train, trainer.steps_per_epoch, records, history.layer_names[key],
-                                message)  # fmt: skip
+        got = summarize_records(
+            key, cfg, trainer.train, trainer.steps_per_epoch, records, history.layer_names[key], message
+        )
         assert all(_same(got[k], v) for k, v in summarize(trainer, history, key).items())
 
 
@@ -242,8 +243,10 @@ def test_a_small_zip_of_256_mib_records_is_refused_quickly_with_bounded_memory(g
     (tmp_path / "genuine.zip").write_bytes(zip_folder(folder))
     proc = subprocess.run(
         [sys.executable, "-c", BOMB_CHILD, str(tmp_path / "store"), str(tmp_path / "genuine.zip"), str(bomb)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["refused"] and result["kind"] == "invalid_import", result

@@ -127,8 +127,11 @@ def test_an_unreadable_secrets_file_keeps_teacher_actions_locked(store, monkeypa
     broken.write_text('teacher_passphrase = "unterminated\n')
     from streamlit import config
 
-    monkeypatch.setattr(config, "get_option", lambda name, _get=config.get_option: (
-        [str(broken)] if name == "secrets.files" else _get(name)))  # fmt: skip
+    monkeypatch.setattr(
+        config,
+        "get_option",
+        lambda name, _get=config.get_option: [str(broken)] if name == "secrets.files" else _get(name),
+    )
 
     def unreadable(*_):
         raise FileNotFoundError("Error parsing secrets file")

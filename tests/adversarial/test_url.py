@@ -42,8 +42,25 @@ ODD_VALUES = [
     ":red[alarm] :material/warning: $x^2$",
     "```",
 ]
-ODD_KEYS = ["a.block", "b.block", "a.depth", "b.depth", "a.width", "a.skip_scale", "a.skip", "dataset", "input_size",
-            "noise", "epochs", "batch_size", "lr", "momentum", "optimizer", "seed", "linked"]  # fmt: skip
+ODD_KEYS = [
+    "a.block",
+    "b.block",
+    "a.depth",
+    "b.depth",
+    "a.width",
+    "a.skip_scale",
+    "a.skip",
+    "dataset",
+    "input_size",
+    "noise",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "optimizer",
+    "seed",
+    "linked",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,18 +87,24 @@ def test_an_unknown_block_is_a_message_not_a_key_error(key, value):
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"a.depth": "200"},
-         "a.depth: must be one of 8, 14, 20, 26, ..., 110 (6n+2 for cnn/basic); got '200'; using 20"),
-        ({"a.block": "bottleneck", "a.depth": "14"},
-         "a.depth: must be one of 11, 20, 29, 38, ..., 110 (9n+2 for cnn/bottleneck); got '14'; using 20"),
-        ({"dataset": "spirals", "a.depth": "66"},
-         "a.depth: must be one of 4, 6, 8, 10, ..., 64 (2n+2 for mlp/basic); got '66'; using 20"),
+        (
+            {"a.depth": "200"},
+            "a.depth: must be one of 8, 14, 20, 26, ..., 110 (6n+2 for cnn/basic); got '200'; using 20",
+        ),
+        (
+            {"a.block": "bottleneck", "a.depth": "14"},
+            "a.depth: must be one of 11, 20, 29, 38, ..., 110 (9n+2 for cnn/bottleneck); got '14'; using 20",
+        ),
+        (
+            {"dataset": "spirals", "a.depth": "66"},
+            "a.depth: must be one of 4, 6, 8, 10, ..., 64 (2n+2 for mlp/basic); got '66'; using 20",
+        ),
         ({"a.width": "512"}, "a.width: must be an integer from 4 to 64; got '512'; using 16"),
         ({"batch_size": "4096"}, "batch_size: must be an integer from 2 to 512; got '4096'; using 128"),
         ({"lr": "1e-300"}, "lr: must be a number from 1e-05 to 1000; got '1e-300'; using 0.1"),
         ({"a.depth": ["8", "14"]}, "a.depth: must be given once, not 2 times; got '8, 14'; using 20"),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_values_are_named_never_clamped(params, message):
     cfg, issues = decode(params)
     assert [str(i) for i in issues] == [message]
@@ -89,8 +112,18 @@ def test_out_of_range_values_are_named_never_clamped(params, message):
 
 
 def test_the_limits_themselves_are_accepted():
-    edges = {"a.depth": "110", "a.width": "64", "batch_size": "512", "lr": "1e-05", "epochs": "1000",
-             "momentum": "0.99", "noise": "1", "input_size": "32", "seed": str(2**31 - 1), "linked": "0"}  # fmt: skip
+    edges = {
+        "a.depth": "110",
+        "a.width": "64",
+        "batch_size": "512",
+        "lr": "1e-05",
+        "epochs": "1000",
+        "momentum": "0.99",
+        "noise": "1",
+        "input_size": "32",
+        "seed": str(2**31 - 1),
+        "linked": "0",
+    }
     cfg, issues = decode(edges)
     assert issues == []
     assert (cfg.a.depth, cfg.a.width, cfg.train.batch_size, cfg.train.lr) == (110, 64, 512, 1e-5)

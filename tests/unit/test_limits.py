@@ -35,8 +35,9 @@ def trained() -> dict[str, nn.Module]:
     """A plain and a residual depth-20 net trained 3 epochs on digits from the same init (the plain net ends at
     about 65% test error, the residual one at about 12%: chance is 90%)."""
     base = ModelConfig(depth=20)
-    trainer, _ = train_models({"plain": base.with_skip(False), "residual": base},
-                              TrainConfig(epochs=3, probe_every=0), DIGITS)  # fmt: skip
+    trainer, _ = train_models(
+        {"plain": base.with_skip(False), "residual": base}, TrainConfig(epochs=3, probe_every=0), DIGITS
+    )
     return {k: m.eval() for k, m in trainer.models.items()}
 
 
@@ -156,8 +157,9 @@ def test_severity_zero_is_clean_and_accuracy_falls_with_severity(trained):
 
 
 def test_flops_of_a_conv_stack_match_a_hand_count_and_memory_follows_depth():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(),
-                        nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False))  # fmt: skip
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False)
+    )
     # 2 FLOPs per multiply-add: 8x8 outputs x 4 channels x 9 taps x 1 input channel, then 4x4 x 8 x 9 x 4.
     assert cost.count_flops(net, (1, 1, 8, 8)) == 2 * (8 * 8 * 4 * 9 * 1 + 4 * 4 * 8 * 9 * 4)
     # The ReLU output (4x8x8 floats) and the conv outputs: at most two live at once, all saved for backward.

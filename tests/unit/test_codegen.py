@@ -25,7 +25,7 @@ from resnet_viz.store import RunStore
 from resnet_viz.tasks import InlineExecutor
 from resnet_viz.training import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"A": ModelConfig(depth=8, width=8, skip=False), "B": ModelConfig(depth=8, width=8)}
 TRAIN = TrainConfig(epochs=1, batch_size=128, warmup_steps=0, seed=3)
 
@@ -34,8 +34,7 @@ def _run(script: str, folder: Path) -> dict[str, float]:
     """Execute the script as a user would (its own process, its own folder); its printed final losses."""
     (folder / "run.py").write_text(script)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "run.py"], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run([sys.executable, "run.py"], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (folder / "loss.html").stat().st_size > 1000  # the loss plot was written
     lines = [line.split() for line in proc.stdout.splitlines() if "final_train_loss" in line]
@@ -82,7 +81,7 @@ def test_the_script_of_an_uploaded_data_set_reads_the_downloaded_file(tmp_path):
 
 
 def test_file_data_sets_name_their_folder_as_a_literal(tmp_path):
-    folder = tmp_path / "it's \"odd\"\nhere"
+    folder = tmp_path / 'it\'s "odd"\nhere'
     script = run_script(TINY, TRAIN, DataConfig(name="mnist", color="rgb", n_samples=500), data_dir=folder)
     compile(script, "run.py", "exec")
     assert f"registry.set_folder({str(folder)!r})" in script
@@ -92,8 +91,13 @@ def test_file_data_sets_name_their_folder_as_a_literal(tmp_path):
 def test_the_model_download_loads_with_its_snippet(tmp_path):
     stored = _app_run(tmp_path, DataConfig())
     classes = load_dataset(stored.data).classes
-    blob = model_bundle(stored.configs, {k: stored.weights(k) for k in TINY},
-                        {k: stored.final_skip_scale(k) for k in TINY}, stored.data, classes)  # fmt: skip
+    blob = model_bundle(
+        stored.configs,
+        {k: stored.weights(k) for k in TINY},
+        {k: stored.final_skip_scale(k) for k in TINY},
+        stored.data,
+        classes,
+    )
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         assert sorted(archive.namelist()) == ["A.json", "A.safetensors", "B.json", "B.safetensors", "load_model.py"]
         archive.extractall(tmp_path / "models")
@@ -106,8 +110,10 @@ def test_the_model_download_loads_with_its_snippet(tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path / "models")
     try:
-        exec(compile("import torch\n" + LOAD_SNIPPET.replace('key = "A"', 'key = "B"'), "load_model.py", "exec"),
-             namespace)  # fmt: skip
+        exec(
+            compile("import torch\n" + LOAD_SNIPPET.replace('key = "A"', 'key = "B"'), "load_model.py", "exec"),
+            namespace,
+        )
     finally:
         os.chdir(cwd)
     with torch.no_grad():

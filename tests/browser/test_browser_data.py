@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from harness import points_csv
 from playwright.sync_api import expect
-from test_page_data import points_csv
 
 
 def test_upload_points_train_and_the_chart_is_drawn(server, browser, tmp_path):

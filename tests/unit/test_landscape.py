@@ -158,8 +158,9 @@ def test_evaluation_stops_when_asked():
         seen.append(start)
         stop.set()
 
-    out = evaluate_points(objective, objective.params, list(random_plane(objective.params, 0)), np.zeros((5, 2)),
-                          on_chunk, stop)  # fmt: skip
+    out = evaluate_points(
+        objective, objective.params, list(random_plane(objective.params, 0)), np.zeros((5, 2)), on_chunk, stop
+    )
     assert seen == [0] and np.isfinite(out[0]) and np.isnan(out[1:]).all()
 
 
@@ -291,8 +292,26 @@ def test_task_caches_stored_runs_and_a_second_request_is_instant(tmp_path, train
 
 
 def test_cli_landscape_json():
-    code = cli.main(["landscape", "--depth", "8", "--width", "4", "--epochs", "1", "--grid", "5", "--examples",
-                     "50", "--hessian-iterations", "3", "--trajectory-grid", "5", "--json"])  # fmt: skip
+    code = cli.main(
+        [
+            "landscape",
+            "--depth",
+            "8",
+            "--width",
+            "4",
+            "--epochs",
+            "1",
+            "--grid",
+            "5",
+            "--examples",
+            "50",
+            "--hessian-iterations",
+            "3",
+            "--trajectory-grid",
+            "5",
+            "--json",
+        ]
+    )
     assert code == 0
 
 
@@ -311,8 +330,9 @@ def test_trained_plain_net_is_rougher_and_less_convex_than_its_residual_twin():
     in a few seconds on digits; measured: the plain net degrades to a training loss of ~1.4, the residual one
     reaches ~0.1), one fixed seed."""
     models = {"plain": ModelConfig(depth=32, width=8, skip=False), "residual": ModelConfig(depth=32, width=8)}
-    trainer, _ = train_models(models, TrainConfig(epochs=5, warmup_steps=5, probe_every=0, max_snapshots=2),
-                              DataConfig())  # fmt: skip
+    trainer, _ = train_models(
+        models, TrainConfig(epochs=5, warmup_steps=5, probe_every=0, max_snapshots=2), DataConfig()
+    )
     targets = [Target(k, k, trainer.models[k].eval(), trainer.states[k].step) for k in models]
     config = LandscapeConfig(grid=9, examples=256, hessian_iterations=16)
     results = compute_landscapes(targets, DataConfig(), config)

@@ -39,19 +39,35 @@ def _results(depths=(8, 20), seeds=(0, 1)) -> pd.DataFrame:
     for depth in depths:
         for seed in seeds:
             for model, base in (("plain", 0.01 * depth), ("residual", 0.01)):
-                rows.append({"depth": depth, "seed": seed, "model": model, "status": "finished",
-                             "final_train_loss": base + 0.001 * seed, "final_train_error": base / 2 + 0.01 * seed,
-                             "final_val_loss": base * 2, "final_val_error": base + 0.02 * seed,
-                             "params": 1000 * depth ** 2, "flops": 50_000 * depth, "seconds": 1.0,
-                             "cached": False, "key": f"k{depth}{seed}"})  # fmt: skip
+                rows.append(
+                    {
+                        "depth": depth,
+                        "seed": seed,
+                        "model": model,
+                        "status": "finished",
+                        "final_train_loss": base + 0.001 * seed,
+                        "final_train_error": base / 2 + 0.01 * seed,
+                        "final_val_loss": base * 2,
+                        "final_val_error": base + 0.02 * seed,
+                        "params": 1000 * depth**2,
+                        "flops": 50_000 * depth,
+                        "seconds": 1.0,
+                        "cached": False,
+                        "key": f"k{depth}{seed}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_error_vs_depth_spreads_over_seeds_in_the_model_colours():
     fig = figs.error_vs_depth_figure(_results())
     names = [t.name for t in fig.data]
-    assert names == ["plain net: training", "plain net: validation", "residual net: training",
-                     "residual net: validation"]  # fmt: skip
+    assert names == [
+        "plain net: training",
+        "plain net: validation",
+        "residual net: training",
+        "residual net: validation",
+    ]
     plain_train = fig.data[0]
     assert plain_train.line.color == COLORS["plain"] and fig.data[2].line.color == COLORS["residual"]
     assert trace_array(plain_train.x).tolist() == [8, 20]
@@ -77,8 +93,11 @@ def test_loss_vs_depth_is_log_and_leaves_out_diverged_runs():
 def _curves(depths=(8, 14, 20, 32), seeds=(0, 1)) -> pd.DataFrame:
     rows = [
         {"depth": d, "seed": s, "model": m, "step": step, "epoch": step / 10, "loss": 2.0 / step}
-        for d in depths for s in seeds for m in ("plain", "residual") for step in range(1, 21)
-    ]  # fmt: skip
+        for d in depths
+        for s in seeds
+        for m in ("plain", "residual")
+        for step in range(1, 21)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -94,8 +113,11 @@ def test_curves_are_small_multiples_with_one_legend_entry_per_model():
 
 def test_responses_figure_in_order_and_sorted():
     stds = {"plain": [1.0, 3.0, 2.0], "residual": [0.5, 0.4, 0.6]}
-    rows = [{"depth": 14, "seed": 0, "model": m, "block": f"b{i}", "depth_index": i, "act_std": v}
-            for m, vals in stds.items() for i, v in enumerate(vals)]  # fmt: skip
+    rows = [
+        {"depth": 14, "seed": 0, "model": m, "block": f"b{i}", "depth_index": i, "act_std": v}
+        for m, vals in stds.items()
+        for i, v in enumerate(vals)
+    ]
     fig = figs.responses_figure(pd.DataFrame(rows))
     assert "depth 14" in fig.layout.title.text
     in_order, ranked = fig.data[0], fig.data[1]
@@ -114,10 +136,13 @@ def test_cost_figure_goes_log_when_sizes_span_decades():
 
 def test_figures_accept_empty_frames():
     empty_results = pd.DataFrame(columns=_results().columns)
-    for fig in (figs.error_vs_depth_figure(empty_results), figs.loss_vs_depth_figure(empty_results),
-                figs.cost_figure(empty_results), figs.curves_figure(_curves().iloc[:0]),
-                figs.responses_figure(pd.DataFrame(columns=["depth", "seed", "model", "block", "depth_index",
-                                                            "act_std"]))):  # fmt: skip
+    for fig in (
+        figs.error_vs_depth_figure(empty_results),
+        figs.loss_vs_depth_figure(empty_results),
+        figs.cost_figure(empty_results),
+        figs.curves_figure(_curves().iloc[:0]),
+        figs.responses_figure(pd.DataFrame(columns=["depth", "seed", "model", "block", "depth_index", "act_std"])),
+    ):
         assert fig.layout.title.text
 
 

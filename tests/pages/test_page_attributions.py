@@ -214,8 +214,13 @@ def test_browser_screenshot(server, browser):
     page.set_viewport_size({"width": 1500, "height": min(6000, height + 100)})
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .gtitle').length >= 6")
     titles = " | ".join(body.locator(".js-plotly-plot .gtitle").all_text_contents())
-    for title in ("A · plain 14: Saliency for", "B · residual 14: Saliency for", "Grad-CAM across depth",
-                  "Sanity check: similarity", "Localisation on shapes"):  # fmt: skip
+    for title in (
+        "A · plain 14: Saliency for",
+        "B · residual 14: Saliency for",
+        "Grad-CAM across depth",
+        "Sanity check: similarity",
+        "Localisation on shapes",
+    ):
         assert title in titles, titles
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "attributions.png"), full_page=True)

@@ -164,8 +164,7 @@ def test_cost_memory_and_queue_limits_refuse_with_a_message(tmp_path):
     service.scheduler.limits = small
     with pytest.raises(RunRefused, match="MB of memory.*Lower the batch size"):
         service.request(REQUEST, "tab")
-    service.scheduler.limits = Limits(max_run_tflop=100, max_run_mb=4096, memory_mb=4096, max_queue=8,
-                                      max_per_viewer=1)  # fmt: skip
+    service.scheduler.limits = Limits(max_run_tflop=100, max_run_mb=4096, memory_mb=4096, max_queue=8, max_per_viewer=1)
     held = _hold_slot(service)
     first = service.request(REQUEST, "tab")
     with pytest.raises(RunRefused, match="limit per tab is 1"):
@@ -192,8 +191,9 @@ def _record(model: str, step: int, layers: int, blocks: int) -> StepRecord:
         "act_std": rng.random(blocks, dtype=np.float32).tolist(),
     }
     val = 0.5 if step % 100 == 0 else None
-    return StepRecord(model, step, step / 100, 0.1, float(np.float32(1 / step)), 0.5, 1.0, 0.01 * step, val, val,
-                      probes)  # fmt: skip
+    return StepRecord(
+        model, step, step / 100, 0.1, float(np.float32(1 / step)), 0.5, 1.0, 0.01 * step, val, val, probes
+    )
 
 
 def test_history_memory_per_step_is_bounded_and_exact():
@@ -268,8 +268,15 @@ def test_warm_trains_what_is_missing_and_resumes(service, tmp_path, monkeypatch,
     monkeypatch.setattr(cli, "warm_requests", lambda: requests)
     assert cli.main(["warm", "--store", str(service.store.directory), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary == {"status": "finished", "total": 2, "stored": 2, "stored_before": 2, "trained": 0, "failed": [],
-                       "store": str(service.store.path)}  # fmt: skip
+    assert summary == {
+        "status": "finished",
+        "total": 2,
+        "stored": 2,
+        "stored_before": 2,
+        "trained": 0,
+        "failed": [],
+        "store": str(service.store.path),
+    }
 
 
 def test_warm_list_covers_presets_default_pairs_and_the_classroom_sweep():

@@ -75,8 +75,9 @@ def test_linear_scale_when_the_losses_are_close():
 
 def test_interpolation_trajectory_curvature_and_table():
     line = figs.interpolation_figure(RESULTS)
-    assert [t.name for t in line.data] == [f"{label}: {what}" for label in ("A · plain 20", "B · residual 20")
-                                           for what in ("training", "validation")]  # fmt: skip
+    assert [t.name for t in line.data] == [
+        f"{label}: {what}" for label in ("A · plain 20", "B · residual 20") for what in ("training", "validation")
+    ]
     assert line.data[0].line.color == COLORS["A"] and line.data[3].line.dash == "dash"
     assert line.layout.yaxis.type == "log" and "nats" in line.layout.yaxis.title.text
     path = figs.trajectory_figure(RESULTS)  # B has no path: one panel
@@ -84,8 +85,10 @@ def test_interpolation_trajectory_curvature_and_table():
     assert len(scatter) == 1 and list(scatter[0].text) == ["step 0", "step 10", "step 20"]
     assert path.layout.xaxis.title.text == "PC1 (80.0% of variance)"
     curvature = figs.curvature_figure(RESULTS)
-    assert [t.name for t in curvature.data] == ["A · plain 20: |λ_min / λ_max| = 0.001",
-                                                "B · residual 20: |λ_min / λ_max| = 0.100"]  # fmt: skip
+    assert [t.name for t in curvature.data] == [
+        "A · plain 20: |λ_min / λ_max| = 0.001",
+        "B · residual 20: |λ_min / λ_max| = 0.100",
+    ]
     table = figs.summary_table(RESULTS, cached={"B"})
     assert table["|λ_min / λ_max|"].tolist() == pytest.approx([0.001, 0.1])
     assert table["source"].tolist()[1] == "run store"

@@ -6,16 +6,16 @@ import io
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import plotly.io as pio
 import pytest
+from harness import points_csv
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 OPENED: list[AppTest] = []
 
 
@@ -38,13 +38,6 @@ def _lab(params: dict[str, str]) -> AppTest:
     at.switch_page("pages/lab.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def points_csv(n: int = 120) -> bytes:
-    rng = np.random.default_rng(0)
-    pts = rng.normal(size=(n, 2)) * 50 + 300  # any scale: the lab standardises uploaded points
-    rows = ["x,y,label"] + [f"{x:.3f},{y:.3f},{'north' if y > 300 else 'south'}" for x, y in pts]
-    return "\n".join(rows).encode()
 
 
 def images_zip(per_class: int = 12) -> bytes:
@@ -76,10 +69,12 @@ def _train(at: AppTest):
 
 @pytest.mark.parametrize(
     ("filename", "make", "params", "shape"),
-    [("my points.csv", points_csv, {"a.width": "8", "epochs": "1"}, (2,)),
-     ("colours.zip", images_zip, {"a.depth": "8", "a.width": "8", "epochs": "1"}, (3, 16, 16))],
+    [
+        ("my points.csv", points_csv, {"a.width": "8", "epochs": "1"}, (2,)),
+        ("colours.zip", images_zip, {"a.depth": "8", "a.width": "8", "epochs": "1"}, (3, 16, 16)),
+    ],
     ids=["csv", "zip"],
-)  # fmt: skip
+)
 def test_an_upload_is_stored_chosen_trained_on_and_named_in_its_python(filename, make, params, shape):
     at = _lab(params)
     _upload(at, filename, make())

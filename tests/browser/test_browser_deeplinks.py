@@ -16,8 +16,14 @@ from browser_utils import ARTIFACTS, main, new_page, no_exception, run_server
 from playwright.sync_api import Browser, Page, expect
 
 APP_PAGES = [
-    "Home", "Training lab", "Depth study", "Receptive fields", "Attributions", "Loss landscape", "Limits & pitfalls",
-]  # fmt: skip
+    "Home",
+    "Training lab",
+    "Depth study",
+    "Receptive fields",
+    "Attributions",
+    "Loss landscape",
+    "Limits & pitfalls",
+]
 HOSTILE = "[Click to log in](https://evil.example/login)"
 
 

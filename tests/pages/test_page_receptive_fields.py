@@ -29,10 +29,15 @@ LABELS = {"A": "A · plain 8", "B": "B · residual 8"}
 def _info(name: str, size: int, centre: int, input_size: int, jump: int = 1) -> RFInfo:
     half = (size - 1) // 2
     return RFInfo(
-        name=name, size_hw=(size, size), jump_hw=(jump, jump), origin=(centre - half, centre - half),
-        output_shape=(input_size, input_size), input_shape=(input_size, input_size),
-        reach=(0, 0, input_size - 1, input_size - 1), unit=(0, 0),
-    )  # fmt: skip
+        name=name,
+        size_hw=(size, size),
+        jump_hw=(jump, jump),
+        origin=(centre - half, centre - half),
+        output_shape=(input_size, input_size),
+        input_shape=(input_size, input_size),
+        reach=(0, 0, input_size - 1, input_size - 1),
+        unit=(0, 0),
+    )
 
 
 def _erf(name: str, size: int, canvas: int = 11, sigma: float = 1.0) -> ERFResult:
@@ -41,10 +46,18 @@ def _erf(name: str, size: int, canvas: int = 11, sigma: float = 1.0) -> ERFResul
     rows, cols = np.indices((canvas, canvas))
     erf = np.exp(-((rows - c) ** 2 + (cols - c) ** 2) / (2 * sigma**2))
     return ERFResult(
-        name=name, map=erf, centre=(c, c), canvas_size=canvas, radius50=1.0, radius90=2.0, area_fraction50=0.2,
-        area_fraction90=0.5, n_samples=2, theoretical=_info(name, size, c, canvas),
+        name=name,
+        map=erf,
+        centre=(c, c),
+        canvas_size=canvas,
+        radius50=1.0,
+        radius90=2.0,
+        area_fraction50=0.2,
+        area_fraction90=0.5,
+        n_samples=2,
+        theoretical=_info(name, size, c, canvas),
         clipped=False,
-    )  # fmt: skip
+    )
 
 
 def _results(sigma_b: float = 1.0) -> dict[str, dict[str, ERFResult]]:
@@ -86,8 +99,13 @@ def test_growth_figure_without_identical_fields_and_on_a_log_axis():
 def test_network_order_puts_blocks_after_their_convs_and_merges_depths():
     names = ["stage1.block1", "stage1.block1.conv1", "head", "stem.conv", "stage2.block1.conv2", "stage1.block2"]
     assert sorted(names, key=figs.layer_sort_key) == [
-        "stem.conv", "stage1.block1.conv1", "stage1.block1", "stage1.block2", "stage2.block1.conv2", "head"
-    ]  # fmt: skip
+        "stem.conv",
+        "stage1.block1.conv1",
+        "stage1.block1",
+        "stage1.block2",
+        "stage2.block1.conv2",
+        "head",
+    ]
     merged = figs.merged_order([["stem.conv", "stage1.block1"], ["stem.conv", "stage1.block1", "stage1.block2"]])
     assert merged == ["stem.conv", "stage1.block1", "stage1.block2"]
 

@@ -200,14 +200,20 @@ def test_a_good_csv_loads_exactly_and_is_content_addressed(tmp_path):
     digest = store.put_dataset(up)
     assert store.put_dataset(points_from_csv(_csv(), "again.csv")) == digest
     [info] = store.list_datasets()
-    assert (info.digest, info.name, info.kind, info.classes, info.counts) == (digest, "My points", "points",
-                                                                             ("blue", "red"), (30, 30))  # fmt: skip
+    assert (info.digest, info.name, info.kind, info.classes, info.counts) == (
+        digest,
+        "My points",
+        "points",
+        ("blue", "red"),
+        (30, 30),
+    )
     back = store.get_dataset(digest)
     assert np.array_equal(back.x, up.x) and np.array_equal(back.y, up.y)
 
 
-LIMITS = UploadLimits(csv_bytes=4000, rows=100, zip_bytes=60_000, images=40, pixels=64 * 64, classes=3,
-                      image_bytes=3000)
+LIMITS = UploadLimits(
+    csv_bytes=4000, rows=100, zip_bytes=60_000, images=40, pixels=64 * 64, classes=3, image_bytes=3000
+)
 BAD_CSV = [
     (b"x,y,class\n1,2,a\n", "missing column 'label': the header row must name x, y and label"),
     (_csv(classes=("only",)), "only one class ('only'): a classifier needs at least two labels"),
@@ -275,8 +281,10 @@ def test_a_good_zip_of_class_folders_loads_resized_and_trains(tmp_path):
     assert trainer.states["A"].status == "finished" and len(history.records) == 2  # 17 training images
     other = images_from_zip(_zip(_pets(n=11)), "pets.zip")
     assert run_key({"A": cfg_model()}, TrainConfig(), cfg) != run_key(
-        {"A": cfg_model()}, TrainConfig(), DataConfig(name="upload", upload=store.put_dataset(other), input_size=16,
-                                                      color="rgb"))  # fmt: skip
+        {"A": cfg_model()},
+        TrainConfig(),
+        DataConfig(name="upload", upload=store.put_dataset(other), input_size=16, color="rgb"),
+    )
 
 
 def test_uploaded_points_train_an_mlp_and_old_run_keys_are_unchanged(tmp_path):
@@ -358,8 +366,29 @@ def _raw_zip(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
         offset = len(local)
         local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0, crc, len(data), size, len(nb), 0) + nb
         local += data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0, crc, len(data), size,
-                               len(nb), 0, 0, 0, 0, 0, offset) + nb  # fmt: skip
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                len(data),
+                size,
+                len(nb),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + nb
+        )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
     return local + central + end
 
@@ -373,8 +402,10 @@ def _gigabyte_of_zeros() -> bytes:
 
 @pytest.mark.parametrize("declared", [2**30, 1000], ids=["honest size", "lying size"])
 def test_a_gigabyte_zip_bomb_member_is_refused_with_bounded_memory(tmp_path, declared):
-    good = [(f"c{i % 2}/{i:02}.png", data, 0, len(data), zlib.crc32(data))
-            for i, data in enumerate([_png((i, 0, 0)) for i in range(24)])]  # fmt: skip
+    good = [
+        (f"c{i % 2}/{i:02}.png", data, 0, len(data), zlib.crc32(data))
+        for i, data in enumerate([_png((i, 0, 0)) for i in range(24)])
+    ]
     raw = _raw_zip([("c0/00bomb.png", _gigabyte_of_zeros(), 8, declared, 0), *good])
     assert len(raw) < 2 * 2**20
     store = RunStore(tmp_path)

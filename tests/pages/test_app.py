@@ -43,7 +43,11 @@ def test_train_draws_both_models_on_every_chart():
     assert trace_array(train_a.x).tolist() == list(range(1, job.trainer.total_steps + 1))
     assert any("Finished" in s.value for s in at.success)
     assert [b.label for b in at.get("download_button")] == [
-        "Download script", "Download model (zip)", "Steps CSV", "Layers CSV"]  # fmt: skip
+        "Download script",
+        "Download model (zip)",
+        "Steps CSV",
+        "Layers CSV",
+    ]
 
 
 def test_query_params_restore_a_config():
@@ -63,9 +67,14 @@ def test_changing_a_widget_updates_the_url():
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"a.depth": "21"}, "a.depth"), ({"lr": "-3"}, "lr"), ({"a.skip_scale": "7"}, "a.skip_scale"),
-     ({"dataset": "imagenet"}, "dataset"), ({"epochs": "many"}, "epochs")],
-)  # fmt: skip
+    [
+        ({"a.depth": "21"}, "a.depth"),
+        ({"lr": "-3"}, "lr"),
+        ({"a.skip_scale": "7"}, "a.skip_scale"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"epochs": "many"}, "epochs"),
+    ],
+)
 def test_invalid_config_in_url_shows_a_message_not_an_exception(params, field):
     at = open_page("pages/lab.py", params)
     warnings = [w.value for w in at.warning]
@@ -73,8 +82,9 @@ def test_invalid_config_in_url_shows_a_message_not_an_exception(params, field):
 
 
 def test_preset_banner_and_mlp_boundary():
-    at = open_page("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8", "epochs": "2",
-                                "preset": "spirals"})  # fmt: skip
+    at = open_page(
+        "pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8", "epochs": "2", "preset": "spirals"}
+    )
     assert not at.info or "Residual MLP" not in at.info[0].value  # config differs from the preset: no banner
     next(b for b in at.button if b.label == "Train").click().run()
     job = at.session_state[SESSION_KEY].lab

@@ -30,8 +30,10 @@ def test_a_class_on_one_preset_trains_once_and_a_fork_changes_only_its_mover():
     service = run_service()
     # Hold every core, so the shared run stays queued: what is asserted here needs no training.
     cfg = preset.config.normalized()
-    held = [service.scheduler.ticket(estimate(cfg.models(), cfg.train, cfg.data), WATCHED)
-            for _ in range(service.scheduler.cores)]  # fmt: skip
+    held = [
+        service.scheduler.ticket(estimate(cfg.models(), cfg.train, cfg.data), WATCHED)
+        for _ in range(service.scheduler.cores)
+    ]
     for ticket in held:
         assert service.scheduler.acquire(ticket, threading.Event())
     sessions = [_session(params) for _ in range(3)]

@@ -68,13 +68,26 @@ def test_global_reasoning_shows_the_task_and_its_grid_controls():
 
 
 def test_grid_figures_on_synthetic_tables():
-    table = pd.DataFrame({"depth": [8, 8, 14, 14], "model": ["plain", "residual"] * 2,
-                          "test_acc": [0.5, 0.52, 0.9, 0.95], "rf_share": [0.6, 0.6, 1.0, 1.0],
-                          "erf_share": [0.4, 0.3, 0.8, 0.7]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "depth": [8, 8, 14, 14],
+            "model": ["plain", "residual"] * 2,
+            "test_acc": [0.5, 0.52, 0.9, 0.95],
+            "rf_share": [0.6, 0.6, 1.0, 1.0],
+            "erf_share": [0.4, 0.3, 0.8, 0.7],
+        }
+    )
     fig = figs.global_reasoning_figure(table)
     assert [t.name for t in fig.data] == ["plain", "residual"] * 2 and "chance" in fig.layout.title.text
-    runs = pd.DataFrame({"model": ["plain", "residual"], "depth": [8, 8], "val_acc": [0.9, 0.95],
-                         "latency_ms": [1.0, 1.1], "knee": [True, True]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "model": ["plain", "residual"],
+            "depth": [8, 8],
+            "val_acc": [0.9, 0.95],
+            "latency_ms": [1.0, 1.1],
+            "knee": [True, True],
+        }
+    )
     fig = figs.accuracy_latency_figure(runs)
     names = ["plain", "plain: depth stops paying", "residual", "residual: depth stops paying"]
     assert [t.name for t in fig.data] == names
@@ -83,8 +96,11 @@ def test_grid_figures_on_synthetic_tables():
 def test_browser_walk(server, browser):
     page, body = browse(browser, server, "limits", "Limits & pitfalls")
     body.get_by_text(FRESH).click()
-    walk = (("Lesions", "Paths through the residual net"), ("Calibration", "Reliability: accuracy"),
-            ("Robustness", "Test accuracy under input corruptions"))  # fmt: skip
+    walk = (
+        ("Lesions", "Paths through the residual net"),
+        ("Calibration", "Reliability: accuracy"),
+        ("Robustness", "Test accuracy under input corruptions"),
+    )
     for analysis, title in walk:
         body.get_by_text(analysis, exact=True).click()
         page.wait_for_function(  # this analysis' chart is drawn (not the previous one's, still on screen)

@@ -21,9 +21,15 @@ MODELS = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelC
 TRAIN = TrainConfig(epochs=1, warmup_steps=0)
 DATA = DataConfig(name="digits")
 EXPORTED = {
-    "manifest.json", "config.json", "summary.json", "records.json", "steps.csv", "layers.csv",
-    "plain.safetensors", "residual.safetensors",
-}  # fmt: skip
+    "manifest.json",
+    "config.json",
+    "summary.json",
+    "records.json",
+    "steps.csv",
+    "layers.csv",
+    "plain.safetensors",
+    "residual.safetensors",
+}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +176,7 @@ def _rename_model(folder):
             _edit_json("records.json", lambda r: r["records"][0]["probes"]["act_std"].extend([1.0] * 9)),
             "records.json",
             "act_std",
-        ),  # fmt: skip
+        ),
         (_edit_json("summary.json", lambda s: s["plain"].update(status="stopped")), "summary.json", "status"),
         (_wrong_shapes, "plain.safetensors", "stem.conv.weight"),
         (_pickle_as_safetensors, "plain.safetensors", "not a valid safetensors file"),
