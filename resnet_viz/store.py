@@ -678,7 +678,9 @@ class RunStore:
         self.directory = Path(directory).expanduser() if directory else default_data_dir()
         self.path = self.directory / DB_FILE
         self.busy_timeout_s = busy_timeout_s  # how long a writer waits for another session's transaction
-        self._checked: tuple[int, int] | None = None  # (device, inode) of the file last found to be a run store
+        self._checked: tuple[int, int, int] | None = (
+            None  # (device, inode, ctime) of the file last found to be a run store
+        )
         self._checked_lock = threading.Lock()
 
     # ---- connections and transactions
@@ -734,12 +736,14 @@ class RunStore:
             raise
         conn.execute("COMMIT")
 
-    def _identity(self) -> tuple[int, int] | None:
+    def _identity(self) -> tuple[int, int, int] | None:
+        """Which file the path holds now. The inode alone is not enough: a file deleted and made again
+        often gets the same inode number; its change time differs (so does a checkpoint's: a re-check)."""
         try:
             info = os.stat(self.path)
         except OSError:
             return None
-        return info.st_dev, info.st_ino
+        return info.st_dev, info.st_ino, info.st_ctime_ns
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:

@@ -9,6 +9,7 @@ reloaded tab re-attach) and stops its own background tasks (sweeps, analyses).
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,8 +30,13 @@ class Stoppable(Protocol):
 
 @st.cache_resource(show_spinner=False)
 def run_service() -> RunService:
-    """The server's run service: one per process, on the server's run store."""
-    return RunService(run_store())
+    """The server's run service: one per process, on the server's run store. ``RESNET_VIZ_GRACE_SECONDS``
+    (default 20) is how long a run nobody watches any more waits for a reloaded tab to come back."""
+    try:
+        grace = float(os.environ.get("RESNET_VIZ_GRACE_SECONDS", "20"))
+    except ValueError:
+        grace = 20.0
+    return RunService(run_store(), grace_seconds=grace if grace >= 0 else 20.0)
 
 
 @dataclass

@@ -191,7 +191,7 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
         st.fragment(run_every=REFRESH_SECONDS)(_progress)(run, page)
         return None
     chosen = _from_handle(run, page)
-    what = "this session's lab run" if source == LAB_RUN else f"the server's default pair ({pair.title})"
+    what = "the lab run of this session" if source == LAB_RUN else f"the server's default pair ({pair.title})"
     status = "stored" if isinstance(run, Replay) else ("still training" if not run.done else view_of(run).status)
     step = max(c.step for c in chosen.values())
     return chosen, run.request.data, f"Models of {what} ({status}), at step {step}."
