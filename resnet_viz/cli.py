@@ -30,6 +30,7 @@ from .runs.defaults import warm_requests
 from .runs.warm import WarmProgress, warm
 from .store import RunStore, StoreError, export_trained, trained_summaries
 from .sweep import BASIC_DEPTHS, SweepConfig, SweepJob, SweepView, classroom_sweep
+from .tasks import stop_all
 from .training import StepRecord, TrainConfig, Trainer, fit_to_data, train_models
 
 
@@ -560,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = err.filename or getattr(args, "out", None)
         print(f"error: {_one_line(f'{where}: {err.strerror or err}')}", file=sys.stderr)
         return 2
+    finally:
+        stop_all()  # no training thread may still be inside torch when the interpreter exits (it would abort)
 
 
 def _one_line(text: str) -> str:
