@@ -67,8 +67,6 @@ def live_panel(jobs: SessionJobs) -> None:
     if run.done and st.session_state.get("lab.watching") == run.id:
         del st.session_state["lab.watching"]
         st.rerun()  # it finished while we watched: one full rerun stops the timer and shows the downloads
-    if isinstance(run, LiveRun) and not run.done and (len(run.viewers) > 1) != st.session_state.get("lab.shared"):
-        st.rerun()  # others joined or left: Stop is for a run only this tab watches
 
 
 def downloads(run: LiveRun | Replay) -> None:
@@ -137,7 +135,6 @@ def main() -> None:
         cfg = lab_form(cfg, disabled=running)
     write_url(cfg, preset, run.id if running else None)
     shared = running and len(run.viewers) > 1
-    st.session_state["lab.shared"] = shared
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
     if b1.button("Train", type="primary", icon=":material/play_arrow:", disabled=running):
         start(jobs, cfg)
