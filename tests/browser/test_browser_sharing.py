@@ -127,7 +127,7 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     mover.screenshot(path=str(ARTIFACTS / "sharing_mover_after_fork.png"), full_page=True)
     if mover.get_by_text("Finished 600 steps").count() == 0:  # the mover's copy is its own: it may stop it
         main(mover).get_by_role("button", name="Stop").click()
-    expect(mover.get_by_text(re.compile(r"Stopped at step \d+|Finished 600 steps"))).to_be_visible()
+    expect(mover.get_by_text(re.compile(r"Stopped at step \d+|Finished 600 steps"))).to_be_visible(timeout=TIMEOUT_MS)
     # The other tab leaves the shared run (Reset): the run stops once nobody watches it.
     main(other).get_by_role("button", name="Reset", exact=True).click()
     expect(main(other).get_by_role("button", name="Train")).to_be_enabled(timeout=TIMEOUT_MS)
