@@ -89,18 +89,18 @@ class LandscapeTask(Task):
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            todo = []
+            pending = []
             for target in self.targets:
                 hit = self._lookup(target)
                 if hit is None:
-                    todo.append(target)
+                    pending.append(target)
                     continue
                 with self.progress.lock:
                     self.results[target.key] = hit
                     self.cached.add(target.key)
-            compute_landscapes(todo, self.data, self.config, self.progress, self.stop_event, self.results)
+            compute_landscapes(pending, self.data, self.config, self.progress, self.stop_event, self.results)
             if not self.stop_event.is_set():
-                for target in todo:
+                for target in pending:
                     self._keep(target, self.results[target.key])
         finally:
             torch.set_num_threads(previous)

@@ -43,9 +43,9 @@ def warm(
     """Have every request's run in the store; returns the final progress."""
     stop = stop or threading.Event()
     progress = WarmProgress(total=len(requests))
-    todo = [(what, r) for what, r in requests if not service.store.has(r.key)]
-    progress.cached = progress.done = len(requests) - len(todo)
-    left = {r.key: estimate(r.models, r.train, r.data).train_flops for _, r in todo}
+    pending = [(what, r) for what, r in requests if not service.store.has(r.key)]
+    progress.cached = progress.done = len(requests) - len(pending)
+    left = {r.key: estimate(r.models, r.train, r.data).train_flops for _, r in pending}
     trained_flops, trained_seconds = 0.0, 0.0
 
     def report() -> None:
@@ -55,7 +55,7 @@ def warm(
             on_progress(progress)
 
     report()
-    for what, request in todo:
+    for what, request in pending:
         if stop.is_set():
             break
         progress.current, progress.step = what, 0
