@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +20,8 @@ import streamlit as st
 
 from resnet_viz.lab import LabConfig
 from resnet_viz.runs import Handle, RunService
+from resnet_viz.runs.budget import estimate
+from resnet_viz.runs.defaults import SERVER_PAIR, SHAPES_PAIR
 
 from .store import run_store
 
@@ -36,7 +40,20 @@ def run_service() -> RunService:
         grace = float(os.environ.get("RESNET_VIZ_GRACE_SECONDS", "20"))
     except ValueError:
         grace = 20.0
+    # Training threads release the GIL inside every torch op and need it back right after; with a page
+    # building figures beside them, the default 5 ms switch interval made each op wait its turn (the app
+    # trained at 0.41x the headless speed with 5 ms, 0.54x with 0.5 ms: benchmarks/bench_app.py).
+    sys.setswitchinterval(0.0005)
+    # The default pairs' data sets and costs load in the background now, not on the first Train click
+    # (digits import scikit-learn, 2.5 s; the first meta-device cost estimate takes 1.7 s).
+    threading.Thread(target=_preload, name="resnet-viz-preload", daemon=True).start()
     return RunService(run_store(), grace_seconds=grace if grace >= 0 else 20.0)
+
+
+def _preload() -> None:
+    for pair in (SERVER_PAIR, SHAPES_PAIR):
+        req = pair.request
+        estimate(req.models, req.train, req.data)  # loads the data set and caches the models' costs
 
 
 @dataclass
