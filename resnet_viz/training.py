@@ -193,11 +193,13 @@ class Trainer:
         data: DataConfig,
         stop: threading.Event | None = None,
         start: TrainerState | None = None,
+        dataset: Dataset | None = None,
     ) -> None:
+        """`dataset`: the loaded `data`, when the caller has it (a training process gets it from its parent)."""
         if not models:
             raise ConfigError("models", "needs at least one model")
         self.train = train.validate()
-        self.dataset = load_dataset(data.validate())
+        self.dataset = dataset if dataset is not None else load_dataset(data.validate())
         self.device = resolve_device(train.device)
         self.configs = {key: fit_to_data(cfg, self.dataset) for key, cfg in models.items()}
         self.models: dict[str, Net] = {
@@ -275,6 +277,10 @@ class Trainer:
             raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
         with self._lock:
             self._pending_alpha[key] = float(alpha)
+
+    def set_threads(self, threads: int) -> None:
+        """Intra-op threads from the next step on; call from the thread that runs `run()` (each has its own)."""
+        torch.set_num_threads(threads)
 
     def skip_scale(self, key: str) -> float:
         """The skip scale in force for model `key` (kept here: looking it up in the modules costs ~3 ms a step)."""

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -29,6 +29,9 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 90_000
+# Playwright's `expect` waits 5 s by default: a page's first render on a busy 2-core CI machine can take
+# longer. Waits that need a training to finish pass TIMEOUT_MS themselves.
+expect.set_options(timeout=30_000)
 
 
 def _free_port() -> int:
@@ -48,7 +51,16 @@ def _healthy(url: str) -> bool:
 def run_server(data_dir: Path) -> Iterator[str]:
     port = _free_port()
     # an empty store, and runs left by one test stop within 2 s instead of the 20 s kept for reloads
-    env = {**os.environ, "RESNET_VIZ_DATA_DIR": str(data_dir), "RESNET_VIZ_GRACE_SECONDS": "2"}
+    env = {
+        **os.environ,
+        "RESNET_VIZ_DATA_DIR": str(data_dir),
+        "RESNET_VIZ_GRACE_SECONDS": "2",
+        "RESNET_VIZ_PROCESSES": "1",
+    }
+    # The server's output goes to a file: a pipe nobody reads fills up (64 KiB) and then blocks the
+    # server on its next write, so every later page load times out.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / "server.log", "w")  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -67,7 +79,7 @@ def run_server(data_dir: Path) -> Iterator[str]:
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -76,7 +88,7 @@ def run_server(data_dir: Path) -> Iterator[str]:
             if _healthy(url):
                 break
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
+                raise RuntimeError((ARTIFACTS / "server.log").read_text())
             _wait(proc, 0.1)
         else:
             raise RuntimeError("streamlit did not become healthy")
@@ -84,6 +96,7 @@ def run_server(data_dir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 def _wait(proc: subprocess.Popen, seconds: float) -> None:
@@ -100,11 +113,23 @@ def run_browser() -> Iterator[Browser]:
         b.close()
 
 
+_OPEN: list[BrowserContext] = []  # contexts of the running test, closed after it even when it fails
+
+
 def new_page(browser: Browser) -> Page:
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    _OPEN.append(context)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     return page
+
+
+def close_pages() -> None:
+    """Close every tab a test opened: a tab left open keeps its session, its refresh timer and its runs
+    on the shared server, and slows every later browser test."""
+    while _OPEN:
+        with contextlib.suppress(Exception):  # already closed by the test, or the browser is gone
+            _OPEN.pop().close()
 
 
 def main(page: Page) -> Locator:

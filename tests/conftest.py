@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from browser_utils import run_browser, run_server
+from browser_utils import close_pages, run_browser, run_server
 from harness import close_sessions
 from playwright.sync_api import Browser
 
@@ -58,6 +58,7 @@ def own_store(tmp_path_factory, monkeypatch) -> Iterator[None]:
     from resnet_viz.ui.store import run_store
 
     monkeypatch.setenv("RESNET_VIZ_DATA_DIR", str(tmp_path_factory.mktemp("store")))
+    monkeypatch.setenv("RESNET_VIZ_PROCESSES", "0")  # AppTests train in threads (the browser tests' server does not)
     run_store.clear()
     run_service.clear()
     yield
@@ -71,6 +72,13 @@ def closed_sessions(own_store) -> Iterator[None]:
     test, before its run store and service go."""
     yield
     close_sessions()
+
+
+@pytest.fixture(autouse=True)
+def closed_pages() -> Iterator[None]:
+    """Every browser tab a test opened (browser_utils.new_page) is closed after it, even when it failed."""
+    yield
+    close_pages()
 
 
 @pytest.fixture(scope="session", autouse=True)

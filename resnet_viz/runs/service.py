@@ -94,8 +94,11 @@ class RunService:
         scheduler: Scheduler | None = None,
         executor: Executor | None = None,
         grace_seconds: float = 20.0,
+        processes: bool = False,
     ) -> None:
+        """`processes`: train every run in a child process (the app does: see runs/remote.py)."""
         self.store = store
+        self.processes = processes
         self.scheduler = scheduler or Scheduler()
         self.executor = executor or ThreadExecutor()
         self.grace_seconds = grace_seconds  # how long a run with no viewer waits for one to come back
@@ -169,7 +172,17 @@ class RunService:
                 f"{limits.max_per_viewer}). Stop one, or wait for one to finish."
             )
         ticket = self.scheduler.ticket(cost, priority)
-        run = LiveRun(request, cost, self.scheduler, ticket, self.store, seed=seed, alphas=alphas, on_step=on_step)
+        run = LiveRun(
+            request,
+            cost,
+            self.scheduler,
+            ticket,
+            self.store,
+            seed=seed,
+            alphas=alphas,
+            on_step=on_step,
+            in_process=self.processes,
+        )
         run.attach(viewer, priority)
         if run.key is not None:
             self._by_key[run.key] = run

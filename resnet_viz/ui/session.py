@@ -22,6 +22,7 @@ from resnet_viz.lab import LabConfig
 from resnet_viz.runs import Handle, RunService
 from resnet_viz.runs.budget import estimate
 from resnet_viz.runs.defaults import SERVER_PAIR, SHAPES_PAIR
+from resnet_viz.runs.remote import POOL
 
 from .store import run_store
 
@@ -40,20 +41,26 @@ def run_service() -> RunService:
         grace = float(os.environ.get("RESNET_VIZ_GRACE_SECONDS", "20"))
     except ValueError:
         grace = 20.0
-    # Training threads release the GIL inside every torch op and need it back right after; with a page
-    # building figures beside them, the default 5 ms switch interval made each op wait its turn (the app
-    # trained at 0.41x the headless speed with 5 ms, 0.54x with 0.5 ms: benchmarks/bench_app.py).
+    # Runs train in child processes (runs/remote.py): a training thread in this process waits for the
+    # GIL while pages build figures. RESNET_VIZ_PROCESSES=0 trains in threads instead (the AppTests do).
+    processes = os.environ.get("RESNET_VIZ_PROCESSES", "1") != "0"
+    # Threads still train here with processes off, and analyses run beside pages: they release the GIL
+    # in every torch op and need it back right after, and the default 5 ms switch interval made each op
+    # wait its turn (in-thread training at 0.41x the headless speed with 5 ms, 0.54x with 0.5 ms).
     sys.setswitchinterval(0.0005)
-    # The default pairs' data sets and costs load in the background now, not on the first Train click
-    # (digits import scikit-learn, 2.5 s; the first meta-device cost estimate takes 1.7 s).
-    threading.Thread(target=_preload, name="resnet-viz-preload", daemon=True).start()
-    return RunService(run_store(), grace_seconds=grace if grace >= 0 else 20.0)
+    threading.Thread(target=_preload, args=(processes,), name="resnet-viz-preload", daemon=True).start()
+    return RunService(run_store(), grace_seconds=grace if grace >= 0 else 20.0, processes=processes)
 
 
-def _preload() -> None:
+def _preload(processes: bool) -> None:
+    """What the first Train click would otherwise wait for, done when the server starts: a training
+    worker process (it imports torch), the default pairs' data sets (digits import scikit-learn,
+    2.5 s) and their cost estimates (the first meta-device pass takes 1.7 s)."""
+    if processes:
+        POOL.warm()
     for pair in (SERVER_PAIR, SHAPES_PAIR):
         req = pair.request
-        estimate(req.models, req.train, req.data)  # loads the data set and caches the models' costs
+        estimate(req.models, req.train, req.data)
 
 
 @dataclass

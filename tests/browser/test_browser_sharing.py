@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
 from playwright.sync_api import Page, expect
 
@@ -106,7 +107,12 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     steps_a = sorted(set(mine["A · plain 8"]) & set(theirs["A · plain 8"]))
     assert steps_a[-1] >= target
     # Model A was not touched: the fork trains it on from the same weights, optimizer state and batches.
-    assert [mine["A · plain 8"][s] for s in steps_a] == [theirs["A · plain 8"][s] for s in steps_a]
+    # Equal up to float rounding: the two runs share the cores, so each may train with another number of
+    # intra-op threads than the shared run had (sums in another order); a different model would differ by
+    # far more than 1e-5 (tests/unit/test_runs.py checks bit-identity at a fixed thread count).
+    assert [mine["A · plain 8"][s] for s in steps_a] == pytest.approx(
+        [theirs["A · plain 8"][s] for s in steps_a], rel=1e-5
+    )
     # Model B: the shared history up to the fork step, the mover's own (α = 0) after it.
     b_mine, b_theirs = mine["B · residual 8"], theirs["B · residual 8"]
     steps_b = sorted(set(b_mine) & set(b_theirs))

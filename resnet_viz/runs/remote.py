@@ -1,0 +1,244 @@
+"""Training in a worker process, so that drawing a run never slows it.
+
+A Streamlit server builds every page and figure in Python threads of one process. A training thread
+beside them needs the GIL back after every torch op, and waits for it while a page builds figures:
+with one tab open, the app trained at 0.12x its headless speed (0.5x after the cheaper fixes in
+`ui/session.py` and `figures/common.py`). `RemoteTrainer` runs the `Trainer` in a worker process
+(runs/worker.py) with its own interpreter, and mirrors here what the rest of the app reads from a
+trainer (records, step, states, snapshots, skip events, final weights), so `LiveRun`, the analysis
+pages and the store use either one the same way.
+
+Workers are kept warm in a `WorkerPool`: starting one imports torch (seconds), so the server starts
+one when it starts, and a worker that finished a run trains the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from ..data import DataConfig, Dataset, load_dataset
+from ..models import ConfigError, ModelConfig, Net, build_model, set_skip_scale
+from ..training import ModelState, Snapshot, StepRecord, TrainConfig, TrainerState, fit_to_data, steps_per_epoch
+from .worker import Mirror, get, put
+
+
+class Worker:
+    """One `python -m resnet_viz.runs.worker` process and its pipes."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # each run sets its own thread count
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from resnet_viz.runs.worker import main; main()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+
+    def put(self, message: tuple) -> None:
+        try:
+            put(self.process.stdin, message)
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            raise self._gone() from None
+
+    def get(self) -> tuple:
+        try:
+            return get(self.process.stdout)
+        except (EOFError, ValueError):
+            raise self._gone() from None
+
+    def _gone(self) -> RuntimeError:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return RuntimeError(f"the training process ended unexpectedly (exit code {code})")
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """Close its input (it leaves when it reads the end) and make sure it has gone."""
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):  # a broken pipe on flush: it has gone already
+                stream.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class WorkerPool:
+    """Warm training workers: `take()` one for a run, `give()` it back after; at most `idle` kept waiting."""
+
+    def __init__(self, idle: int = 1) -> None:
+        self.idle = idle
+        self._free: list[Worker] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> Worker:
+        with self._lock:
+            while self._free:
+                worker = self._free.pop()
+                if worker.alive:
+                    return worker
+        return Worker()
+
+    def give(self, worker: Worker) -> None:
+        with self._lock:
+            if worker.alive and len(self._free) < self.idle:
+                self._free.append(worker)
+                return
+        worker.close()
+
+    def warm(self) -> None:
+        """Start idle workers up to `idle` now, so the next runs do not wait for torch to import."""
+        with self._lock:
+            missing = self.idle - len(self._free)
+            self._free.extend(Worker() for _ in range(max(0, missing)))
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._free = self._free, []
+        for worker in workers:
+            worker.close()
+
+
+POOL = WorkerPool()  # the process's workers (a server warms it when it starts: `POOL.warm()`)
+
+
+class RemoteTrainer:
+    """A `Trainer` in a child process, with the same interface for what a `LiveRun` and its readers use.
+
+    `models` are CPU copies with the worker's weights at the end of the run (and every `weights_every`
+    steps when asked: 2-D data redraws its decision boundaries from them).
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        train: TrainConfig,
+        data: DataConfig,
+        stop: threading.Event | None = None,
+        start: TrainerState | None = None,
+        threads: int = 1,
+        weights_every: int = 0,
+    ) -> None:
+        if not models:
+            raise ConfigError("models", "needs at least one model")
+        self.train = train.validate()
+        self.dataset = load_dataset(data.validate())
+        self.device = torch.device("cpu")  # where the mirror models live (the worker may train on CUDA)
+        self.configs = {key: fit_to_data(cfg, self.dataset) for key, cfg in models.items()}
+        self.models: dict[str, Net] = {
+            key: build_model(cfg, seed=train.seed, device="cpu") for key, cfg in self.configs.items()
+        }
+        self.stop = stop or threading.Event()
+        self.states = {key: ModelState() for key in models}
+        self.snapshots: dict[str, list[Snapshot]] = {key: [] for key in models}
+        self.skip_events: list[tuple[str, int, float]] = []
+        self.steps_per_epoch, self.total_steps = _shape(self.dataset, train)
+        self.step = 0
+        self.threads = threads  # intra-op threads of the worker from its next step on
+        self._alpha = {k: _alpha_of(m) for k, m in self.models.items()}  # skip scale in force per model
+        self._pending: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._final: TrainerState | None = None
+        if start is not None:
+            self.step = start.step
+            self.states = {k: ModelState(s.status, s.step, s.message) for k, s in start.states.items()}
+            self.snapshots = {k: list(v) for k, v in start.snapshots.items()}
+            self.skip_events = list(start.skip_events)
+            self._alpha = dict(start.alphas)
+        self._start, self._weights_every = start, weights_every
+        self._worker: Worker | None = None
+
+    # ---- the loop (run by the LiveRun's thread)
+
+    def run(self) -> Iterator[list[StepRecord]]:
+        """The worker's records, step by step; between two yields the worker waits (like `Trainer.run`)."""
+        self._worker = worker = POOL.take()
+        ended = False  # the worker finished this run (done or failed) and can train the next one
+        try:
+            with self._lock:
+                alphas, self._pending = self._pending, {}  # asked for before the start: from the first step on
+            setup = (self.configs, self.train, self.dataset, self._start, alphas, self.threads, self._weights_every)
+            worker.put(setup)
+            self._start = None  # the worker has it
+            while True:
+                message = worker.get()
+                if message[0] == "failed":
+                    ended = True
+                    raise RuntimeError(message[1])
+                if message[0] == "done":
+                    ended = True
+                    _, mirror, self._final = message
+                    self._update(mirror)
+                    return
+                _, records, mirror = message
+                self._update(mirror)
+                yield records
+                with self._lock:
+                    alphas, self._pending = self._pending, {}
+                worker.put(("go", self.threads, alphas, self.stop.is_set()))
+        finally:
+            if ended:
+                POOL.give(worker)
+            else:  # left mid-run (an error here, or the loop was abandoned): the worker goes too
+                worker.close()
+
+    def _update(self, mirror: Mirror) -> None:
+        self.step, self.states = mirror.step, mirror.states
+        for key, snaps in mirror.snapshots.items():
+            self.snapshots[key].extend(snaps)
+        self.skip_events = mirror.skip_events
+        self._alpha.update(mirror.alphas)
+        for key, weights in (mirror.weights or {}).items():
+            set_skip_scale(self.models[key], mirror.alphas[key])
+            self.models[key].load_state_dict(weights)
+
+    # ---- what a LiveRun asks between two steps
+
+    def capture(self) -> TrainerState:
+        """The worker's whole training state between the same two steps (after the end: its final state)."""
+        if self._final is not None:
+            return self._final
+        if self._worker is None:
+            raise RuntimeError("capture() before run(): nothing trained yet")
+        self._worker.put(("capture",))
+        return self._worker.get()[1]
+
+    def set_skip_scale(self, key: str, alpha: float) -> None:
+        """Change a model's skip scale from the worker's next step on (thread-safe, checked like Trainer's)."""
+        if key not in self.models:
+            raise ConfigError("model", f"must be one of {', '.join(self.models)}; got {key!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
+        with self._lock:
+            self._pending[key] = float(alpha)
+
+    def skip_scale(self, key: str) -> float:
+        """The skip scale asked for last (in force from the next step)."""
+        with self._lock:
+            return self._pending.get(key, self._alpha[key])
+
+    def set_threads(self, threads: int) -> None:
+        self.threads = threads
+
+
+def _alpha_of(model: Net) -> float:
+    blocks = [m for m in model.modules() if hasattr(m, "alpha")]
+    return float(blocks[0].alpha) if blocks else 0.0
+
+
+def _shape(dataset: Dataset, train: TrainConfig) -> tuple[int, int]:
+    per_epoch = steps_per_epoch(len(dataset.y_train), train.batch_size)
+    return per_epoch, per_epoch * train.epochs

@@ -1,0 +1,124 @@
+"""Training in a child process (runs/remote.py): the same run as in-process, forks, stops and failures."""
+
+import os
+import signal
+import threading
+from dataclasses import replace
+
+import pytest
+
+from resnet_viz.data import DataConfig
+from resnet_viz.models import ModelConfig
+from resnet_viz.runs import LiveRun, RunRequest, RunService, Scheduler
+from resnet_viz.runs.remote import POOL, RemoteTrainer
+from resnet_viz.store import RunStore
+from resnet_viz.training import StepRecord, TrainConfig, Trainer
+
+PAIR = {"A": ModelConfig(depth=8, width=8, skip=False), "B": ModelConfig(depth=8, width=8)}
+TRAIN = TrainConfig(epochs=2, warmup_steps=0)
+WAIT = 120.0
+
+
+@pytest.fixture
+def service(tmp_path) -> RunService:
+    return RunService(RunStore(tmp_path), Scheduler(cores=1), grace_seconds=0, processes=True)
+
+
+def _losses(records: list[StepRecord], model: str) -> list[float]:
+    return [r.loss for r in records if r.model == model]
+
+
+def test_a_run_in_a_child_process_is_the_same_run_as_in_process():
+    here = Trainer(PAIR, TRAIN, DataConfig())
+    here.set_threads(1)
+    local = [r for records in here.run() for r in records]
+    there = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
+    remote = [r for records in there.run() for r in records]
+    assert there.step == here.step == here.total_steps
+    for key in PAIR:
+        assert _losses(remote, key) == _losses(local, key)  # same seed, batches and thread count: bit-identical
+        assert [(r.probes, r.val_loss) for r in remote if r.model == key] == [
+            (r.probes, r.val_loss) for r in local if r.model == key
+        ]
+        assert [s.step for s in there.snapshots[key]] == [s.step for s in here.snapshots[key]]
+        # the mirror models hold the child's final weights
+        mirror, trained = there.models[key].state_dict(), here.models[key].state_dict()
+        assert all(mirror[n].equal(trained[n]) for n in trained)
+    assert there.states == here.states
+    # the worker went back to the pool and trains the next run (no new process, no torch import)
+    again = RemoteTrainer(PAIR, replace(TRAIN, epochs=1), DataConfig(), threads=1)
+    assert len(list(again.run())) == here.steps_per_epoch
+    assert again._worker is there._worker and again._worker.alive
+
+
+def test_skip_changes_and_captures_land_between_the_same_two_steps():
+    here = Trainer(PAIR, TRAIN, DataConfig())
+    here.set_threads(1)
+    there = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
+    states = {}
+    for trainer in (here, there):
+        for records in trainer.run():
+            if records[0].step == 3:
+                trainer.set_skip_scale("B", 0.5)
+                assert trainer.skip_scale("B") in (0.5, 1.0)
+            if records[0].step == 5:
+                states[trainer] = trainer.capture()
+    assert there.skip_events == here.skip_events == [("B", 4, 0.5)]
+    assert states[there].step == states[here].step == 5
+    for key in PAIR:
+        a, b = states[there].models[key], states[here].models[key]
+        assert all(a[n].equal(b[n]) for n in b)
+    assert there.capture().step == here.step  # after the end: the final state
+
+
+def test_forks_of_a_shared_run_in_child_processes(service):
+    reached = threading.Event()
+
+    def on_step(run: LiveRun, records: list[StepRecord]) -> None:
+        if records[0].step >= 3:
+            reached.set()
+
+    request = RunRequest(PAIR, TRAIN, DataConfig())
+    shared = service.request(request, "tab-1", on_step=on_step)
+    assert service.request(request, "tab-2") is shared
+    assert reached.wait(WAIT)
+    changed = service.set_skip_scale(shared, "tab-2", "B", 0.25)
+    for run in (shared, changed):
+        assert run.join(WAIT) and run.status == "finished", run.message
+    k = changed.fork_step
+    mine = [r for r in changed.history().records]
+    theirs = [r for r in shared.history().records]
+    assert _losses(mine, "B")[:k] == _losses(theirs, "B")[:k] and _losses(mine, "A") == _losses(theirs, "A")
+    assert _losses(mine, "B")[k] != _losses(theirs, "B")[k]
+    assert changed.view().skip_events == [("B", k + 1, 0.25)]
+    assert shared.saved and service.store.get(request.key) is not None  # stored from the mirrored weights
+
+
+def test_stop_ends_the_child_between_two_steps(service):
+    started = threading.Event()
+    run = service.request(
+        RunRequest(PAIR, replace(TRAIN, epochs=50), DataConfig()), "tab-1", on_step=lambda *_: started.set()
+    )
+    assert started.wait(WAIT)
+    run.stop()
+    assert run.join(WAIT) and run.status == "stopped"
+    assert 0 < run.view().step < run.view().total_steps
+    assert run.trainer._worker.alive and run.trainer._worker in POOL._free  # kept for the next run
+
+
+def test_a_failure_in_the_child_fails_the_run_with_its_message():
+    good = Trainer(PAIR, TRAIN, DataConfig())
+    state = good.capture()
+    broken = replace(state, models={**state.models, "A": {}})  # weights that do not fit the model
+    trainer = RemoteTrainer(PAIR, TRAIN, DataConfig(), start=broken)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        list(trainer.run())
+    assert trainer._worker.alive  # it said why and waits for the next run
+
+
+def test_a_killed_child_fails_the_run_instead_of_hanging():
+    trainer = RemoteTrainer(PAIR, replace(TRAIN, epochs=50), DataConfig())
+    with pytest.raises(RuntimeError, match="ended unexpectedly"):
+        for records in trainer.run():
+            if records[0].step == 2:
+                os.kill(trainer._worker.process.pid, signal.SIGKILL)
