@@ -27,6 +27,8 @@ Definitions:
   while a run trains; every live run has its own unguessable id, so two trainings of one config
   show as two ids), checked against the runs in the store once everything has finished, and the
   most viewers one run had (its progress line says "N watching").
+- "server" CPU and memory count the server and its training workers (benchmarks/server.py);
+  `peak_rss_mb` sums each process's peak, `server_peak_rss_mb` is the server's own.
 - Times are `time.perf_counter()` in this process; the fragment timer is 1 s, so start and finish
   times seen by a tab are late by up to about 1 s.
 
@@ -41,26 +43,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from benchmarks.server import Server
 from benchmarks.st_client import Event, Tab, element_text, figure_title, plotly_array, plotly_figure
 from resnet_viz.store import RunStore  # imports torch: here, not inside a measured span
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMALL = "a.depth=8&a.width=8"  # the distinct scenario's config (seeds differ); digits, linked B
 OTHER = "a.depth=14"  # visit-first-other: a config no page asked for
 GOALS = {
@@ -75,83 +68,6 @@ FINISHED = re.compile(r"^(Finished \d+ steps|Finished \d+ steps; .*diverged\.|St
 
 
 # ---------------------------------------------------------------------------------------------- server
-
-
-class Server:
-    """`streamlit run app.py` with its own empty run store; RSS and CPU read from /proc."""
-
-    def __init__(self) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="bench-classroom-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.data_dir / "server.log"
-        self._log = self.log_path.open("w")
-        env = {**os.environ, "RESNET_VIZ_DATA_DIR": str(self.data_dir)}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.headless",
-                "true",
-                "--server.port",
-                str(self.port),
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.started = time.perf_counter()
-
-    def wait_healthy(self, timeout: float = 90.0) -> float:
-        """Seconds until /_stcore/health answered "ok"."""
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        return time.perf_counter() - self.started
-            except OSError:
-                pass
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=0.1)
-                raise RuntimeError(f"streamlit exited: {self.log_path.read_text()[-2000:]}")
-        raise RuntimeError("streamlit did not become healthy")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
-
-    def memory_mb(self) -> dict[str, float]:
-        """Resident memory now and its peak over the process's life (VmRSS, VmHWM)."""
-        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        return {k: int(status[v].split()[0]) / 1024 for k, v in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))}
-
-    def stored_runs(self) -> int:
-        return len(RunStore(self.data_dir).list_runs())
-
-    def stop(self) -> dict[str, int]:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._log.close()
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        # the last line of a traceback names the error ("NameError: ..."); the log goes with the folder
-        errors = [line[:300] for line in lines if re.match(r"^\w+(Error|Exception)\b", line)]
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        return {"server_log_errors": errors[:5], "server_log_lines": len(lines)}
 
 
 # ---------------------------------------------------------------------------------------------- one tab
@@ -275,7 +191,7 @@ async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> 
         "query": query or "(default lab config)",
         **_tab_stats(watches),
         "tabs_not_finished": unfinished,
-        "stored_runs_after": server.stored_runs(),
+        "stored_runs_after": len(RunStore(server.data_dir).list_runs()),
         "server_rss_before_click_mb": round(rss_before, 1),
         "server_cpu_s_click_to_finish": round(server.cpu_seconds() - cpu0, 2),
         "clients_cpu_s": round(time.process_time() - client0, 2),
@@ -321,7 +237,7 @@ async def distinct(server: Server, n: int, args: argparse.Namespace) -> dict:
         "tabs_not_finished": unfinished,
         "outcomes": sorted({w.outcome for w in watches}),
         "distinct_live_run_ids": len(set().union(*(w.run_ids for w in watches))),
-        "stored_runs_after": server.stored_runs(),
+        "stored_runs_after": len(RunStore(server.data_dir).list_runs()),
         "server_cpu_s": round(server.cpu_seconds() - cpu0, 2),
         "clients_cpu_s": round(time.process_time() - client0, 2),
         "tab_errors": sorted({e for w in watches for e in w.tab.errors})[:5],

@@ -19,6 +19,7 @@ from resnet_viz.ui.text import safe_text
 from resnet_viz.ui.widgets import lab_form, sync_from_url, url_issue, write_url
 
 REFRESH_SECONDS = 1.0
+STOP_REFRESH_SECONDS = 3.0  # the Stop button's own refresh (cheap, but thirty tabs run it)
 RUN_ID_CHARS = 64  # longest run id a URL may name
 
 
@@ -67,6 +68,27 @@ def live_panel(jobs: SessionJobs) -> None:
     if run.done and st.session_state.get("lab.watching") == run.id:
         del st.session_state["lab.watching"]
         st.rerun()  # it finished while we watched: one full rerun stops the timer and shows the downloads
+
+
+def stop_button(run: LiveRun | Replay | None, rerun: bool = False) -> None:
+    """Stop this tab's run; disabled while other tabs watch it too (it stops when the last one leaves).
+
+    `rerun`: drawn in a fragment, so a click reruns the whole page (Train and the setup come back)."""
+    running = isinstance(run, LiveRun) and not run.done
+    shared = running and len(run.viewers) > 1
+    if st.button(
+        "Stop",
+        key="lab.stop",
+        icon=":material/stop:",
+        disabled=not running or shared,
+        help="Others watch this run too: it stops when the last of you leaves (Reset leaves it)." if shared else None,
+    ):
+        if len(run.viewers) > 1:  # someone joined since the button was drawn
+            st.toast("Others watch this run too now: it stops when the last of you leaves (Reset leaves it).")
+            return
+        run.stop()
+        if rerun:
+            st.rerun()
 
 
 def downloads(run: LiveRun | Replay) -> None:
@@ -134,18 +156,15 @@ def main() -> None:
     with st.expander("Setup: models, data and training", expanded=run is None):
         cfg = lab_form(cfg, disabled=running)
     write_url(cfg, preset, run.id if running else None)
-    shared = running and len(run.viewers) > 1
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
     if b1.button("Train", type="primary", icon=":material/play_arrow:", disabled=running):
         start(jobs, cfg)
         st.rerun()
-    if b2.button(
-        "Stop",
-        icon=":material/stop:",
-        disabled=not running or shared,
-        help="Others watch this run too: it stops when the last of you leaves (Reset leaves it)." if shared else None,
-    ):
-        run.stop()
+    with b2:
+        if running:  # re-checked while it runs: other tabs may join or leave it, or this tab may fork
+            st.fragment(run_every=STOP_REFRESH_SECONDS)(stop_button)(run, rerun=True)
+        else:
+            stop_button(run)
     if b3.button("Reset", icon=":material/restart_alt:"):
         jobs.leave_lab()
         st.query_params.pop("run", None)  # else the rerun's reattach() takes the run back from the URL

@@ -16,8 +16,8 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -68,21 +68,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
 
     def validate(self) -> TrainConfig:
-        for name in (
-            "epochs",
-            "batch_size",
-            "optimizer",
-            "lr",
-            "momentum",
-            "weight_decay",
-            "warmup_steps",
-            "schedule",
-            "seed",
-            "val_every",
-            "probe_every",
-            "max_snapshots",
-            "device",
-        ):
+        """Every field against its entry in the one options table (resnet_viz/options.py)."""
+        for name in (f.name for f in fields(self)):
             try:
                 OPTIONS[name].check(getattr(self, name))
             except OptionError as err:
@@ -470,33 +457,48 @@ class History:
 
 
 def summarize(trainer: Trainer, history: History, key: str) -> dict[str, object]:
-    """Summary of one model: final losses, status, size and the gradient ratio at the start.
+    """Summary of one model of a trainer: `records_summary` of its records, with the trainer's status."""
+    state = trainer.states[key]
+    records = [r for r in history.records if r.model == key]
+    net, names = trainer.models[key], history.layer_names[key]
+    return records_summary(key, net, records, trainer.steps_per_epoch, names, state.status, state.message)
+
+
+def records_summary(
+    key: str,
+    net: nn.Module,
+    records: Sequence[StepRecord],
+    per_epoch: int,
+    layer_names: Sequence[str],
+    status: str,
+    message: str,
+) -> dict[str, object]:
+    """Summary of one model from its records: final losses, status, size and the gradient ratio at the start.
 
     ``final_train_loss`` is the mean training loss over the last epoch's steps (less noisy than one
     batch). ``first/last_layer_grad_norm`` are the weight-gradient norms of the first and last 3x3
-    conv (hidden linear layer for MLPs), averaged over the first 10 steps.
+    conv (hidden linear layer for MLPs), averaged over the first 10 steps. `net` gives the layer
+    roles and the size only (a meta-device net will do).
     """
-    recs = [r for r in history.records if r.model == key]
-    state = trainer.states[key]
-    last_epoch = [r.loss for r in recs if r.step > state.step - trainer.steps_per_epoch]
-    vals = [r for r in recs if r.val_loss is not None]
-    names = history.layer_names[key]
-    convs = conv_layer_names(trainer.models[key])
-    first, last = names.index(convs[0]), names.index(convs[-1])
-    early = [r.probes["grad_norm"] for r in recs[:10] if r.probes]
+    steps = records[-1].step if records else 0
+    last_epoch = [r.loss for r in records if r.step > steps - per_epoch]
+    vals = [r for r in records if r.val_loss is not None]
+    convs = conv_layer_names(net)
+    first, last = list(layer_names).index(convs[0]), list(layer_names).index(convs[-1])
+    early = [r.probes["grad_norm"] for r in records[:10] if r.probes]
     return {
         "model": key,
-        "status": state.status,
-        "message": state.message,
-        "steps": state.step,
-        "params": count_params(trainer.models[key]),
+        "status": status,
+        "message": message,
+        "steps": steps,
+        "params": count_params(net),
         "final_train_loss": float(np.mean(last_epoch)) if last_epoch else float("nan"),
-        "final_train_acc": float(np.mean([r.acc for r in recs[-len(last_epoch) :]])) if last_epoch else float("nan"),
+        "final_train_acc": float(np.mean([r.acc for r in records[-len(last_epoch) :]])) if last_epoch else float("nan"),
         "final_val_loss": vals[-1].val_loss if vals else float("nan"),
         "final_val_acc": vals[-1].val_acc if vals else float("nan"),
         "first_layer_grad_norm": float(np.mean([g[first] for g in early])) if early else float("nan"),
         "last_layer_grad_norm": float(np.mean([g[last] for g in early])) if early else float("nan"),
-        "seconds": recs[-1].seconds if recs else 0.0,
+        "seconds": records[-1].seconds if records else 0.0,
     }
 
 

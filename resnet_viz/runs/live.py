@@ -118,6 +118,7 @@ class LiveRun(Task):
         self._boundaries: dict[str, tuple] = {}
         self._boundary_step = 0
         self._version = 0  # drawn changes so far (RunView.version)
+        self._frames: tuple[int, DataFrame | None, DataFrame | None] = (-1, None, None)  # version, chart frames
         self._forks: list[tuple[threading.Event, list[ForkSeed]]] = []
         self._started = 0.0
         self._start_step = self.fork_step
@@ -262,9 +263,12 @@ class LiveRun(Task):
 
     def view(self) -> RunView:
         with self._lock:
-            tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
-            steps, layers = tables.steps_frame(), tables.layers_frame()
-            boundaries, boundary_step, version = dict(self._boundaries), self._boundary_step, self._version
+            version = self._version
+            if self._frames[0] != version:  # thirty tabs watching one run copy its tables once per change
+                tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
+                self._frames = (version, tables.steps_frame(), tables.layers_frame())
+            _, steps, layers = self._frames
+            boundaries, boundary_step = dict(self._boundaries), self._boundary_step
         trainer = self.trainer
         step = trainer.step if trainer else self.fork_step
         elapsed = time.perf_counter() - self._started if self._started else 0.0

@@ -12,20 +12,16 @@ from typing import Any
 
 import streamlit as st
 
-from resnet_viz.data import DATASETS, DataConfig
+from resnet_viz.data import DataConfig
 from resnet_viz.models import ConfigError, ModelConfig
 from resnet_viz.options import OPTIONS, Range, allowed_depths, depth_rule
 from resnet_viz.sweep import DEFAULT_DEPTHS, MAX_SEEDS, ORDER_LABELS, SweepConfig, classroom_sweep
 from resnet_viz.training import TrainConfig
 
-from .widgets import DATASET_HELP
+from .data_upload import dataset_options, from_choice
+from .widgets import DATASET_HELP, default, number
 
 K = "depth."  # the depth study's widget prefix
-
-
-def _default(key: str, value: Any) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = value
 
 
 def _choice(key: str, options: list[Any]) -> None:
@@ -41,11 +37,9 @@ def _range(name: str) -> Range:
 
 
 def _number(label: str, name: str, disabled: bool, note: str, **kwargs: Any) -> Any:
-    """A number input with the limits of setting `name` (whole numbers for integer settings)."""
-    option = _range(name)
-    cast = int if option.integer else float
-    low, high, text = cast(option.low), cast(option.high), f"{note}; {option.describe()}"
-    return st.number_input(label, low, high, key=K + name, disabled=disabled, help=text, **kwargs)
+    """The options table's number input for setting `name`, with what it is for and its limits as help."""
+    text = f"{note}; {_range(name).describe()}"
+    return number(label, K + name, name, disabled=disabled, help=text, **kwargs)
 
 
 def _seed_defaults() -> list[str]:
@@ -67,7 +61,7 @@ def _seed_defaults() -> list[str]:
     }
     saved = st.session_state.get(K + "form", {})  # widget state is dropped on other pages; this copy is not
     for name, value in values.items():
-        _default(K + name, saved.get(name, value))
+        default(K + name, saved.get(name, value))
     return list(values)
 
 
@@ -89,9 +83,15 @@ def _radio(label: str, name: str, disabled: bool, **kwargs: Any) -> str:
 
 def _train_column(disabled: bool, slots: dict[str, Any]) -> tuple[DataConfig, TrainConfig]:
     st.markdown("**Data and training**")
-    _choice(K + "dataset", list(DATASETS))
-    name = st.selectbox(
-        "Dataset", DATASETS, key=K + "dataset", disabled=disabled, format_func=lambda d: f"{d}: {DATASET_HELP[d]}"
+    options = dataset_options(DataConfig(**from_choice(st.session_state.get(K + "dataset", "digits"))))
+    _choice(K + "dataset", list(options))
+    choice = st.selectbox(
+        "Dataset",
+        list(options),
+        key=K + "dataset",
+        disabled=disabled,
+        format_func=lambda d: f"{d}: {DATASET_HELP[d]}" if d in DATASET_HELP else options[d],
+        help="built-in sets, MNIST/CIFAR files found in the data folder, and the uploads of the training lab",
     )
     slots["dataset"] = st.empty()
     epochs = _number("Epochs", "epochs", disabled, "the same budget for every run; time grows with it", step=1)
@@ -108,7 +108,7 @@ def _train_column(disabled: bool, slots: dict[str, Any]) -> tuple[DataConfig, Tr
     )
     slots["warmup_steps"] = st.empty()
     train = TrainConfig(epochs=int(epochs), lr=float(lr), batch_size=int(batch), warmup_steps=int(warmup))
-    return DataConfig(name=name), train
+    return DataConfig(**from_choice(choice)), train
 
 
 def _model_column(disabled: bool, family: str, slots: dict[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,8 @@ def write_url(cfg: LabConfig, preset: str | None, run_id: str | None = None) -> 
 # The form
 
 
-def _default(key: str, value: Any) -> None:
+def default(key: str, value: Any) -> None:
+    """Give a widget's state its first value (a widget with a key takes its value from the state)."""
     if key not in st.session_state:
         st.session_state[key] = value
 
@@ -120,8 +121,9 @@ def _stops(key: str, name: str) -> list[float]:
     return option.options(st.session_state[key])
 
 
-def _number(label: str, key: str, name: str, **kwargs: Any) -> Any:
-    """A number input with the range of setting `name` from the options table."""
+def number(label: str, key: str, name: str, **kwargs: Any) -> Any:
+    """A number input with the range of setting `name` from the options table (whole numbers for
+    integer settings); every form uses it, so a widget never allows what the validators refuse."""
     option = OPTIONS[name]
     assert isinstance(option, Range)
     low, high = (int(option.low), int(option.high)) if option.integer else (option.low, option.high)
@@ -132,7 +134,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
     """Widgets for one model; returns the config they describe. Depth choices follow the block rule."""
     k = f"lab.{part}."
     for name, value in cfg.to_dict().items():
-        _default(k + name, value)
+        default(k + name, value)
     values: dict[str, Any] = {}
     if not skip_only:
         if cfg.family == "cnn":
@@ -204,7 +206,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
 def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
     k = "lab.data."
     for name, value in cfg.to_dict().items():
-        _default(k + name, value)
+        default(k + name, value)
     if st.session_state[k + "name"] == UPLOAD:  # an uploaded data set is chosen by its content hash
         st.session_state[k + "name"] = st.session_state[k + "upload"]
     options = dataset_options(cfg)
@@ -234,7 +236,7 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
             help="grey: 1 channel (luma); rgb: 3 channels",
         )
     if values["name"] in FILE_DATASETS:
-        values["n_samples"] = _number(
+        values["n_samples"] = number(
             "Examples (subset of the training files)", k + "n_samples", "n_samples", step=100, disabled=disabled
         )
     if values["name"] in DATASETS and values["name"] != "digits":
@@ -246,16 +248,16 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
 def _train_form(cfg: TrainConfig, disabled: bool) -> TrainConfig:
     k = "lab.train."
     for name, value in cfg.to_dict().items():
-        _default(k + name, value)
+        default(k + name, value)
     v: dict[str, Any] = {}
-    v["epochs"] = _number("Epochs", k + "epochs", "epochs", step=1, disabled=disabled)
+    v["epochs"] = number("Epochs", k + "epochs", "epochs", step=1, disabled=disabled)
     v["batch_size"] = st.select_slider(
         "Batch size", _stops(k + "batch_size", "batch_size"), key=k + "batch_size", disabled=disabled
     )
     v["optimizer"] = st.radio(
         "Optimizer", OPTIONS["optimizer"].values, key=k + "optimizer", horizontal=True, disabled=disabled
     )
-    v["lr"] = _number(
+    v["lr"] = number(
         "Learning rate",
         k + "lr",
         "lr",
@@ -268,12 +270,12 @@ def _train_form(cfg: TrainConfig, disabled: bool) -> TrainConfig:
         v["momentum"] = st.slider(
             "Momentum", momentum.low, momentum.high, step=0.01, key=k + "momentum", disabled=disabled
         )
-    v["weight_decay"] = _number("Weight decay", k + "weight_decay", "weight_decay", format="%.4g", disabled=disabled)
-    v["warmup_steps"] = _number("Warm-up steps", k + "warmup_steps", "warmup_steps", disabled=disabled)
+    v["weight_decay"] = number("Weight decay", k + "weight_decay", "weight_decay", format="%.4g", disabled=disabled)
+    v["warmup_steps"] = number("Warm-up steps", k + "warmup_steps", "warmup_steps", disabled=disabled)
     v["schedule"] = st.radio(
         "LR schedule", OPTIONS["schedule"].values, key=k + "schedule", horizontal=True, disabled=disabled
     )
-    v["seed"] = _number("Seed", k + "seed", "seed", disabled=disabled)
+    v["seed"] = number("Seed", k + "seed", "seed", disabled=disabled)
     return replace(cfg, **v)
 
 
@@ -290,7 +292,7 @@ def lab_form(cfg: LabConfig, disabled: bool) -> LabConfig:
         a = _model_form("a", fit.a, skip_only=False, disabled=disabled)
     with col_b:
         st.markdown("**Model B**")
-        _default("lab.linked", cfg.linked)
+        default("lab.linked", cfg.linked)
         linked = st.toggle(
             "Link settings to A",
             key="lab.linked",

@@ -86,6 +86,8 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
         expect(main(page).get_by_text(re.compile(r"step \d+/600 · .* · 2 watching"))).to_be_visible()
     shared = _run_id(other)
     assert _run_id(mover) == shared  # one training, two viewers
+    for page in (other, mover):  # neither may stop the other's training (the first tab's Stop too, within 3 s)
+        expect(main(page).get_by_role("button", name="Stop")).to_be_disabled()
 
     # Both tabs draw the same run: their curves agree wherever both have drawn a step.
     before = {p: _train_curves(_loss_chart(p)) for p in (other, mover)}
@@ -128,6 +130,8 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     expect(other_thumb).to_have_value("1")
     assert not any(a["text"] == FORK_MARK for a in their_chart["annotations"])
     expect(thumb).to_have_value("0")
+    # alone on the shared run now, the other tab may stop it: its Stop comes back by itself, no click needed
+    expect(main(other).get_by_role("button", name="Stop")).to_be_enabled()
 
     other.screenshot(path=str(ARTIFACTS / "sharing_other_after_fork.png"), full_page=True)
     mover.screenshot(path=str(ARTIFACTS / "sharing_mover_after_fork.png"), full_page=True)

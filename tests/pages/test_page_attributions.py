@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
 from harness import new_app, open_page, page_texts, plotly_figures
-from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
@@ -190,38 +188,3 @@ def test_two_d_run_explains_why_and_offers_the_default_pair(default_pair):
     assert not at.exception
     assert at.radio(key="attributions.source").value == "The server's default pair"
     assert len(_by_title(at, "Saliency for")) == 2
-
-
-def test_browser_screenshot(server, browser):
-    page = new_page(browser)
-    page.goto(server)  # a fresh server knows the app's pages only after one run of app.py
-    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
-    page.goto(f"{server}/attributions")
-    body = main(page)
-    expect(page.get_by_role("heading", name="Attributions")).to_be_visible()
-    trained = body.get_by_text(re.compile("Models of the server's default pair"))
-    expect(trained).to_be_visible(timeout=TIMEOUT_MS)  # the server trains the pair first (seconds)
-    page.locator(".js-plotly-plot .main-svg").first.wait_for()
-    sanity = body.get_by_role("button", name=re.compile("Run the sanity check"))
-    sanity.click()  # the button goes at once; wait for the chart before the next click (it would interrupt the run)
-    expect(body.get_by_text("Sanity check: similarity to the trained")).to_be_visible(timeout=TIMEOUT_MS)
-    localise = body.get_by_role("button", name=re.compile("Compute localisation scores"))
-    localise.click()
-    expect(body.get_by_text("Localisation on shapes: does the map")).to_be_visible(timeout=TIMEOUT_MS)
-    expect(body.get_by_test_id("stDataFrame")).to_be_visible()
-    # Streamlit scrolls inside its own container: grow the viewport to the content to draw and capture every chart
-    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
-    page.set_viewport_size({"width": 1500, "height": min(6000, height + 100)})
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .gtitle').length >= 6")
-    titles = " | ".join(body.locator(".js-plotly-plot .gtitle").all_text_contents())
-    for title in (
-        "A · plain 14: Saliency for",
-        "B · residual 14: Saliency for",
-        "Grad-CAM across depth",
-        "Sanity check: similarity",
-        "Localisation on shapes",
-    ):
-        assert title in titles, titles
-    no_exception(page)
-    page.screenshot(path=str(ARTIFACTS / "attributions.png"), full_page=True)
-    page.context.close()

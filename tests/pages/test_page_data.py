@@ -8,10 +8,12 @@ from pathlib import Path
 
 import plotly.io as pio
 import pytest
-from harness import points_csv
+from harness import open_page, points_csv
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz.datasets.registry import UploadInfo
+from resnet_viz.datasets.uploads import read_upload
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
 
@@ -109,3 +111,23 @@ def test_a_bad_upload_says_what_is_wrong_stores_nothing_and_the_lab_stays_usable
     message = next(e.value for e in at.error if "not a zip file" in e.value)
     assert "`" in message and "<b>bad</b>" in message  # the file name is shown literally, as inline code
     assert run_store().list_datasets() == []
+
+
+def test_an_upload_is_a_dataset_of_the_depth_study_sweep():
+    """Issue 13: an upload is usable in every page; the depth study's sweep lists and trains on it."""
+    upload = read_upload(points_csv(), "hemispheres.csv")
+    run_store().put_dataset(upload)
+    at = open_page("pages/depth_study.py")
+    box = at.selectbox(key="depth.dataset")
+    assert any("upload: hemispheres" in option for option in box.options), box.options
+    box.set_value(UploadInfo.of(upload).digest).run()
+    assert "2-D point data trains MLPs" in " ".join(c.value for c in at.caption)
+    at.multiselect(key="depth.depths").set_value([4])
+    at.number_input(key="depth.epochs").set_value(1).run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    job = at.session_state[SESSION_KEY].others["depth_sweep"]
+    assert job.join(120) and job.status == "finished", job.message
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[-1].value
+    assert len(table) == 1 and set(table.dataset) == {"upload"}

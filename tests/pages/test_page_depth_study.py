@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
 from harness import open_page, plotly_figures, texts, trace_array
-from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
@@ -314,52 +312,3 @@ def test_a_damaged_store_offers_to_move_it_aside(data_dir):
 
 # --------------------------------------------------------------------------------------------------
 # The browser
-
-
-def test_browser_tiny_sweep_charts_and_export_import(server, browser, tmp_path):
-    page = new_page(browser)
-    page.goto(server)  # a fresh server knows its pages only after one run: a first deep link says "Page not found"
-    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
-    page.goto(f"{server}/depth_study")
-    body = main(page)
-    expect(page.get_by_role("heading", name="Depth study")).to_be_visible()
-    depths = body.get_by_test_id("stMultiSelect")
-    depths.get_by_role("button", name="Clear all").click()  # drop the classroom defaults, then pick 8 and 14
-    expect(body.get_by_text(re.compile("depths: must be one or more"))).to_be_visible()
-    for depth in ("8", "14"):
-        depths.locator("input").fill(depth)
-        page.get_by_role("option", name=depth, exact=True).click()
-        expect(depths.get_by_text(depth, exact=True)).to_be_visible()
-    epochs = body.get_by_label("Epochs", exact=True)
-    epochs.fill("1")
-    epochs.press("Enter")
-    expect(body.get_by_text("2 runs (a plain/residual pair each)", exact=False)).to_be_visible()
-    body.get_by_role("button", name="Run", exact=True).click()
-    expect(body.get_by_text(re.compile(r"Finished: 2 runs"))).to_be_visible(timeout=TIMEOUT_MS)
-    plots = body.locator(".js-plotly-plot")
-    expect(plots).to_have_count(5)
-    for i in range(5):
-        plots.nth(i).locator(".main-svg").first.wait_for()
-    legend = plots.first.locator(".legend").text_content() or ""
-    assert "plain net" in legend and "residual net" in legend
-    # the full rerun after the sweep lists the stored runs (other tests' lab runs on this server too): pick
-    # the sweep's depth-14 pair
-    chooser = body.get_by_role("combobox", name="Run")
-    chooser.fill("plain 14 · residual 14")  # the selectbox filters its options by what is typed
-    chooser.press("Enter")
-    expect(chooser).to_have_value(re.compile(r"1 ep · seed 0 · plain 14 · residual 14"))
-    no_exception(page)
-    # Streamlit scrolls inside its own container: grow the viewport to the content to capture every chart
-    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
-    page.set_viewport_size({"width": 1500, "height": min(5000, height + 100)})
-    page.screenshot(path=str(ARTIFACTS / "depth_study.png"), full_page=True)
-
-    with page.expect_download() as download:
-        body.get_by_role("button", name="Export", exact=True).click()
-    path = tmp_path / "depth_study_run.zip"
-    download.value.save_as(path)
-    assert zipfile.is_zipfile(path)
-    body.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
-    expect(body.get_by_text(re.compile(r"Imported run imported-[0-9a-f]{12} from depth_study_run.zip"))).to_be_visible()
-    no_exception(page)
-    page.context.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.io as pio
 import pytest
-from browser_utils import ARTIFACTS, TIMEOUT_MS, no_exception
-from harness import browse, open_page, trace_array
-from playwright.sync_api import expect
+from harness import open_page, trace_array
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.figures import landscape as figs
@@ -132,24 +130,3 @@ def test_page_computes_contour_and_surface_for_both_nets():
 
 # --------------------------------------------------------------------------------------------------
 # Browser
-
-
-def test_browser_walk(server, browser):
-    page, body = browse(browser, server, "loss_landscape", "Loss landscape", height=3600)
-    body.get_by_text(FRESH).click()
-    for label in ("Grid points per axis", "Training examples", "Lanczos steps (Hessian)"):
-        thumb = body.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
-        thumb.focus()
-        thumb.press("Home")  # the smallest option: 7 points, 100 examples, 10 steps
-    expect(body.get_by_test_id("stSlider").filter(has_text="Grid points per axis")).to_contain_text("7")
-    body.get_by_role("button", name="Compute landscapes").click()
-    expect(body.get_by_text("Done: 2 landscapes")).to_be_visible(timeout=TIMEOUT_MS * 3)
-    expect(body.locator("text=B · residual 20: |λ_min / λ_max|")).to_be_visible()  # the final draw, not a stale one
-    expect(body.locator("[data-stale=true]")).to_have_count(0)
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
-    expect(body.locator(".js-plotly-plot .contour").first).to_be_attached()
-    expect(body.get_by_text("A · plain 20").first).to_be_visible()
-    expect(body.get_by_text("B · residual 20").first).to_be_visible()
-    no_exception(page)
-    page.screenshot(path=str(ARTIFACTS / "loss_landscape.png"), full_page=True)
-    page.context.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.io as pio
-from browser_utils import ARTIFACTS, no_exception
-from harness import browse, open_page
-from playwright.sync_api import expect
+from harness import open_page
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.figures import limits as figs
@@ -91,23 +89,3 @@ def test_grid_figures_on_synthetic_tables():
     fig = figs.accuracy_latency_figure(runs)
     names = ["plain", "plain: depth stops paying", "residual", "residual: depth stops paying"]
     assert [t.name for t in fig.data] == names
-
-
-def test_browser_walk(server, browser):
-    page, body = browse(browser, server, "limits", "Limits & pitfalls")
-    body.get_by_text(FRESH).click()
-    walk = (
-        ("Lesions", "Paths through the residual net"),
-        ("Calibration", "Reliability: accuracy"),
-        ("Robustness", "Test accuracy under input corruptions"),
-    )
-    for analysis, title in walk:
-        body.get_by_text(analysis, exact=True).click()
-        page.wait_for_function(  # this analysis' chart is drawn (not the previous one's, still on screen)
-            "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
-            arg=title,
-        )
-        expect(body.get_by_text("What to look for").first).to_be_visible()
-        no_exception(page)
-    page.screenshot(path=str(ARTIFACTS / "limits.png"), full_page=True)
-    page.context.close()

@@ -6,9 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
 from harness import open_page, plotly_figures, trace_array
-from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.figures import receptive_field as figs
@@ -252,22 +250,3 @@ def test_mlp_lab_setup_explains_instead_of_failing():
 
 # --------------------------------------------------------------------------------------------------
 # Browser
-
-
-def test_browser_screenshot(server, browser):
-    page = new_page(browser)
-    page.set_viewport_size({"width": 1500, "height": 3100})  # Streamlit scrolls inside the page: show all of it
-    page.goto(server)  # one full run of st.navigation on this server first, so the deep link below resolves
-    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
-    page.goto(f"{server}/receptive_fields")
-    expect(main(page).get_by_role("heading", name="Receptive fields")).to_be_visible(timeout=TIMEOUT_MS)
-    expect(main(page).get_by_text("Theoretical field at stage3.block3")).to_be_visible(timeout=TIMEOUT_MS)
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
-    page.locator(".js-plotly-plot .main-svg").first.wait_for()
-    page.wait_for_function(  # the table has drawn its rows (the grid renders after the rest of the page)
-        "() => document.querySelectorAll('[data-testid=stDataFrame] [role=gridcell]').length >= 10"
-    )
-    expect(page.get_by_text("Page not found")).to_have_count(0)
-    no_exception(page)
-    page.screenshot(path=str(ARTIFACTS / "receptive_fields.png"), full_page=True)
-    page.context.close()

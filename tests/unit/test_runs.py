@@ -304,3 +304,12 @@ def test_a_pair_the_tab_stopped_watching_becomes_background_work(service):
         for tab in tabs:
             service.release(run, tab)
     service.scheduler.release(held)
+
+
+def test_views_of_one_version_share_their_chart_tables(service):
+    """Thirty tabs watching one run copy its chart tables once per drawn change, not once per tab."""
+    run = service.request(RunRequest(PAIR, TrainConfig(epochs=1, warmup_steps=0, seed=7), DataConfig()), "tab-1")
+    assert run.join(WAIT) and run.status == "finished"
+    first, second = run.view(), run.view()
+    assert first.version == second.version and first.steps is second.steps and first.layers is second.layers
+    assert len(first.steps) > 0 and set(first.steps.model) == {"A", "B"}

@@ -1,0 +1,160 @@
+"""Every analysis page in Chromium against the real server: drawn, no exception, a screenshot each.
+
+The pages' AppTests (tests/pages/) check their numbers; these check what a student's browser shows.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from harness import browse
+from playwright.sync_api import expect
+
+from resnet_viz.ui.snapshots import FRESH
+
+
+def test_attributions_screenshot(server, browser):
+    page = new_page(browser)
+    page.goto(server)  # a fresh server knows the app's pages only after one run of app.py
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
+    page.goto(f"{server}/attributions")
+    body = main(page)
+    expect(page.get_by_role("heading", name="Attributions")).to_be_visible()
+    trained = body.get_by_text(re.compile("Models of the server's default pair"))
+    expect(trained).to_be_visible(timeout=TIMEOUT_MS)  # the server trains the pair first (seconds)
+    page.locator(".js-plotly-plot .main-svg").first.wait_for()
+    sanity = body.get_by_role("button", name=re.compile("Run the sanity check"))
+    sanity.click()  # the button goes at once; wait for the chart before the next click (it would interrupt the run)
+    expect(body.get_by_text("Sanity check: similarity to the trained")).to_be_visible(timeout=TIMEOUT_MS)
+    localise = body.get_by_role("button", name=re.compile("Compute localisation scores"))
+    localise.click()
+    expect(body.get_by_text("Localisation on shapes: does the map")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(body.get_by_test_id("stDataFrame")).to_be_visible()
+    # Streamlit scrolls inside its own container: grow the viewport to the content to draw and capture every chart
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1500, "height": min(6000, height + 100)})
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .gtitle').length >= 6")
+    titles = " | ".join(body.locator(".js-plotly-plot .gtitle").all_text_contents())
+    for title in (
+        "A · plain 14: Saliency for",
+        "B · residual 14: Saliency for",
+        "Grad-CAM across depth",
+        "Sanity check: similarity",
+        "Localisation on shapes",
+    ):
+        assert title in titles, titles
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "attributions.png"), full_page=True)
+    page.context.close()
+
+
+def test_depth_study_tiny_sweep_charts_and_export_import(server, browser, tmp_path):
+    page = new_page(browser)
+    page.goto(server)  # a fresh server knows its pages only after one run: a first deep link says "Page not found"
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
+    page.goto(f"{server}/depth_study")
+    body = main(page)
+    expect(page.get_by_role("heading", name="Depth study")).to_be_visible()
+    depths = body.get_by_test_id("stMultiSelect")
+    depths.get_by_role("button", name="Clear all").click()  # drop the classroom defaults, then pick 8 and 14
+    expect(body.get_by_text(re.compile("depths: must be one or more"))).to_be_visible()
+    for depth in ("8", "14"):
+        depths.locator("input").fill(depth)
+        page.get_by_role("option", name=depth, exact=True).click()
+        expect(depths.get_by_text(depth, exact=True)).to_be_visible()
+    epochs = body.get_by_label("Epochs", exact=True)
+    epochs.fill("1")
+    epochs.press("Enter")
+    expect(body.get_by_text("2 runs (a plain/residual pair each)", exact=False)).to_be_visible()
+    body.get_by_role("button", name="Run", exact=True).click()
+    expect(body.get_by_text(re.compile(r"Finished: 2 runs"))).to_be_visible(timeout=TIMEOUT_MS)
+    plots = body.locator(".js-plotly-plot")
+    expect(plots).to_have_count(5)
+    for i in range(5):
+        plots.nth(i).locator(".main-svg").first.wait_for()
+    legend = plots.first.locator(".legend").text_content() or ""
+    assert "plain net" in legend and "residual net" in legend
+    # the full rerun after the sweep lists the stored runs (other tests' lab runs on this server too): pick
+    # the sweep's depth-14 pair
+    chooser = body.get_by_role("combobox", name="Run")
+    chooser.click()
+    chooser.fill("")  # the box filters its list by the text in it (at first: the chosen run's): show them all
+    page.get_by_role("option", name=re.compile(r"1 ep · seed 0 · plain 14 · residual 14")).click()
+    expect(chooser).to_have_value(re.compile(r"1 ep · seed 0 · plain 14 · residual 14"))
+    no_exception(page)
+    # Streamlit scrolls inside its own container: grow the viewport to the content to capture every chart
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1500, "height": min(5000, height + 100)})
+    page.screenshot(path=str(ARTIFACTS / "depth_study.png"), full_page=True)
+
+    with page.expect_download() as download:
+        body.get_by_role("button", name="Export", exact=True).click()
+    path = tmp_path / "depth_study_run.zip"
+    download.value.save_as(path)
+    assert zipfile.is_zipfile(path)
+    body.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
+    expect(body.get_by_text(re.compile(r"Imported run imported-[0-9a-f]{12} from depth_study_run.zip"))).to_be_visible()
+    no_exception(page)
+    page.context.close()
+
+
+def test_loss_landscape_walk(server, browser):
+    page, body = browse(browser, server, "loss_landscape", "Loss landscape", height=3600)
+    body.get_by_text(FRESH).click()
+    for label in ("Grid points per axis", "Training examples", "Lanczos steps (Hessian)"):
+        thumb = body.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")  # the smallest option: 7 points, 100 examples, 10 steps
+    expect(body.get_by_test_id("stSlider").filter(has_text="Grid points per axis")).to_contain_text("7")
+    body.get_by_role("button", name="Compute landscapes").click()
+    expect(body.get_by_text("Done: 2 landscapes")).to_be_visible(timeout=TIMEOUT_MS * 3)
+    expect(body.locator("text=B · residual 20: |λ_min / λ_max|")).to_be_visible()  # the final draw, not a stale one
+    expect(body.locator("[data-stale=true]")).to_have_count(0)
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    expect(body.locator(".js-plotly-plot .contour").first).to_be_attached()
+    expect(body.get_by_text("A · plain 20").first).to_be_visible()
+    expect(body.get_by_text("B · residual 20").first).to_be_visible()
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "loss_landscape.png"), full_page=True)
+    page.context.close()
+
+
+def test_limits_walk(server, browser):
+    page, body = browse(browser, server, "limits", "Limits & pitfalls")
+    body.get_by_text(FRESH).click()
+    walk = (
+        ("Lesions", "Paths through the residual net"),
+        ("Calibration", "Reliability: accuracy"),
+        ("Robustness", "Test accuracy under input corruptions"),
+    )
+    for analysis, title in walk:
+        body.get_by_text(analysis, exact=True).click()
+        page.wait_for_function(  # this analysis' chart is drawn (not the previous one's, still on screen)
+            "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
+            arg=title,
+        )
+        expect(body.get_by_text("What to look for").first).to_be_visible()
+        no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "limits.png"), full_page=True)
+    page.context.close()
+
+
+def test_receptive_fields_screenshot(server, browser):
+    page = new_page(browser)
+    page.set_viewport_size({"width": 1500, "height": 3100})  # Streamlit scrolls inside the page: show all of it
+    page.goto(server)  # one full run of st.navigation on this server first, so the deep link below resolves
+    expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible(timeout=TIMEOUT_MS)
+    page.goto(f"{server}/receptive_fields")
+    expect(main(page).get_by_role("heading", name="Receptive fields")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(main(page).get_by_text("Theoretical field at stage3.block3")).to_be_visible(timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    page.locator(".js-plotly-plot .main-svg").first.wait_for()
+    page.wait_for_function(  # the table has drawn its rows (the grid renders after the rest of the page)
+        "() => document.querySelectorAll('[data-testid=stDataFrame] [role=gridcell]').length >= 10"
+    )
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "receptive_fields.png"), full_page=True)
+    page.context.close()
