@@ -10,11 +10,13 @@ in the browser's own clock:
 Chromium runs on the same machine as the server, as in the tests: it takes CPU that a classroom
 server would not spend (students' browsers run on their own machines).
 
-    python -m benchmarks.bench_app          # from the repository root; prints one JSON object
+    python -m benchmarks.bench_app             # from the repository root; prints one JSON object
+    python -m benchmarks.bench_app --wait 10   # click 10 s after the page is drawn (a warm server)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -49,7 +51,7 @@ WATCH = """() => {
 }"""
 
 
-def measure_app(url: str) -> dict[str, float]:
+def measure_app(url: str, wait: float) -> dict[str, float]:
     query = "&".join(f"{k}={v}" for k, v in PARAMS.items())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -58,6 +60,7 @@ def measure_app(url: str) -> dict[str, float]:
         page.goto(f"{url}/lab?{query}")
         main = page.get_by_test_id("stMainBlockContainer")
         main.get_by_role("button", name="Train").wait_for()
+        page.wait_for_timeout(wait * 1000)  # a server up for a while (its training worker warm), or not
         page.evaluate(WATCH)
         clicked = page.evaluate("performance.now()")
         main.get_by_role("button", name="Train").click()
@@ -91,16 +94,20 @@ def headless_rate() -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds between the page drawn and the click")
+    args = parser.parse_args()
     server = Server()  # its own empty store: the run trains
     try:
         server.wait_healthy()
-        app = measure_app(server.url)
+        app = measure_app(server.url, args.wait)
     finally:
         server.stop()
     torch.set_num_threads(2)
     engine = headless_rate()
     result = {
         "config": PARAMS,
+        "wait_before_click_s": args.wait,
         **app,
         "headless_steps_per_s": round(engine, 2),
         "ratio_app_to_headless": round(app["app_steps_per_s"] / engine, 3),
