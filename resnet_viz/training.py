@@ -258,10 +258,7 @@ class Trainer:
 
     def set_skip_scale(self, key: str, alpha: float) -> None:
         """Change a model's skip scale; thread-safe, applied before the next step."""
-        if key not in self.models:
-            raise ConfigError("model", f"must be one of {', '.join(self.models)}; got {key!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
+        check_skip_change(self.models, key, alpha)
         with self._lock:
             self._pending_alpha[key] = float(alpha)
 
@@ -454,6 +451,14 @@ class History:
         return pd.DataFrame(
             {"model": model, "step": step, "layer": layer, "metric": metric, "value": value, "depth_index": index}
         )
+
+
+def check_skip_change(models: Mapping[str, nn.Module], key: str, alpha: float) -> None:
+    """A live skip-scale change names one of the run's models and an alpha in [0, 1]."""
+    if key not in models:
+        raise ConfigError("model", f"must be one of {', '.join(models)}; got {key!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
 
 
 def summarize(trainer: Trainer, history: History, key: str) -> dict[str, object]:

@@ -68,3 +68,16 @@ def main(page: Page) -> Locator:
 
 def no_exception(page: Page) -> None:
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
+
+
+def wait_for_loss_lines(page: Page) -> None:
+    """Wait until the loss chart (the first Plotly chart) has drawn lines with points for both models."""
+    page.wait_for_function(
+        """() => {
+            const plot = document.querySelector('.js-plotly-plot');
+            if (!plot || !plot.querySelector('.main-svg')) return false;
+            const lines = [...plot.querySelectorAll('.scatterlayer .trace path.js-line')];
+            return lines.filter(p => (p.getAttribute('d') || '').includes('L')).length >= 2;
+        }""",
+        timeout=TIMEOUT_MS,
+    )

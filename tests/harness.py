@@ -9,6 +9,9 @@ joins its background tasks, so nothing one test started trains on into the next.
 from __future__ import annotations
 
 import base64
+import io
+import stat
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -116,3 +119,29 @@ def points_csv(n: int = 120) -> bytes:
     pts = rng.normal(size=(n, 2)) * 50 + 300  # any scale: the lab standardises uploaded points
     rows = ["x,y,label"] + [f"{x:.3f},{y:.3f},{'north' if y > 300 else 'south'}" for x, y in pts]
     return "\n".join(rows).encode()
+
+
+def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED, link: str | None = None) -> bytes:
+    """A zip of `members` (name -> bytes), with a symlink member named `link` (to /etc/passwd) if given."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        if link is not None:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+# the files of an exported run of models "plain" and "residual" (RunStore.export, the CLI's --out)
+EXPORTED = {
+    "manifest.json",
+    "config.json",
+    "summary.json",
+    "records.json",
+    "steps.csv",
+    "layers.csv",
+    "plain.safetensors",
+    "residual.safetensors",
+}

@@ -25,7 +25,16 @@ import torch
 
 from ..data import DataConfig, Dataset, load_dataset
 from ..models import ConfigError, ModelConfig, Net, build_model, set_skip_scale
-from ..training import ModelState, Snapshot, StepRecord, TrainConfig, TrainerState, fit_to_data, steps_per_epoch
+from ..training import (
+    ModelState,
+    Snapshot,
+    StepRecord,
+    TrainConfig,
+    TrainerState,
+    check_skip_change,
+    fit_to_data,
+    steps_per_epoch,
+)
 from .worker import Mirror, get, put
 
 
@@ -218,10 +227,7 @@ class RemoteTrainer:
 
     def set_skip_scale(self, key: str, alpha: float) -> None:
         """Change a model's skip scale from the worker's next step on (thread-safe, checked like Trainer's)."""
-        if key not in self.models:
-            raise ConfigError("model", f"must be one of {', '.join(self.models)}; got {key!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError("skip_scale", f"must be in [0, 1]; got {alpha}")
+        check_skip_change(self.models, key, alpha)
         with self._lock:
             self._pending[key] = float(alpha)
 

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
-import stat
 import zipfile
 
 import pytest
+from harness import zip_of
 
 from resnet_viz.archive import MAX_MEMBERS, ArchiveError, FolderMembers, ZipMembers, zip_folder
-
-
-def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED, link: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-        if link is not None:
-            info = zipfile.ZipInfo(link)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, "/etc/passwd")
-    return buffer.getvalue()
 
 
 def test_folder_round_trips_through_a_zip(tmp_path):
@@ -31,7 +18,7 @@ def test_folder_round_trips_through_a_zip(tmp_path):
     (folder / "records.json").write_text("[1, 2]")
     members = ZipMembers(zip_folder(folder), "run.zip")
     assert members.read("manifest.json", 2) == b"{}" and members.read("records.json", 6) == b"[1, 2]"
-    flat = ZipMembers(_zip({"manifest.json": b"{}"}))  # a zip of the files themselves works too
+    flat = ZipMembers(zip_of({"manifest.json": b"{}"}))  # a zip of the files themselves works too
     assert flat.read("manifest.json", 10) == b"{}"
 
 
@@ -50,18 +37,18 @@ def test_folder_round_trips_through_a_zip(tmp_path):
 )
 def test_unsafe_zips_are_refused_before_anything_is_read(members, link, problem):
     with pytest.raises(ArchiveError, match=problem):
-        ZipMembers(_zip(members, link=link))
+        ZipMembers(zip_of(members, link=link))
 
 
 def test_only_stored_or_deflated_members_and_no_garbage():
     with pytest.raises(ArchiveError, match="compression method"):
-        ZipMembers(_zip({"manifest.json": b"{}"}, method=zipfile.ZIP_BZIP2))
+        ZipMembers(zip_of({"manifest.json": b"{}"}, method=zipfile.ZIP_BZIP2))
     with pytest.raises(ArchiveError, match="not a zip file"):
         ZipMembers(b"PK\x03\x04 not really a zip")
 
 
 def test_a_member_over_its_cap_is_refused_after_at_most_one_chunk():
-    members = ZipMembers(_zip({"records.json": b"0.0," * 2**20}))  # 4 MiB in a few kB
+    members = ZipMembers(zip_of({"records.json": b"0.0," * 2**20}))  # 4 MiB in a few kB
     with pytest.raises(ArchiveError, match="more than a run of this config can need"):
         members.read("records.json", 1000)
     with pytest.raises(ArchiveError, match="missing"):
@@ -69,7 +56,7 @@ def test_a_member_over_its_cap_is_refused_after_at_most_one_chunk():
 
 
 def test_a_member_bigger_than_it_claims_is_cut_at_the_cap():
-    data = bytearray(_zip({"records.json": b"0.0," * 2**18}))
+    data = bytearray(zip_of({"records.json": b"0.0," * 2**18}))
     members = ZipMembers(bytes(data))
     members._members["records.json"].file_size = 10  # the central directory lies about the size
     with pytest.raises(ArchiveError):

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import re
 
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from browser_utils import ARTIFACTS, main, new_page, no_exception, wait_for_loss_lines
 from playwright.sync_api import Page, expect
 
 
 def _step(page: Page) -> int:
     text = page.get_by_text(re.compile(r"step \d+/\d+ · epoch")).first.inner_text()
     return int(re.search(r"step (\d+)/", text).group(1))
-
-
-def _wait_for_loss_lines(page: Page) -> None:
-    """Wait until the loss chart (first Plotly chart) has drawn lines with points for both models."""
-    page.wait_for_function(
-        """() => {
-            const plot = document.querySelector('.js-plotly-plot');
-            if (!plot || !plot.querySelector('.main-svg')) return false;
-            const lines = [...plot.querySelectorAll('.scatterlayer .trace path.js-line')];
-            return lines.filter(p => (p.getAttribute('d') || '').includes('L')).length >= 2;
-        }""",
-        timeout=TIMEOUT_MS,
-    )
 
 
 def _legend(page: Page) -> str:
@@ -43,7 +30,7 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     epochs.press("Enter")
     page.wait_for_url(re.compile(r"epochs=60"))  # the rerun took the new value
     main(page).get_by_role("button", name="Train").click()
-    _wait_for_loss_lines(page)
+    wait_for_loss_lines(page)
     legend = _legend(page)
     assert "A · plain 56" in legend and "B · residual 56" in legend
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
@@ -53,7 +40,7 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
     expect(page.get_by_text(re.compile(r"Lab run training: step \d+"))).to_be_visible()
     page.get_by_role("link", name="Training lab").click()
-    _wait_for_loss_lines(page)
+    wait_for_loss_lines(page)
     page.wait_for_function(
         f"""() => {{
             const m = document.body.innerText.match(/step (\\d+)\\/\\d+ · epoch/);
@@ -76,7 +63,7 @@ def test_two_sessions_train_at_once_without_sharing(server, browser):
     for page in (first, second):
         main(page).get_by_role("button", name="Train").click()
     for page in (first, second):
-        _wait_for_loss_lines(page)
+        wait_for_loss_lines(page)
     assert "plain 14" in _legend(first) and "plain 8" not in _legend(first)
     assert "plain 8" in _legend(second) and "plain 14" not in _legend(second)
     # Each tab's progress counts its own run (different totals: 10 steps/epoch either way, own epochs).

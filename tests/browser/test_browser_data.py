@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception, wait_for_loss_lines
 from harness import points_csv
 from playwright.sync_api import expect
 
@@ -20,15 +20,7 @@ def test_upload_points_train_and_the_chart_is_drawn(server, browser, tmp_path):
     expect(body.get_by_text("stored north south and chose it as the lab's dataset")).to_be_visible(timeout=TIMEOUT_MS)
     page.wait_for_url(re.compile(r"dataset=upload&.*upload=[0-9a-f]{64}|upload=[0-9a-f]{64}.*dataset=upload"))
     body.get_by_role("button", name="Train").click()
-    page.wait_for_function(
-        """() => {
-            const plot = document.querySelector('.js-plotly-plot');
-            if (!plot || !plot.querySelector('.main-svg')) return false;
-            const lines = [...plot.querySelectorAll('.scatterlayer .trace path.js-line')];
-            return lines.filter(p => (p.getAttribute('d') || '').includes('L')).length >= 2;
-        }""",
-        timeout=TIMEOUT_MS,
-    )
+    wait_for_loss_lines(page)
     expect(body.get_by_text(re.compile(r"Finished")).first).to_be_visible(timeout=TIMEOUT_MS)
     body.get_by_text("Python for this run, and Download model").click()
     expect(body.get_by_text("Download script")).to_be_visible(timeout=TIMEOUT_MS)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from harness import EXPORTED
 from safetensors.torch import load_file
 
 from resnet_viz.cli import main
@@ -43,16 +44,7 @@ def test_compare_json_and_out(tmp_path, capsys):
     assert payload["plain"]["params"] == payload["residual"]["params"]  # identity shortcuts: same params
     assert all(payload[k].keys() >= SUMMARY_KEYS for k in ("plain", "residual"))
     files = {p.name for p in out_dir.iterdir()}
-    assert files == {  # the folder RunStore.export writes, so it can be imported
-        "manifest.json",
-        "config.json",
-        "summary.json",
-        "records.json",
-        "steps.csv",
-        "layers.csv",
-        "plain.safetensors",
-        "residual.safetensors",
-    }
+    assert files == EXPORTED  # the folder RunStore.export writes, so it can be imported
     config = json.loads((out_dir / "config.json").read_text())
     assert config["models"]["plain"]["skip"] is False and config["models"]["residual"]["skip"] is True
     weights = load_file(str(out_dir / "residual.safetensors"))

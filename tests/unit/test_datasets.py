@@ -8,15 +8,14 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
-import stat
 import struct
 import tracemalloc
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from harness import zip_of
 from PIL import Image
 
 from resnet_viz.data import DataConfig, load_dataset
@@ -244,18 +243,6 @@ def _png(color, size=(40, 30), mode="RGB", fmt="PNG") -> bytes:
     return buffer.getvalue()
 
 
-def _zip(members: dict[str, bytes], link: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-        if link is not None:
-            info = zipfile.ZipInfo(link)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, "/etc/passwd")
-    return buffer.getvalue()
-
-
 def _pets(n: int = 12, root: str = "pets/") -> dict[str, bytes]:
     members = {f"{root}cats/{i}.png": _png((255, 0, 0)) for i in range(n)}
     members |= {f"{root}dogs/{i}.jpg": _png((0, 0, 255), size=(20, 50), fmt="JPEG") for i in range(n)}
@@ -265,11 +252,11 @@ def _pets(n: int = 12, root: str = "pets/") -> dict[str, bytes]:
 
 
 def test_a_good_zip_of_class_folders_loads_resized_and_trains(tmp_path):
-    up = images_from_zip(_zip(_pets()), "pets.zip")
+    up = images_from_zip(zip_of(_pets()), "pets.zip")
     assert up.kind == "images" and up.classes == ("cats", "dogs") and up.counts == (12, 13)
     assert up.x.shape == (25, 32, 32, 3) and (up.x[0] == [255, 0, 0]).all()  # a solid red PNG stays red
     assert (up.x[up.y == 1][-1] == 128).all()  # "dogs/grey.png" sorts last among the dogs: grey to RGB
-    assert images_from_zip(_zip(_pets(root="")), "flat.zip").digest == up.digest  # no top folder: same data
+    assert images_from_zip(zip_of(_pets(root="")), "flat.zip").digest == up.digest  # no top folder: same data
     store = RunStore(tmp_path)
     registry.use_store(store)
     digest = store.put_dataset(up)
@@ -279,7 +266,7 @@ def test_a_good_zip_of_class_folders_loads_resized_and_trains(tmp_path):
     assert ds.x_train.shape[1:] == (3, 16, 16) and ds.classes == ("cats", "dogs")
     trainer, history = train_models({"A": cfg_model()}, TrainConfig(epochs=1, batch_size=8, warmup_steps=0), cfg)
     assert trainer.states["A"].status == "finished" and len(history.records) == 2  # 17 training images
-    other = images_from_zip(_zip(_pets(n=11)), "pets.zip")
+    other = images_from_zip(zip_of(_pets(n=11)), "pets.zip")
     assert run_key({"A": cfg_model()}, TrainConfig(), cfg) != run_key(
         {"A": cfg_model()},
         TrainConfig(),
@@ -341,14 +328,14 @@ BAD_ZIP = [
 def test_each_bad_zip_is_refused_with_its_message_and_nothing_is_stored(tmp_path, members, link, message):
     store = RunStore(tmp_path)
     with pytest.raises(DatasetError) as caught:
-        store.put_dataset(read_upload(_zip(members, link), "pets.zip", LIMITS))
+        store.put_dataset(read_upload(zip_of(members, link=link), "pets.zip", LIMITS))
     assert message in str(caught.value), str(caught.value)
     assert store.list_datasets() == []
 
 
 def test_all_images_of_a_zip_together_are_capped_too():
     with pytest.raises(DatasetError, match="too large: more than 2,000 bytes of images unpacked"):
-        images_from_zip(_zip(_pets()), "pets.zip", UploadLimits(unpacked_bytes=2000))
+        images_from_zip(zip_of(_pets()), "pets.zip", UploadLimits(unpacked_bytes=2000))
 
 
 def test_not_a_zip_and_an_unknown_kind_of_file_are_named():

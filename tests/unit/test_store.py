@@ -9,6 +9,7 @@ import threading
 import pandas as pd
 import pytest
 import torch
+from harness import EXPORTED
 from safetensors.torch import load_file, save_file
 
 import resnet_viz.store as store_module
@@ -20,16 +21,6 @@ from resnet_viz.training import TrainConfig, Trainer, summarize, train_models
 MODELS = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
 TRAIN = TrainConfig(epochs=1, warmup_steps=0)
 DATA = DataConfig(name="digits")
-EXPORTED = {
-    "manifest.json",
-    "config.json",
-    "summary.json",
-    "records.json",
-    "steps.csv",
-    "layers.csv",
-    "plain.safetensors",
-    "residual.safetensors",
-}
 
 
 @pytest.fixture(scope="module")
