@@ -271,7 +271,21 @@ def main() -> None:
         if running:
             st.session_state[K + "watching"] = id(job)
         st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(job)
+    if job is not None and job.done and runs:
+        pick_sweep_run(job, runs)
     stored_runs(runs)
+
+
+def pick_sweep_run(job: SweepJob, runs: list) -> None:
+    """Once per finished sweep, the stored-runs box shows its deepest run (what a class looks at next),
+    even when other tabs stored runs since."""
+    if st.session_state.get(K + "picked") == id(job):
+        return
+    st.session_state[K + "picked"] = id(job)
+    done = job.view().runs
+    listed = {r.key for r in runs}
+    if done and (deepest := max(done, key=lambda r: (r.depth, -r.seed))).run.key in listed:
+        st.session_state[K + "stored.pick"] = deepest.run.key
 
 
 main()

@@ -195,6 +195,8 @@ def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_z
     assert "depth 14" in figures[3].layout.title.text  # block responses of the deepest pair
     table = at.dataframe[-1].value
     assert len(table) == 2 and set(table.dataset) == {"digits"}
+    deepest = next(r for r in job.view().runs if r.depth == 14).run.key
+    assert at.selectbox(key="depth.stored.pick").value == deepest  # the sweep's deepest run is chosen
 
     _button(at, "Run").click().run()  # the same sweep again: everything comes from the store
     assert not at.exception
