@@ -78,17 +78,12 @@ class Server:
         raise RuntimeError("streamlit did not become healthy")
 
     def _tree(self) -> list[int]:
-        """The server's pid and its descendants' (training workers)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(stat.parent.name))
-        pids, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo.extend(children.get(pid, []))
+        """The server's pid and its descendants' (the training workers), from /proc/<pid>/task/*/children."""
+        pids = [self.proc.pid]
+        for pid in pids:  # the list grows while it is walked: each child comes after its parent
+            for children in Path(f"/proc/{pid}/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    pids.extend(int(child) for child in children.read_text().split())
         return pids
 
     def cpu_seconds(self) -> float:

@@ -2,10 +2,10 @@
 
     python -c "from resnet_viz.runs.worker import main; main()"   # what the server's WorkerPool starts
 
-It reads messages on stdin and writes them on stdout, each a length-prefixed pickle. Both ends are
-this program: the server writes what the worker reads, and nothing from outside ever reaches the
-pipe. (It is a plain subprocess and not `multiprocessing`: under Streamlit, `__main__` is the app
-script, and multiprocessing's child start-up would run the whole app again.)
+It reads messages on stdin and writes them on stdout, each the message's structure as JSON and its
+tensors as safetensors (nothing is unpickled; a message may hold only the library's own config,
+record and state dataclasses). It is a plain subprocess and not `multiprocessing`: under Streamlit,
+`__main__` is the app script, and multiprocessing's child start-up would run the whole app again.
 
 For each run: the setup (configs, recipe, the loaded data set, a state to resume from, skip scales,
 threads); then, lock-step, one message each way per step:
@@ -18,22 +18,29 @@ steps as with an in-process `Trainer`, and a fork stays bit-identical. Then it w
 
 from __future__ import annotations
 
-import pickle
+import json
 import struct
 import sys
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
+from safetensors.torch import load, save
 
-from ..training import ModelState, Snapshot, Trainer
+from ..data import DataConfig, Dataset
+from ..models import ModelConfig
+from ..training import ModelState, Snapshot, StepRecord, TrainConfig, Trainer, TrainerState
 
-HEADER = struct.Struct("<Q")  # byte length of the pickle that follows
+HEADER = struct.Struct("<QQ")  # byte lengths of the JSON part and of the safetensors part that follow
 
 
 def put(stream: BinaryIO, message: tuple) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)) + data)
+    """Write one message: its structure as JSON, its tensors as safetensors (nothing is pickled)."""
+    tensors: list[torch.Tensor] = []
+    text = json.dumps(_pack(message, tensors)).encode()
+    blob = save({str(i): t for i, t in enumerate(tensors)}) if tensors else b""
+    stream.write(HEADER.pack(len(text), len(blob)) + text + blob)
     stream.flush()
 
 
@@ -42,11 +49,53 @@ def get(stream: BinaryIO) -> tuple:
     header = stream.read(HEADER.size)
     if len(header) < HEADER.size:
         raise EOFError
-    size = HEADER.unpack(header)[0]
-    data = stream.read(size)
-    if len(data) < size:
+    sizes = HEADER.unpack(header)
+    text, blob = (stream.read(n) for n in sizes)
+    if len(text) < sizes[0] or len(blob) < sizes[1]:
         raise EOFError
-    return pickle.loads(data)  # noqa: S301 - only ever written by the other end of our own pipe
+    tensors = load(blob) if blob else {}
+    return _unpack(json.loads(text), tensors)
+
+
+def _pack(obj: Any, tensors: list[torch.Tensor]) -> Any:
+    """JSON-able form of a message: tensors by index, dataclasses by (allowed) type name, tuples and
+    dicts with non-string keys tagged so they come back as they were."""
+    if isinstance(obj, torch.Tensor):
+        tensors.append(obj.detach().cpu().contiguous().clone())  # safetensors stores no shared storage
+        return {"$t": str(len(tensors) - 1)}
+    if is_dataclass(obj):
+        return {"$d": type(obj).__name__, "f": {f.name: _pack(getattr(obj, f.name), tensors) for f in fields(obj)}}
+    if isinstance(obj, tuple):
+        return {"$u": [_pack(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_pack(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        return {"$m": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, str | int | float):
+        return obj
+    raise TypeError(f"cannot send a {type(obj).__name__} to or from a training worker")
+
+
+def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "$t" in obj:
+        return tensors[obj["$t"]]
+    if "$u" in obj:
+        return tuple(_unpack(v, tensors) for v in obj["$u"])
+    if "$m" in obj:
+        return {_unpack(k, tensors): _unpack(v, tensors) for k, v in obj["$m"]}
+    return _types()[obj["$d"]](**{k: _unpack(v, tensors) for k, v in obj["f"].items()})
+
+
+def _types() -> dict[str, type]:
+    """The only types a message may hold besides plain values and tensors."""
+    kinds = (Mirror, StepRecord, ModelState, Snapshot, TrainerState, ModelConfig, TrainConfig, DataConfig, Dataset)
+    return {kind.__name__: kind for kind in kinds}
 
 
 @dataclass
