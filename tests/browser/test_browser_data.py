@@ -19,6 +19,9 @@ def test_upload_points_train_and_the_chart_is_drawn(server, browser, tmp_path):
     page.locator("input[type=file]").set_input_files(str(csv))
     expect(body.get_by_text("stored north south and chose it as the lab's dataset")).to_be_visible(timeout=TIMEOUT_MS)
     page.wait_for_url(re.compile(r"dataset=upload&.*upload=[0-9a-f]{64}|upload=[0-9a-f]{64}.*dataset=upload"))
+    # A click sends the widget values the browser holds: wait until its dataset box shows the upload, as a
+    # student would see it (on a loaded machine the box is redrawn after the URL changes).
+    expect(body.get_by_role("combobox", name="Dataset")).to_have_value(re.compile(r"^upload: north south "))
     body.get_by_role("button", name="Train").click()
     wait_for_loss_lines(page)
     expect(body.get_by_text(re.compile(r"Finished")).first).to_be_visible(timeout=TIMEOUT_MS)
