@@ -1134,6 +1134,34 @@ class RunStore:
         _expect(upload.digest == digest, where, "its content does not match its hash", "damaged_run")
         return upload
 
+    _USING = "json_extract(config, '$.data.name') = 'upload' AND json_extract(config, '$.data.upload') = ?"
+
+    def runs_using_dataset(self, digest: str) -> int:
+        """How many stored runs trained on the upload `digest` (`delete_dataset` removes them with it)."""
+        if not self.path.exists():
+            return 0
+        with self._open() as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM runs WHERE {self._USING}", (digest,)).fetchone()[0])
+
+    def delete_dataset(self, digest: str) -> bool:
+        """Remove an uploaded data set and every run trained on it (one transaction); False if it was not there.
+
+        The runs go with it: a stored run's config names its data, and its analyses, retraining and replay
+        checks need the examples. Uploading the same file again brings back the same content hash.
+        """
+        if not self.path.exists():
+            return False
+        with self._open() as conn, self._transaction(conn):
+            keys = [k for (k,) in conn.execute(f"SELECT key FROM runs WHERE {self._USING}", (digest,))]
+            if keys and _has_analyses(conn):
+                conn.executemany("DELETE FROM analyses WHERE run_key = ?", [(k,) for k in keys])
+            conn.executemany("DELETE FROM runs WHERE key = ?", [(k,) for k in keys])
+            removed = _has_table(conn, "datasets") and (
+                conn.execute("DELETE FROM datasets WHERE digest = ?", (digest,)).rowcount > 0
+            )
+        registry.forget(digest)
+        return removed
+
     # ---- export and import
 
     def export(self, key: str, folder: Path | str) -> Path:

@@ -169,6 +169,13 @@ def upload(digest: str) -> Upload:
     raise _unknown(digest)
 
 
+def forget(digest: str) -> None:
+    """Drop the cached info of an upload a store no longer holds (one `register`ed in memory is kept)."""
+    with _lock:
+        if digest not in _memory:
+            _infos.pop(digest, None)
+
+
 def remember(upload: Upload) -> None:
     """Note an upload's info once a store holds it (no arrays kept)."""
     with _lock:

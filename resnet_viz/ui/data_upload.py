@@ -3,7 +3,8 @@
 Uploads are open to students as well as the teacher: every limit of `options.UPLOADS` bounds what one
 file may cost (bytes, rows, images, pixels, classes), an upload adds one content-hashed entry and
 never changes or removes anyone's runs, and the same data uploaded twice is one entry. A refused
-file shows one message naming the problem, and nothing of it is stored. Names and class names come
+file shows one message naming the problem, and nothing of it is stored. Only a teacher deletes a data
+set, after a confirmation that says how many stored runs trained on it go with it. Names and class names come
 from the user: they are shown as literal text, cut to a line.
 """
 
@@ -22,6 +23,7 @@ from resnet_viz.datasets.uploads import read_upload
 from resnet_viz.options import UPLOADS
 from resnet_viz.store import StoreError
 
+from .roles import confirm_button, is_teacher, teacher_only
 from .store import run_store
 from .text import one_line, safe_text
 
@@ -127,6 +129,43 @@ def upload_panel() -> None:
             ),
             hide_index=True,
         )
+    delete_section(infos)
     for name in FILE_DATASETS:
         if not registry.present(name):
             st.caption(f"To use {name}: " + safe_text(registry.where_to_put(name), 300))
+
+
+def delete_section(infos: list[UploadInfo]) -> None:
+    """A teacher deletes one stored data set and the stored runs trained on it, after a confirmation."""
+    kind, message = st.session_state.pop("data.delete.message", (None, ""))
+    if kind:
+        (st.error if kind == "error" else st.success)(message)
+    if not infos:
+        return
+    if not is_teacher():
+        teacher_only("delete uploaded data sets")
+        return
+    by_digest = {i.digest: i for i in infos}
+    pick, button = st.columns([4, 1], vertical_alignment="bottom")
+    digest = pick.selectbox(
+        "Data set to delete", list(by_digest), key="data.delete.pick", format_func=lambda d: describe(by_digest[d])
+    )
+    try:
+        used = run_store().runs_using_dataset(digest)
+    except StoreError as err:
+        st.caption("Unavailable: " + safe_text(err, 200))
+        return
+    name, _ = one_line(by_digest[digest].name, 40)
+    question = (
+        f"Delete the data set {safe_text(name)} and the {used} stored run(s) trained on it, for everyone on this "
+        "server? It cannot be undone (uploading the same file again brings the data set back, not the runs)."
+    )
+    if confirm_button("Delete", "data.delete", question, button, icon=":material/delete:"):
+        try:
+            removed = run_store().delete_dataset(digest)
+        except StoreError as err:
+            st.session_state["data.delete.message"] = ("error", "Could not delete: " + safe_text(err, 200))
+        else:
+            done = f"Deleted {safe_text(name)} and the runs trained on it." if removed else "Already gone."
+            st.session_state["data.delete.message"] = ("ok", done)
+        st.rerun()

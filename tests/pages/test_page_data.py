@@ -131,3 +131,25 @@ def test_an_upload_is_a_dataset_of_the_depth_study_sweep():
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[-1].value
     assert len(table) == 1 and set(table.dataset) == {"upload"}
+
+
+def test_a_teacher_deletes_an_upload_after_a_confirmation_and_a_student_cannot(monkeypatch):
+    at = _lab({"a.width": "8"})
+    _upload(at, "north.csv", points_csv())
+    [info] = run_store().list_datasets()
+    delete = next(b for b in at.button if b.key == "data.delete")
+    delete.click().run()
+    assert any("Delete the data set `north` and the 0 stored run(s)" in w.value for w in at.warning)
+    assert run_store().list_datasets() == [info]  # nothing happens on the first click
+    next(b for b in at.button if b.label == "Yes, delete").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert run_store().list_datasets() == []
+    assert any("Deleted `north`" in s.value for s in at.success)
+    assert at.selectbox(key="lab.data.name").value == "digits"  # the lab no longer offers it
+    assert "upload" not in at.query_params  # nor does its link
+
+    monkeypatch.setenv("RESNET_VIZ_TEACHER_PASSPHRASE", "a long teacher passphrase")
+    run_store().put_dataset(read_upload(points_csv(), "south.csv"))
+    student = _lab({})
+    assert not any(b.key == "data.delete" for b in student.button)
+    assert any("A teacher can delete uploaded data sets" in c.value for c in student.caption)

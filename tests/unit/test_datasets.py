@@ -289,6 +289,27 @@ def test_uploaded_points_train_an_mlp_and_old_run_keys_are_unchanged(tmp_path):
     assert run_key({}, TrainConfig(), DataConfig()) == run_key({}, TrainConfig(), DataConfig(color="grey"))
 
 
+def test_deleting_an_upload_removes_the_runs_trained_on_it_and_the_same_file_brings_it_back(tmp_path):
+    store = RunStore(tmp_path)
+    registry.use_store(store)
+    up = points_from_csv(_csv(rows=40), "p.csv")
+    digest = store.put_dataset(up)
+    cfg = DataConfig(name="upload", upload=digest)
+    train = TrainConfig(epochs=1, batch_size=16, warmup_steps=0)
+    key = store.save(*train_models({"A": cfg_model()}, train, cfg))
+    other = store.save(*train_models({"A": cfg_model()}, train, DataConfig(name="moons", n_samples=100)))
+    store.put_analysis(key, "landscape", {"grid": 3}, {"z": [1.0]})
+    assert store.runs_using_dataset(digest) == 1 and store.runs_using_dataset("f" * 64) == 0
+    assert store.delete_dataset(digest) and not store.delete_dataset(digest)
+    assert store.list_datasets() == [] and store.get_dataset(digest) is None
+    assert [r.key for r in store.list_runs()] == [other]  # its run went with it (its config names the data)
+    assert store.get_analysis(key, "landscape", {"grid": 3}) is None
+    with pytest.raises(DatasetError, match="no stored data set has content hash"):
+        registry.info(digest)  # the cached listing went too: the lab no longer offers it
+    assert store.put_dataset(points_from_csv(_csv(rows=40), "again.csv")) == digest  # same content, same entry
+    assert registry.info(digest).size == 40 and load_dataset(cfg).classes == up.classes
+
+
 def test_an_unknown_content_hash_is_named():
     with pytest.raises(ConfigError, match=r"upload: no stored data set has content hash 0123456789ab"):
         DataConfig(name="upload", upload="0123456789ab" + "0" * 52).validate()
