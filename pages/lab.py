@@ -96,11 +96,22 @@ def downloads(run: LiveRun | Replay) -> None:
     if history is None:
         return
     left, right, _ = st.columns([1, 1, 3])
+    # Callables: the tables are built when the button is clicked, not on every rerun of a finished run's page.
     left.download_button(
-        "Steps CSV", history.steps_frame().to_csv(index=False), "steps.csv", "text/csv", icon=":material/download:"
+        "Steps CSV",
+        lambda: history.steps_frame().to_csv(index=False),
+        "steps.csv",
+        "text/csv",
+        icon=":material/download:",
+        on_click="ignore",
     )
     right.download_button(
-        "Layers CSV", history.layers_frame().to_csv(index=False), "layers.csv", "text/csv", icon=":material/download:"
+        "Layers CSV",
+        lambda: history.layers_frame().to_csv(index=False),
+        "layers.csv",
+        "text/csv",
+        icon=":material/download:",
+        on_click="ignore",
     )
 
 

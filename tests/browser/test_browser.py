@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from browser_utils import ARTIFACTS, main, new_page, no_exception, wait_for_loss_lines
 from playwright.sync_api import Page, expect
@@ -50,7 +51,10 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     assert "a.depth=56" in page.url  # the config survived the round trip
     main(page).get_by_role("button", name="Stop").click()
     expect(page.get_by_text(re.compile(r"Stopped at step \d+"))).to_be_visible()
-    expect(main(page).get_by_role("button", name="Steps CSV")).to_be_visible()
+    with page.expect_download() as download:  # the table is built on the click (a callable, not every rerun)
+        main(page).get_by_role("button", name="Steps CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("model,step,") and len(lines) > 2 * before, lines[:3]  # a row per model and step
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "lab_stopped.png"), full_page=True)
     page.context.close()
