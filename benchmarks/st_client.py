@@ -222,6 +222,11 @@ class Tab:
                 self.full_runs += 1
                 for fragment in list(self._timers):
                     self._stop_timer(fragment)
+        elif kind == "navigation":  # st.navigation names the page it ran (the frontend reruns that one)
+            nav = msg.navigation
+            self.pages.update({p.url_pathname: p.page_script_hash for p in nav.app_pages})
+            if nav.page_script_hash:
+                self.page_hash = nav.page_script_hash
         elif kind == "session_status_changed":
             self.running = msg.session_status_changed.script_is_running
         elif kind == "script_finished":

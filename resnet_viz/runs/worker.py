@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load, save
 
 from ..data import DataConfig, Dataset
-from ..models import ModelConfig
+from ..models import ModelConfig, build_model
 from ..training import ModelState, Snapshot, StepRecord, TrainConfig, Trainer, TrainerState
 
 HEADER = struct.Struct("<QQ")  # byte lengths of the JSON part and of the safetensors part that follow
@@ -158,9 +158,21 @@ def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
         put(out, ("failed", f"{type(err).__name__}: {err}"))
 
 
+def warm() -> None:
+    """Pay the first-use costs while idle, not after a student's click: the first optimizer imports torch's
+    compiler machinery (`torch._dynamo`, 1.4 s: `Optimizer.__init__` is wrapped to disable it), and the
+    first net, forward and backward pass set up the rest."""
+    torch.set_num_threads(1)
+    net = build_model(ModelConfig(depth=8, width=4))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    net(torch.zeros(2, 1, 8, 8)).sum().backward()
+    optimizer.step()
+
+
 def main() -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the message stream
+    warm()
     try:
         while True:
             train_one(inp, out, get(inp))

@@ -7,7 +7,9 @@ a refresh costs the same at step 100 and at step 100,000 (see `resnet_viz.runs.t
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -85,22 +87,73 @@ def skip_sliders(jobs: SessionJobs, run: LiveRun, view: RunView, labels: dict[st
                 st.rerun()
 
 
-_FIGURES: OrderedDict[tuple, list[go.Figure]] = OrderedDict()  # (run id, version, labels, ...) -> figures
+@dataclass
+class _Drawn:
+    """The lab's figures of one run as last built."""
+
+    version: int  # the run's version they show
+    step: int  # the steps done they show
+    status: str  # its status then: a change of status (finished, diverged) is always drawn at once
+    built: float  # time.perf_counter() when built
+    figures: list[go.Figure]
+
+
+_FIGURES: OrderedDict[tuple, _Drawn] = OrderedDict()  # (run id, labels, data) -> latest figures
+_BUILDING: dict[tuple, threading.Event] = {}  # the runs whose figures one tab is building now
 _FIGURES_LOCK = threading.Lock()
-MAX_CACHED_FIGURES = 32  # runs x versions kept; each entry is one refresh's five to six figures
+MAX_CACHED_FIGURES = 32  # runs kept; each entry is one refresh's five to six figures
+REBUILD_SECONDS = 0.8  # a run's figures are rebuilt at most this often while it keeps its status
+FIRST_POINTS = 2  # until figures show this many steps, each new step is drawn at once (a line needs two points)
 
 
 def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go.Figure]:
-    """The lab's figures of one run at one version, built once for every tab that watches it.
+    """The lab's figures of one run, built by one tab at a time and at most every REBUILD_SECONDS.
 
-    Thirty tabs watching one run redraw the same figures every second; building them (Plotly is slow
-    to build figures) is the bulk of a refresh, so the first tab builds and the others reuse.
+    Thirty tabs watching one run redraw every second, each at its own moment, and the run's version
+    changes with every step: keyed by version, each tab built its own figures (Plotly takes about
+    0.25 s for the five), more than half the server's CPU in the classroom benchmark at N = 10. So
+    a tab reuses figures that are at most REBUILD_SECONDS old (or shows the last ones while another
+    tab builds newer); a change of status, and the first points of a curve, are drawn at once.
     """
-    key = (view.id, view.version, view.status, tuple(labels.items()), data)
-    with _FIGURES_LOCK:
-        if key in _FIGURES:
+    key = (view.id, tuple(labels.items()), data)
+    while True:
+        with _FIGURES_LOCK:
+            drawn = _FIGURES.get(key)
+            same = drawn is not None and drawn.status == view.status
+            same = same and (drawn.step >= FIRST_POINTS or drawn.step >= view.step)
+            if same and (drawn.version >= view.version or time.perf_counter() - drawn.built < REBUILD_SECONDS):
+                _FIGURES.move_to_end(key)
+                return drawn.figures
+            building = _BUILDING.get(key)
+            if building is None:
+                _BUILDING[key] = threading.Event()
+                break
+            if same:
+                return drawn.figures  # another tab is building newer ones: these are under a second old
+        building.wait()  # nothing of this status drawn yet: wait for that tab's figures
+    try:
+        figs = _build(view, labels, data)
+        with _FIGURES_LOCK:
+            _FIGURES[key] = _Drawn(view.version, view.step, view.status, time.perf_counter(), figs)
             _FIGURES.move_to_end(key)
-            return _FIGURES[key]
+            while len(_FIGURES) > MAX_CACHED_FIGURES:
+                _FIGURES.popitem(last=False)
+    finally:
+        with _FIGURES_LOCK:
+            _BUILDING.pop(key).set()
+    return figs
+
+
+def _frozen(fig: go.Figure) -> go.Figure:
+    """`fig` with its plain dict made once. `st.plotly_chart` asks each call for `to_dict()`, a deep copy
+    with every array base64-encoded (about 40% of the server's CPU with thirty tabs on one run); a
+    cached figure is finished and only drawn, so one dict serves every tab (Plotly only reads it)."""
+    plain = fig.to_dict()
+    fig.to_dict = lambda: plain
+    return fig
+
+
+def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go.Figure]:
     steps, layers = view.steps, view.layers
     diverged = {k: s.step for k, s in view.states.items() if s.status == "diverged"}
     figs = [
@@ -113,11 +166,7 @@ def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go
     if view.boundaries and _two_class_points(data):
         ds = load_dataset(data)
         figs.append(figures.decision_boundary_figure(view.boundaries, ds.x_train.numpy(), ds.y_train.numpy(), labels))
-    with _FIGURES_LOCK:
-        _FIGURES[key] = figs
-        while len(_FIGURES) > MAX_CACHED_FIGURES:
-            _FIGURES.popitem(last=False)
-    return figs
+    return [_frozen(f) for f in figs]
 
 
 def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:

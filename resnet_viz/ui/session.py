@@ -54,8 +54,8 @@ def run_service() -> RunService:
 
 def _preload(processes: bool) -> None:
     """What the first Train click would otherwise wait for, done when the server starts: a training
-    worker process (it imports torch), the default pairs' data sets (digits import scikit-learn,
-    2.5 s) and their cost estimates (the first meta-device pass takes 1.7 s)."""
+    worker process (it imports torch and builds a first net), the default pairs' data sets and their
+    cost estimates (the first meta-device pass takes 1.7 s)."""
     if processes:
         POOL.warm()
     for pair in (SERVER_PAIR, SHAPES_PAIR):

@@ -82,3 +82,65 @@ def test_a_reloaded_tab_reattaches_to_its_run():
         for ticket in held:
             service.scheduler.release(ticket)
     assert run.join(120) and run.status == "finished"
+
+
+def test_tabs_watching_one_run_build_its_figures_once_per_rebuild_interval(monkeypatch):
+    """A class redraws one run every second, each tab at its own moment and version: one tab builds."""
+    from types import SimpleNamespace
+
+    from resnet_viz.ui import run_panel
+
+    builds: list[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    def build(view, labels, data):
+        builds.append(view.version)
+        started.set()
+        release.wait(10)
+        return [f"figures of version {view.version}"]
+
+    monkeypatch.setattr(run_panel, "_build", build)
+    labels, data = {"A": "A · plain 8"}, DataConfig()
+
+    def view(version: int, status: str = "running", step: int = 5) -> SimpleNamespace:
+        return SimpleNamespace(id="run-1", version=version, status=status, step=step)
+
+    got: list[list[str]] = []
+    first = threading.Thread(target=lambda: got.append(run_panel._figures(view(1), labels, data)))
+    first.start()
+    assert started.wait(10)  # tab 1 builds version 1; seven more tabs with newer versions arrive meanwhile
+    waiting = [
+        threading.Thread(target=lambda v=v: got.append(run_panel._figures(view(v), labels, data))) for v in range(2, 9)
+    ]
+    for t in waiting:
+        t.start()
+    release.set()
+    for t in (first, *waiting):
+        t.join(10)
+    assert builds == [1] and got == [["figures of version 1"]] * 8  # they waited for tab 1's figures
+    assert run_panel._figures(view(9), labels, data) == ["figures of version 1"]  # under REBUILD_SECONDS old
+    assert run_panel._figures(view(9, "finished"), labels, data) == ["figures of version 9"]  # a new status at once
+    monkeypatch.setattr(run_panel, "REBUILD_SECONDS", 0.0)
+    assert run_panel._figures(view(9, "finished"), labels, data) == ["figures of version 9"]  # nothing newer
+    assert run_panel._figures(view(10, "finished"), labels, data) == ["figures of version 10"]
+    assert builds == [1, 9, 10]
+    monkeypatch.setattr(run_panel, "REBUILD_SECONDS", 60.0)
+    labels = {"A": "A · plain 14"}  # another run: its first points are drawn as soon as they exist
+    assert run_panel._figures(view(1, step=0), labels, data) == ["figures of version 1"]
+    assert run_panel._figures(view(2, step=1), labels, data) == ["figures of version 2"]
+    assert run_panel._figures(view(3, step=2), labels, data) == ["figures of version 3"]
+    assert run_panel._figures(view(4, step=3), labels, data) == ["figures of version 3"]
+
+
+def test_a_frozen_figure_serialises_as_before_with_one_dict_for_every_tab():
+    import numpy as np
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from resnet_viz.ui.run_panel import _frozen
+
+    fig = go.Figure(go.Scatter(x=np.arange(50.0), y=np.arange(50.0) ** 2, name="A: train"))
+    fig.update_layout(title="Loss")
+    spec = pio.to_json(fig.to_dict(), validate=False)
+    frozen = _frozen(fig)
+    assert frozen.to_dict() is frozen.to_dict() and pio.to_json(frozen.to_dict(), validate=False) == spec

@@ -438,3 +438,20 @@ def test_a_stored_data_set_round_trips_through_safetensors_and_refuses_forgeries
     forged = Upload("p", "points", ("a",), up.x, np.zeros(len(up.y), np.int64))
     with pytest.raises(DatasetError, match="needs 2 to 20 distinct class names"):
         Upload.from_safetensors(forged.to_safetensors(), "file")
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """The server and every training worker load the digits; importing scikit-learn cost 2.5 s each."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from resnet_viz.data import _digits_table
+
+    images, target = _digits_table()
+    expected = load_digits()
+    assert np.array_equal(images, expected.images) and np.array_equal(target, expected.target)
+    code = "import sys; from resnet_viz.data import *; load_dataset(DataConfig()); print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -313,3 +313,21 @@ def test_views_of_one_version_share_their_chart_tables(service):
     first, second = run.view(), run.view()
     assert first.version == second.version and first.steps is second.steps and first.layers is second.layers
     assert len(first.steps) > 0 and set(first.steps.model) == {"A", "B"}
+
+
+def test_a_class_clicking_at_once_measures_a_config_once():
+    """Thirty Train clicks in one second cost one meta-device measurement of the config, not thirty."""
+    from resnet_viz.runs import budget
+
+    models = {"A": ModelConfig(depth=14, width=12)}  # a config no other test measures
+    before = budget._measure.cache_info().misses
+    estimates = []
+    threads = [
+        threading.Thread(target=lambda: estimates.append(estimate(models, REQUEST.train, REQUEST.data)))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert budget._measure.cache_info().misses == before + 1 and len(set(estimates)) == 1
