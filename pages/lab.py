@@ -21,6 +21,7 @@ from resnet_viz.ui.widgets import lab_form, sync_from_url, url_issue, write_url
 REFRESH_SECONDS = 1.0
 STOP_REFRESH_SECONDS = 3.0  # the Stop button's own refresh (cheap, but thirty tabs run it)
 RUN_ID_CHARS = 64  # longest run id a URL may name
+TRAIN_KEY = "lab.train"  # the Train button's state: True in the run its click starts
 
 
 def start(jobs: SessionJobs, cfg: LabConfig) -> None:
@@ -162,15 +163,22 @@ def main() -> None:
         url_issue(issue)
     run = jobs.lab
     running = isinstance(run, LiveRun) and not run.done
+    # Train's click is read before the setup is drawn, so this run draws the setup locked and the new run:
+    # a second run per click doubled the server's work when a class clicked Train at once.
+    clicked = bool(st.session_state.get(TRAIN_KEY)) and not running
     with st.expander("Your own data: upload points (CSV) or images (zip)"):
         upload_panel()  # before the setup: a new upload becomes the chosen dataset
-    with st.expander("Setup: models, data and training", expanded=run is None):
-        cfg = lab_form(cfg, disabled=running)
+    with st.expander("Setup: models, data and training", expanded=run is None and not clicked):
+        cfg = lab_form(cfg, disabled=running or clicked)
+    if clicked:
+        start(jobs, cfg)
+        run = jobs.lab
+        running = isinstance(run, LiveRun) and not run.done
+        if not running:  # refused, or a stored run opened at once: draw the setup unlocked
+            st.rerun()
     write_url(cfg, preset, run.id if running else None)
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
-    if b1.button("Train", type="primary", icon=":material/play_arrow:", disabled=running):
-        start(jobs, cfg)
-        st.rerun()
+    b1.button("Train", key=TRAIN_KEY, type="primary", icon=":material/play_arrow:", disabled=running)
     with b2:
         if running:  # re-checked while it runs: other tabs may join or leave it, or this tab may fork
             st.fragment(run_every=STOP_REFRESH_SECONDS)(stop_button)(run, rerun=True)
