@@ -9,6 +9,7 @@ reloaded tab re-attach) and stops its own background tasks (sweeps, analyses).
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import sys
@@ -48,16 +49,26 @@ def run_service() -> RunService:
     # in every torch op and need it back right after, and the default 5 ms switch interval made each op
     # wait its turn (in-thread training at 0.41x the headless speed with 5 ms, 0.54x with 0.5 ms).
     sys.setswitchinterval(0.0005)
+    service = RunService(run_store(), grace_seconds=grace if grace >= 0 else 20.0, processes=processes)
+    # As many warm workers as runs train at once (two on two cores; at most two: each holds ~420 MB):
+    # a student opening Attributions, then Receptive fields, starts two default pairs a second apart,
+    # and the second waited ~4 s for a cold worker to import torch.
+    POOL.idle = max(1, min(2, service.scheduler.cores))
     threading.Thread(target=_preload, args=(processes,), name="resnet-viz-preload", daemon=True).start()
-    return RunService(run_store(), grace_seconds=grace if grace >= 0 else 20.0, processes=processes)
+    return service
 
 
 def _preload(processes: bool) -> None:
     """What the first Train click would otherwise wait for, done when the server starts: a training
-    worker process (it imports torch and builds a first net), the default pairs' data sets and their
-    cost estimates (the first meta-device pass takes 1.7 s)."""
+    worker process (it imports torch and builds a first net), the analysis pages' libraries, the
+    default pairs' data sets and their cost estimates (the first meta-device pass takes 1.7 s)."""
     if processes:
         POOL.warm()
+    # The analysis pages' libraries: importing Captum and SciPy holds the GIL for about 2 s, which
+    # froze every tab (and a class's first Train clicks) when the first student opened Attributions.
+    importlib.import_module("resnet_viz.attribution")
+    importlib.import_module("resnet_viz.limits")
+    importlib.import_module("resnet_viz.landscape")
     for pair in (SERVER_PAIR, SHAPES_PAIR):
         req = pair.request
         estimate(req.models, req.train, req.data)
