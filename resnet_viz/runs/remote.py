@@ -108,10 +108,10 @@ class WorkerPool:
                 return
         worker.close()
 
-    def warm(self) -> None:
-        """Start idle workers up to `idle` now, so the next runs do not wait for torch to import."""
+    def warm(self, up_to: int | None = None) -> None:
+        """Start idle workers up to `up_to` (default `idle`) now, so the next runs do not wait for torch to import."""
         with self._lock:
-            missing = self.idle - len(self._free)
+            missing = min(self.idle, self.idle if up_to is None else up_to) - len(self._free)
             self._free.extend(Worker() for _ in range(max(0, missing)))
 
     def close(self) -> None:

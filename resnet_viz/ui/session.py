@@ -63,15 +63,17 @@ def _preload(processes: bool) -> None:
     worker process (it imports torch and builds a first net), the analysis pages' libraries, the
     default pairs' data sets and their cost estimates (the first meta-device pass takes 1.7 s)."""
     if processes:
-        POOL.warm()
+        POOL.warm(up_to=1)  # the first run's worker first: each start-up takes a core for ~3 s
+    for pair in (SERVER_PAIR, SHAPES_PAIR):  # a first Train click waits for its config's estimate
+        req = pair.request
+        estimate(req.models, req.train, req.data)
     # The analysis pages' libraries: importing Captum and SciPy holds the GIL for about 2 s, which
     # froze every tab (and a class's first Train clicks) when the first student opened Attributions.
     importlib.import_module("resnet_viz.attribution")
     importlib.import_module("resnet_viz.limits")
     importlib.import_module("resnet_viz.landscape")
-    for pair in (SERVER_PAIR, SHAPES_PAIR):
-        req = pair.request
-        estimate(req.models, req.train, req.data)
+    if processes:
+        POOL.warm()
 
 
 @dataclass
