@@ -179,11 +179,23 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
     )
     for col, key in enumerate(keys, start=1):
         s = results[key].surface
+        rows, z = _drawable(scale.shown(s.loss), scale)
+        scene = "scene" if col == 1 else f"scene{col}"
+        if len(rows) < 2:  # a surface needs two rows: the grid is still being computed
+            fig.add_annotation(
+                text="drawn when two rows of its grid are computed",
+                showarrow=False,
+                x=(col - 0.5) / len(keys),
+                y=0.5,
+                xref="paper",
+                yref="paper",
+            )
+            continue
         fig.add_trace(
             go.Surface(
                 x=s.alphas,
-                y=s.betas,
-                z=scale.shown(s.loss),
+                y=s.betas[rows],
+                z=z,
                 coloraxis="coloraxis",
                 name=results[key].label,
                 hovertemplate="direction 1: %{x:.2f}<br>direction 2: %{y:.2f}<br>shown value: %{z:.3g}<extra></extra>",
@@ -191,7 +203,6 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
             row=1,
             col=col,
         )
-        scene = "scene" if col == 1 else f"scene{col}"
         fig.update_layout(
             {
                 scene: {
@@ -206,6 +217,15 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
         )
     fig.update_layout(coloraxis=_coloraxis(scale))
     return layout(fig, "The loss surfaces in 3-D (same z range and colours for both nets)", "", "", height=520)
+
+
+def _drawable(shown: np.ndarray, scale: LossScale) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to draw, their z) for a WebGL surface: plotly.js's 3-D scene breaks on NaN (an all-NaN
+    surface takes the scene down with it). Rows not evaluated yet (all NaN) are left out; a non-finite
+    value inside a computed row (the loss overflowed) is drawn at the top of the shared z range."""
+    rows = np.flatnonzero(~np.isnan(shown).all(axis=1))
+    z = shown[rows]
+    return rows, np.where(np.isfinite(z), z, scale.high)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -113,6 +113,11 @@ def test_loss_landscape_walk(server, browser):
     expect(body.locator(".js-plotly-plot .contour").first).to_be_attached()
     expect(body.get_by_text("A · plain 20").first).to_be_visible()
     expect(body.get_by_text("B · residual 20").first).to_be_visible()
+    page.wait_for_function(  # both 3-D scenes made their WebGL plots (drawn after the SVG charts)
+        """() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd._fullLayout &&
+            ['scene', 'scene2'].every(s => gd._fullLayout[s] && gd._fullLayout[s]._scene &&
+                gd._fullLayout[s]._scene.glplot))"""
+    )
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "loss_landscape.png"), full_page=True)
     page.context.close()

@@ -60,6 +60,27 @@ def test_contour_and_surface_share_one_log_colour_scale():
     assert "loss" in surface.layout.scene.zaxis.title.text
 
 
+def test_a_surface_being_computed_is_drawn_without_nan():
+    """plotly.js's WebGL scene breaks on NaN (an all-NaN surface took both 3-D scenes down in Chromium)."""
+    partial, empty = _surface(100.0), _surface(1.0)
+    partial.loss[3:] = np.nan  # rows 3-4 not evaluated yet
+    partial.loss[1, 2] = np.inf  # the loss overflowed there
+    empty.loss[:] = np.nan
+    results = {
+        "A": NetLandscape("A", "A · plain 20", 20, partial),
+        "B": NetLandscape("B", "B · residual 20", 20, empty),
+    }
+    scale = figs.loss_scale([partial, empty])
+    fig = figs.surface_figure(results, scale)
+    [trace] = fig.data  # B has no computed row: no trace, a note instead
+    z = np.asarray(trace.z, dtype=float)
+    assert z.shape == (3, 5) and np.isfinite(z).all() and list(trace.y) == list(partial.betas[:3])
+    assert z[1, 2] == scale.high  # an overflow is drawn at the top of the shared range
+    assert [a.text for a in fig.layout.annotations if "computed" in a.text] == [
+        "drawn when two rows of its grid are computed"
+    ]
+
+
 def test_linear_scale_when_the_losses_are_close():
     bowl = _surface(1.0)
     bowl.loss += 0.9  # 1.0 to 3.0
