@@ -110,7 +110,8 @@ def cost_section(chosen: dict[str, ChosenModel]) -> None:
     chart(
         figs.cost_figure(table),
         "What to look for: parameters, FLOPs, latency and training memory grow with depth, residual or not "
-        "(identity shortcuts are free); inference memory stays flat. Latency is measured on this server's CPU.",
+        "(identity shortcuts are free, so the plain lines lie under the residual ones in parameters and FLOPs); "
+        "inference memory stays flat. Latency is measured on this server's CPU.",
         K + "cost",
     )
     store = run_store()

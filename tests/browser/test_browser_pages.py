@@ -130,6 +130,7 @@ def test_limits_walk(server, browser):
         ("Lesions", "Paths through the residual net"),
         ("Calibration", "Reliability: accuracy"),
         ("Robustness", "Test accuracy under input corruptions"),
+        ("Cost", "What depth costs"),
     )
     for analysis, title in walk:
         body.get_by_text(analysis, exact=True).click()
