@@ -53,7 +53,9 @@ def layout(
         hovermode="closest",
     )
     fig.update_xaxes(title_text=x)
-    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    fig.update_yaxes(title_text=y)
+    if log_y:  # else Plotly picks the type from the data: forcing "linear" left layer-name axes (heatmaps) empty
+        fig.update_yaxes(type="log")
     return fig
 
 

@@ -34,6 +34,7 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     wait_for_loss_lines(page)
     legend = _legend(page)
     assert "A · plain 56" in legend and "B · residual 56" in legend
+    expect(page.locator(".js-plotly-plot .heatmaplayer image")).to_have_count(2)  # each net's gradient heatmap
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
     before = _step(page)
 

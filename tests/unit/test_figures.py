@@ -59,6 +59,9 @@ def test_heatmap_shares_one_log_colour_scale():
     values = np.log10(LAYERS[LAYERS.metric == "grad_norm"].value)
     assert fig.layout.coloraxis.cmin == float(values.min()) and fig.layout.coloraxis.cmax == float(values.max())
     assert np.asarray(fig.data[0].z).shape == (8, 20)  # 8 layers x 20 steps
+    # Layer names on y: a y axis forced to "linear" placed no row and the browser drew an empty chart.
+    assert list(fig.data[0].y)[0] == "stem.conv"
+    assert {fig.layout.yaxis.type, fig.layout.yaxis2.type} <= {None, "category"}
 
 
 def test_heatmap_bins_long_runs():
