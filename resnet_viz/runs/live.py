@@ -93,9 +93,9 @@ class LiveRun(Task):
         alphas: Mapping[str, float] | None = None,
         on_step: Callable[[LiveRun, list[StepRecord]], None] | None = None,
         boundary_every: int = 10,
-        in_process: bool = False,
+        in_worker: bool = False,
     ) -> None:
-        """`in_process`: train in a child process (`remote.RemoteTrainer`), not in this run's thread."""
+        """`in_worker`: train in a worker process (`remote.RemoteTrainer`), not in this run's thread."""
         super().__init__()
         self.id = secrets.token_urlsafe(9)  # unguessable: a URL that names it re-attaches (reload)
         self.request = request
@@ -109,7 +109,7 @@ class LiveRun(Task):
         self.save_error = ""
         self.saved_key: str | None = None  # the store key it was saved under
         self.trainer: Trainer | RemoteTrainer | None = None
-        self.in_process = in_process
+        self.in_worker = in_worker
         self._seed = seed
         self._alphas = dict(alphas or {})
         self._lock = threading.Lock()
@@ -149,7 +149,7 @@ class LiveRun(Task):
         threads = self.ticket.threads
         req = self.request
         state = self._seed.state if self._seed else None
-        if self.in_process:
+        if self.in_worker:
             every = self.boundary_every
             trainer = RemoteTrainer(req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every)
         else:
@@ -182,7 +182,7 @@ class LiveRun(Task):
             granted = self.scheduler.checkpoint(self.ticket, self.stop_event)
             if granted and granted != threads:
                 threads = granted
-                trainer.set_threads(self._cap(threads) if self.in_process else threads)
+                trainer.set_threads(self._cap(threads) if self.in_worker else threads)
         if not self.stop_event.is_set():
             self._save()
 

@@ -181,7 +181,7 @@ class RunService:
             seed=seed,
             alphas=alphas,
             on_step=on_step,
-            in_process=self.processes,
+            in_worker=self.processes,
         )
         run.attach(viewer, priority)
         if run.key is not None:
