@@ -144,6 +144,31 @@ def test_limits_walk(server, browser):
     page.context.close()
 
 
+def test_limits_initialisation_grid_trains_and_draws(server, browser):
+    """The Initialisation analysis trains its grid through the run service (five small pairs here)."""
+    page, body = browse(browser, server, "limits", "Limits & pitfalls")
+    body.get_by_text("Initialisation", exact=True).click()
+    thumb = body.get_by_test_id("stSlider").filter(has_text="Depth").get_by_role("slider")
+    thumb.focus()
+    thumb.press("Home")  # depth 8
+    for label in ("Epochs", "Seeds"):
+        box = body.get_by_label(label)
+        box.fill("1")
+        box.press("Enter")
+        expect(box).to_have_value("1")
+    expect(body.get_by_text("5 plain/residual runs on digits")).to_be_visible()
+    body.get_by_role("button", name="Run grid").click()
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
+        arg="Final training loss by initialisation",
+        timeout=TIMEOUT_MS * 4,
+    )
+    expect(body.locator(".js-plotly-plot .boxlayer .trace").first).to_be_attached()
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "limits_initialisation.png"), full_page=True)
+    page.context.close()
+
+
 def test_receptive_fields_screenshot(server, browser):
     page = new_page(browser)
     page.set_viewport_size({"width": 1500, "height": 3100})  # Streamlit scrolls inside the page: show all of it
