@@ -96,24 +96,16 @@ def downloads(run: LiveRun | Replay) -> None:
     history = run.history()
     if history is None:
         return
-    left, right, _ = st.columns([1, 1, 3])
-    # Callables: the tables are built when the button is clicked, not on every rerun of a finished run's page.
-    left.download_button(
-        "Steps CSV",
-        lambda: history.steps_frame().to_csv(index=False),
-        "steps.csv",
-        "text/csv",
-        icon=":material/download:",
-        on_click="ignore",
-    )
-    right.download_button(
-        "Layers CSV",
-        lambda: history.layers_frame().to_csv(index=False),
-        "layers.csv",
-        "text/csv",
-        icon=":material/download:",
-        on_click="ignore",
-    )
+    tables = (("Steps CSV", history.steps_frame, "steps.csv"), ("Layers CSV", history.layers_frame, "layers.csv"))
+    for column, (label, table, file_name) in zip(st.columns([1, 1, 3]), tables, strict=False):
+        column.download_button(  # a callable: the table is built on the click, not on every rerun
+            label,
+            lambda table=table: table().to_csv(index=False),
+            file_name,
+            "text/csv",
+            icon=":material/download:",
+            on_click="ignore",
+        )
 
 
 def _describe(info: RunInfo) -> str:

@@ -73,6 +73,16 @@ def close_sessions() -> None:
     OPENED.clear()
 
 
+def run_to_the_end(at: AppTest, button: str, task: str, timeout: float = 300) -> None:
+    """Click `button`, wait until the session's background task `task` finished, and redraw the page
+    (AppTest runs no fragment timers)."""
+    next(b for b in at.button if b.label == button).click().run()
+    job = at.session_state[SESSION_KEY].others[task]
+    assert job.join(timeout) and job.status == "finished", job.message
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
 def plotly_figures(at: AppTest) -> list[go.Figure]:
     """The page's Plotly figures, decoded from the JSON the page ships."""
     return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]

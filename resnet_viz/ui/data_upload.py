@@ -150,16 +150,18 @@ def delete_section(infos: list[UploadInfo]) -> None:
     digest = pick.selectbox(
         "Data set to delete", list(by_digest), key="data.delete.pick", format_func=lambda d: describe(by_digest[d])
     )
-    try:
-        used = run_store().runs_using_dataset(digest)
-    except StoreError as err:
-        st.caption("Unavailable: " + safe_text(err, 200))
-        return
     name, _ = one_line(by_digest[digest].name, 40)
-    question = (
-        f"Delete the data set {safe_text(name)} and the {used} stored run(s) trained on it, for everyone on this "
-        "server? It cannot be undone (uploading the same file again brings the data set back, not the runs)."
-    )
+
+    def question() -> str:  # counted when the confirmation shows, not on every rerun of the lab
+        try:
+            used = f"the {run_store().runs_using_dataset(digest)}"
+        except StoreError:
+            used = "every"
+        return (
+            f"Delete the data set {safe_text(name)} and {used} stored run(s) trained on it, for everyone on "
+            "this server? It cannot be undone (uploading the same file again brings the data set back, not the runs)."
+        )
+
     if confirm_button("Delete", "data.delete", question, button, icon=":material/delete:"):
         try:
             removed = run_store().delete_dataset(digest)

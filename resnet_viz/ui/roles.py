@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +141,14 @@ def teacher_only(action: str) -> None:
     st.caption(f"A teacher can {action} here (teacher mode in the sidebar).")
 
 
-def confirm_button(label: str, key: str, question: str, container: Any = None, **button_args: Any) -> bool:
+def confirm_button(
+    label: str, key: str, question: str | Callable[[], str], container: Any = None, **button_args: Any
+) -> bool:
     """A button for a destructive action: True only after a second, explicit "Yes" click.
 
     The first click (on the button, drawn in `container` if given) shows `question` at full width,
-    our own wording (escape anything user-supplied in it), with "Yes, <label>" and "Cancel".
+    our own wording (escape anything user-supplied in it), with "Yes, <label>" and "Cancel". A
+    callable question is built only then (e.g. one that counts what would go with it).
     """
     pending = key + ".pending"
     if not st.session_state.get(pending):
@@ -152,7 +156,7 @@ def confirm_button(label: str, key: str, question: str, container: Any = None, *
             st.session_state[pending] = True
             st.rerun()
         return False
-    st.warning(question)
+    st.warning(question() if callable(question) else question)
     yes, no, _ = st.columns([1, 1, 3])
     if yes.button(f"Yes, {label.lower()}", key=key + ".yes", type="primary"):
         del st.session_state[pending]

@@ -119,8 +119,12 @@ def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go
     while True:
         with _FIGURES_LOCK:
             drawn = _FIGURES.get(key)
-            same = drawn is not None and drawn.status == view.status
-            same = same and (drawn.step >= FIRST_POINTS or drawn.step >= view.step)
+            # Reusable: same status, and past the first points (or showing as many steps as the view).
+            same = (
+                drawn is not None
+                and drawn.status == view.status
+                and (drawn.step >= FIRST_POINTS or drawn.step >= view.step)
+            )
             if same and (drawn.version >= view.version or time.perf_counter() - drawn.built < REBUILD_SECONDS):
                 _FIGURES.move_to_end(key)
                 return drawn.figures

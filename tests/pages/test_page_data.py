@@ -8,7 +8,7 @@ from pathlib import Path
 
 import plotly.io as pio
 import pytest
-from harness import open_page, points_csv
+from harness import open_page, points_csv, run_to_the_end
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -124,11 +124,7 @@ def test_an_upload_is_a_dataset_of_the_depth_study_sweep():
     assert "2-D point data trains MLPs" in " ".join(c.value for c in at.caption)
     at.multiselect(key="depth.depths").set_value([4])
     at.number_input(key="depth.epochs").set_value(1).run()
-    next(b for b in at.button if b.label == "Run").click().run()
-    job = at.session_state[SESSION_KEY].others["depth_sweep"]
-    assert job.join(120) and job.status == "finished", job.message
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    run_to_the_end(at, "Run", "depth_sweep", 120)
     table = at.dataframe[-1].value
     assert len(table) == 1 and set(table.dataset) == {"upload"}
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.io as pio
 import pytest
-from harness import open_page, trace_array
+from harness import open_page, run_to_the_end, trace_array
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.figures import landscape as figs
 from resnet_viz.figures.common import COLORS
 from resnet_viz.landscape import Curvature, Interpolation, NetLandscape, Surface, Trajectory
-from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.snapshots import FRESH
 
 PAGE = "pages/loss_landscape.py"
@@ -129,11 +128,7 @@ def test_page_computes_contour_and_surface_for_both_nets():
     at.select_slider(key="landscape.grid").set_value(7)
     at.select_slider(key="landscape.examples").set_value(100)
     at.select_slider(key="landscape.iterations").set_value(10)
-    next(b for b in at.button if b.label == "Compute landscapes").click().run()
-    task = at.session_state[SESSION_KEY].others["landscape"]
-    assert task.join(300) and task.status == "finished", task.message
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    run_to_the_end(at, "Compute landscapes", "landscape", 300)
     figures = {f.layout.title.text: f for f in (pio.from_json(el.proto.spec) for el in at.get("plotly_chart"))}
     contour = next(f for title, f in figures.items() if title.startswith("Loss around the trained weights"))
     surface = next(f for title, f in figures.items() if title.startswith("The loss surfaces in 3-D"))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.io as pio
-from harness import open_page
+from harness import open_page, run_to_the_end
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.figures import limits as figs
-from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.snapshots import FRESH
 
 PAGE = "pages/limits.py"
@@ -50,11 +49,7 @@ def test_init_grid_runs_through_the_run_service_and_draws():
     at.select_slider(key="limits.init.depth").set_value(8).run()
     at.number_input(key="limits.init.epochs").set_value(1).run()
     at.number_input(key="limits.init.seeds").set_value(1).run()
-    next(b for b in at.button if b.label == "Run grid").click().run()
-    task = at.session_state[SESSION_KEY].others["limits_init"]
-    assert task.join(600) and task.status == "finished", task.message
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    run_to_the_end(at, "Run grid", "limits_init", 600)
     assert _titles(at) == ["Final training loss by initialisation (each seed a point)"]
     assert set(at.dataframe[0].value.scheme) == {"kaiming x0.5", "kaiming x1", "kaiming x2", "xavier", "pytorch"}
 
