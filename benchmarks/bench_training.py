@@ -5,7 +5,11 @@ repeats so that machine noise hits both alike. The bare loop also validates at e
 the engine does, so the ratio isolates probes, records, snapshots and bookkeeping.
 Peak RSS of one depth-56 run is measured in a fresh child process.
 
-    python -m benchmarks.bench_training      # from the repository root; prints one JSON object
+With ``--families``, the same ratio for the Transformer and the GCN of the "Beyond CNNs" presets, and
+the wall time of each of those presets (both models, headless, as `train_models` runs them).
+
+    python -m benchmarks.bench_training             # from the repository root; prints one JSON object
+    python -m benchmarks.bench_training --families  # Transformer and GCN
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from resnet_viz.data import DataConfig, load_dataset
+from resnet_viz.lab import BEYOND, PRESETS
 from resnet_viz.models import ModelConfig, build_model
-from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at
+from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at, train_models
 
 EPOCHS = 5
 REPEATS = 3
@@ -33,7 +39,10 @@ def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
     ds = load_dataset(data)
     cfg = fit_to_data(cfg, ds)
     model = build_model(cfg, seed=train.seed).train()
-    opt = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
     gen = torch.Generator().manual_seed(train.seed)
     n, bs = len(ds.y_train), train.batch_size
     steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)
@@ -68,9 +77,13 @@ def engine(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
 
 
 def compare(depth: int) -> dict[str, float]:
-    cfg, data = ModelConfig(depth=depth, width=16), DataConfig(name="digits")
-    train = TrainConfig(epochs=EPOCHS, batch_size=128, probe_every=1)
-    bare_loop(cfg, TrainConfig(epochs=1), data)  # warm-up: allocator, kernels
+    return compare_config(ModelConfig(depth=depth, width=16), TrainConfig(epochs=EPOCHS, batch_size=128), DataConfig())
+
+
+def compare_config(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> dict[str, float]:
+    """Median steps/s of the bare loop and of the engine (probes on every step) for one model, and their ratio."""
+    train = replace(train, probe_every=1)
+    bare_loop(cfg, replace(train, epochs=1), data)  # warm-up: allocator, kernels
     bare, inst = [], []
     for _ in range(REPEATS):
         bare.append(bare_loop(cfg, train, data))
@@ -88,11 +101,42 @@ def peak_rss_child() -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
+def families() -> dict[str, object]:
+    """The Transformer and the GCN: engine against bare loop on their presets' residual net, and each
+    "Beyond CNNs" preset's wall time (goals: ratio >= 0.90, every preset under 20 s on 2 cores)."""
+    transformer, gcn = PRESETS["transformer"].config.normalized(), PRESETS["oversmooth"].config.normalized()
+    result: dict[str, object] = {
+        "transformer": compare_config(transformer.b, replace(transformer.train, epochs=3), transformer.data),
+        "gcn": compare_config(gcn.b, replace(gcn.train, epochs=3), gcn.data),
+    }
+    seconds = {}
+    for preset in (p for p in PRESETS.values() if p.group == BEYOND):
+        cfg = preset.config.normalized()
+        t0 = time.perf_counter()
+        train_models(cfg.models(), cfg.train, cfg.data)
+        seconds[preset.key] = round(time.perf_counter() - t0, 2)
+    result["preset_seconds"] = seconds
+    result["goals"] = {
+        "ratio_at_least": 0.90,
+        "met_transformer": result["transformer"]["ratio"] >= 0.90,
+        "met_gcn": result["gcn"]["ratio"] >= 0.90,
+        "preset_seconds_under": 20,
+        "met_presets": all(s < 20 for s in seconds.values()),
+    }
+    return result
+
+
 def main() -> None:
     if sys.argv[1:] == ["--rss-child"]:
         peak_rss_child()
         return
     torch.set_num_threads(2)
+    if sys.argv[1:] == ["--families"]:
+        machine = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+        print(
+            json.dumps({"machine": machine, "setup": "presets' configs, median of 3, probes every step"} | families())
+        )
+        return
     result: dict[str, object] = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
         "setup": f"digits 8x8, batch 128, width 16, {EPOCHS} epochs, median of {REPEATS}, probes every step",

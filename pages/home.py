@@ -4,14 +4,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from resnet_viz.lab import PRESETS, encode
+from resnet_viz.lab import BEYOND, PRESETS, Preset, encode
 from resnet_viz.ui.shell import require_shell
 
 ASSETS = Path(__file__).parent.parent / "assets"
 
 PAGES = {
     "Training lab": "two models trained live side by side: loss, accuracy, gradient flow per layer and "
-    "per block, a live skip-connection slider, decision boundaries on 2-D data. Finished runs are stored.",
+    "per block, a live skip-connection slider, decision boundaries on 2-D data, attention maps of Transformers, "
+    "oversmoothing in graph networks. Finished runs are stored.",
     "Depth study": "He et al.'s degradation result at six depths: plain nets get worse as they get deeper, "
     "residual nets do not. A classroom sweep replays instantly once it has run.",
     "Receptive fields": "how much of the image each layer can see (theoretical field, identical with and "
@@ -28,13 +29,21 @@ PAGES = {
 def presets() -> None:
     st.subheader("Start with a demo")
     st.caption("Each button opens the training lab configured; press Train there.")
-    cols = st.columns(len(PRESETS))
-    for col, preset in zip(cols, PRESETS.values(), strict=True):
-        with col, st.container(border=True):
-            st.markdown(f"**{preset.title}**")
-            st.caption(preset.point)
-            params = {**encode(preset.config.normalized()), "preset": preset.key}
-            st.page_link("pages/lab.py", label="Open", icon=":material/play_arrow:", query_params=params)
+    groups: dict[str, list[Preset]] = {}
+    for preset in PRESETS.values():
+        groups.setdefault(preset.group, []).append(preset)
+    for group, members in groups.items():
+        if group == BEYOND:
+            st.markdown(
+                f"**{BEYOND}**: residual connections are in every deep architecture now. The same toggle on a "
+                "Transformer (where LayerNorm sits matters as much as the skip) and on a deep graph network."
+            )
+        for col, preset in zip(st.columns(len(members)), members, strict=True):
+            with col, st.container(border=True):
+                st.markdown(f"**{preset.title}**")
+                st.caption(preset.point)
+                params = {**encode(preset.config.normalized()), "preset": preset.key}
+                st.page_link("pages/lab.py", label="Open", icon=":material/play_arrow:", query_params=params)
 
 
 def main() -> None:

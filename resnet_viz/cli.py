@@ -24,7 +24,7 @@ from .codegen import run_script
 from .data import ALL_DATASETS, FILE_DATASETS, DataConfig
 from .datasets import registry
 from .limits import cli as limits_cli
-from .models import CHOICES, ConfigError, ModelConfig
+from .models import CHOICES, FAMILY_NORMS, ConfigError, ModelConfig
 from .runs import LiveRun, RunRefused, RunRequest, RunService
 from .runs.defaults import warm_requests
 from .runs.warm import WarmProgress, warm
@@ -49,28 +49,41 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         "--dataset",
         choices=ALL_DATASETS,
         default=d.name,
-        help="images: digits, shapes, corners; 2-D: spirals, moons, circles, xor; from files: mnist, "
-        "fashion_mnist, cifar10 (see --data-dir); upload: a stored upload (see --upload)",
+        help="images: digits, shapes, corners; 2-D: spirals, moons, circles, xor; sequences: sort (Transformers); "
+        "graphs: sbm (GCNs); from files: mnist, fashion_mnist, cifar10 (see --data-dir); upload: a stored upload "
+        "(see --upload)",
     )
     g.add_argument(
         "--data-dir",
         default=None,
         help="folder holding mnist/, fashion_mnist/, cifar10/ (default: $RESNET_VIZ_DATA_DIR/datasets)",
     )
-    g.add_argument("--n-samples", type=int, default=d.n_samples, help="examples drawn from MNIST/CIFAR files")
+    g.add_argument("--n-samples", type=int, default=d.n_samples, help="generated examples, or drawn from MNIST/CIFAR")
     g.add_argument("--color", choices=("grey", "rgb"), default=d.color, help="channels of MNIST/CIFAR/uploaded images")
     g.add_argument("--upload", default=d.upload, help="content hash of an uploaded data set (--dataset upload)")
-    g.add_argument("--input-size", type=int, default=None, help="image side in pixels (digits 8, shapes 16)")
-    g.add_argument("--noise", type=float, default=d.noise, help="pixel noise / point jitter of generated data")
+    g.add_argument(
+        "--input-size", type=int, default=None, help="image side (digits 8, shapes 16), sequence length or graph nodes"
+    )
+    g.add_argument("--noise", type=float, default=d.noise, help="pixel noise / point jitter / node-feature noise")
     g = p.add_argument_group("model")
-    g.add_argument("--depth", type=int, default=m.depth, help="weighted layers: 6n+2 basic, 9n+2 bottleneck, 2n+2 mlp")
-    g.add_argument("--width", type=int, default=m.width, help="channels of the first stage / hidden units")
+    g.add_argument(
+        "--depth",
+        type=int,
+        default=m.depth,
+        help="weighted layers: 6n+2 basic, 9n+2 bottleneck, 2n+2 mlp and transformer (n layers), n+2 gcn",
+    )
+    g.add_argument("--width", type=int, default=m.width, help="channels of the first stage / hidden units / d_model")
     g.add_argument("--block", choices=CHOICES["block"], default=m.block)
+    g.add_argument("--heads", type=int, default=m.heads, help="attention heads (transformer; must divide --width)")
     g.add_argument("--skip", action=argparse.BooleanOptionalAction, default=m.skip, help="shortcuts on or off")
     g.add_argument("--skip-scale", type=float, default=m.skip_scale, help="alpha in [0, 1] on every shortcut")
     g.add_argument("--shortcut", choices=CHOICES["shortcut"], default=m.shortcut)
-    g.add_argument("--norm", choices=CHOICES["norm"], default=m.norm)
-    g.add_argument("--order", choices=CHOICES["order"], default=m.order, help="post (2015) or pre-activation (2016)")
+    g.add_argument(
+        "--norm", choices=CHOICES["norm"], default=None, help="default: batch (cnn, mlp, gcn), layer (transformer)"
+    )
+    g.add_argument(
+        "--order", choices=CHOICES["order"], default=m.order, help="post (2015) or pre-activation (2016); post/pre-LN"
+    )
     g.add_argument("--init", choices=CHOICES["init"], default=m.init)
     g.add_argument("--zero-init-last", action=argparse.BooleanOptionalAction, default=m.zero_init_last)
     g = p.add_argument_group("training")
@@ -99,15 +112,17 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         color=args.color,
         upload=args.upload,
     ).validate()
+    family = data.model_fields()["family"]
     model = fit_to_data(
         ModelConfig(
             depth=args.depth,
             width=args.width,
             block=args.block,
+            heads=args.heads,
             skip=args.skip,
             skip_scale=args.skip_scale,
             shortcut=args.shortcut,
-            norm=args.norm,
+            norm=args.norm or FAMILY_NORMS[str(family)][0],
             order=args.order,
             init=args.init,
             zero_init_last=args.zero_init_last,

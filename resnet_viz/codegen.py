@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from .data import FILE_DATASETS, UPLOAD, DataConfig
-from .models import ModelConfig
+from .models import ModelConfig, example_input
 from .store import DATA_DECIDED
 from .training import TrainConfig
 
@@ -141,12 +141,13 @@ def run_script(
 
 LOAD_SNIPPET = """import json
 from safetensors.torch import load_file
-from resnet_viz.models import ModelConfig, load_model
+from resnet_viz.models import ModelConfig, example_input, load_model
 
 key = "A"  # each model of the run has <key>.safetensors and <key>.json in the zip
 meta = json.load(open(f"{key}.json"))
-net = load_model(ModelConfig(**meta["config"]), load_file(f"{key}.safetensors"), meta["skip_scale"])
-print(net(torch.zeros(1, *meta["input_shape"])).softmax(-1))  # class probabilities (eval mode)
+cfg = ModelConfig(**meta["config"])
+net = load_model(cfg, load_file(f"{key}.safetensors"), meta["skip_scale"])
+print(net(example_input(cfg, 1)).softmax(1))  # class probabilities (eval mode), per token or node for those families
 """
 
 
@@ -163,7 +164,7 @@ def model_bundle(
         for key, cfg in configs.items():
             state = {name: t.detach().to("cpu").contiguous() for name, t in states[key].items()}
             archive.writestr(f"{key}.safetensors", save_safetensors(state))
-            shape = [cfg.in_channels, cfg.input_size, cfg.input_size] if cfg.family == "cnn" else [cfg.in_channels]
+            shape = list(example_input(cfg, 1, "meta").shape[1:])
             meta = {
                 "config": cfg.to_dict(),
                 "skip_scale": float(skip_scales[key]),

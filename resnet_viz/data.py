@@ -5,6 +5,9 @@
 - ``shapes``: generated grayscale images of simple shapes at random positions, sizes and noise,
   each with its ground-truth mask (attribution localisation scores against it).
 - ``spirals``, ``moons``, ``circles``, ``xor``: 2-D point sets for MLPs.
+- ``sort``: sequences of digits to sort, token by token (Transformers).
+- ``sbm``: small graphs from a stochastic block model with noisy node features; each node's class is its
+  community (GCNs).
 - ``mnist``, ``fashion_mnist``, ``cifar10``: a subset of the real data sets, read from files the user put
   in the data folder (`datasets.registry`), at the chosen size, grey or RGB.
 - ``upload``: a data set uploaded in the app (2-D points or images), named by its content hash.
@@ -29,12 +32,16 @@ from .options import OPTIONS, OptionError
 
 IMAGE_DATASETS = ("digits", "shapes", "corners")
 POINT_DATASETS = ("spirals", "moons", "circles", "xor")
-DATASETS = IMAGE_DATASETS + POINT_DATASETS  # built in: always there
+SEQUENCE_DATASETS = ("sort",)  # token sequences: Transformers
+GRAPH_DATASETS = ("sbm",)  # graphs, one class per node: GCNs
+DATASETS = IMAGE_DATASETS + POINT_DATASETS + SEQUENCE_DATASETS + GRAPH_DATASETS  # built in: always there
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")  # read from files the user has (datasets/registry.py)
 UPLOAD = "upload"  # an uploaded data set, named by DataConfig.upload (its content hash)
 ALL_DATASETS = DATASETS + FILE_DATASETS + (UPLOAD,)
 SHAPE_CLASSES = ("square", "disk", "triangle", "cross")
 CORNER_CLASSES = ("different", "same")  # corners: are the two marks the same shape?
+VOCAB = 10  # sort: the tokens are the digits 0-9
+COMMUNITIES = 4  # sbm: communities per graph (the node classes)
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,9 @@ class DataConfig:
     """Which data, at what size and noise. Validated by `validate()`."""
 
     name: str = "digits"  # one of DATASETS
-    input_size: int = 8  # image side: 8 keeps digits native, larger upsamples; shapes are drawn at it
-    noise: float = 0.1  # pixel noise std (shapes) or point jitter (2-D sets)
-    n_samples: int = 2000  # generated sets (shapes and 2-D), and the subset drawn from MNIST/CIFAR files
+    input_size: int = 8  # image side (8 keeps digits native, larger upsamples), sequence length, or graph nodes
+    noise: float = 0.1  # pixel noise std (shapes), point jitter (2-D sets) or node-feature noise (sbm)
+    n_samples: int = 2000  # generated examples (images, points, sequences, graphs); the subset of MNIST/CIFAR
     data_seed: int = 0  # fixes the generated data, the file subset and the train/val/test split
     color: str = "grey"  # "grey" (1 channel) or "rgb" (3): MNIST, CIFAR-10 and uploaded images
     upload: str = ""  # content hash of the uploaded data set (name "upload"); empty otherwise
@@ -59,8 +66,8 @@ class DataConfig:
             ("input_size", self.input_size),
         ]
         for name, value in checks:
-            if name == "input_size" and not self.is_image:  # after "upload": an upload's kind decides
-                continue
+            if name == "input_size" and not self.is_image and self.name not in SEQUENCE_DATASETS + GRAPH_DATASETS:
+                continue  # after "upload": an upload's kind decides
             try:
                 OPTIONS[name].check(value)
             except OptionError as err:
@@ -93,12 +100,17 @@ class DataConfig:
         if self.is_image:
             channels = 3 if self.color == "rgb" and self.name not in IMAGE_DATASETS else 1
             return {"family": "cnn", "in_channels": channels, "input_size": self.input_size, "num_classes": classes}
+        if self.name in SEQUENCE_DATASETS:
+            return {"family": "transformer", "in_channels": VOCAB, "input_size": self.input_size, "num_classes": VOCAB}
+        if self.name in GRAPH_DATASETS:
+            size = self.input_size
+            return {"family": "gcn", "in_channels": COMMUNITIES, "input_size": size, "num_classes": COMMUNITIES}
         return {"family": "mlp", "in_channels": 2, "input_size": 8, "num_classes": classes}
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Tensors of one dataset, split. Images are (N, C, H, W) float32; points are (N, 2)."""
+    """Tensors of one dataset, split (shapes below)."""
 
     config: DataConfig
     x_train: torch.Tensor
@@ -109,6 +121,8 @@ class Dataset:
     y_test: torch.Tensor
     classes: tuple[str, ...]
     masks_test: torch.Tensor | None = None  # (N, H, W) bool ground truth, shapes only
+    # Images are (N, C, H, W) float32, points (N, 2); sequences (N, L) int64 tokens with (N, L) targets;
+    # graphs (N, nodes, nodes + features) float32 with (N, nodes) targets.
 
     @property
     def in_channels(self) -> int:
@@ -124,7 +138,7 @@ class Dataset:
 
     @property
     def family(self) -> str:
-        return "cnn" if self.x_train.dim() == 4 else "mlp"
+        return str(self.config.model_fields()["family"])
 
     def model_fields(self) -> dict[str, object]:
         """The ModelConfig fields that the data decides."""
@@ -241,6 +255,38 @@ def _points(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, .
     return pts.astype(np.float32), y.astype(np.int64), None, ("class 0", "class 1")
 
 
+def _sort(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
+    """Sequences of `input_size` random digits; the target at position i is the i-th smallest digit.
+
+    Every output token depends on every input token (how many digits are smaller), so a model must
+    compare positions: what self-attention does and an MLP per position cannot."""
+    rng = np.random.default_rng(cfg.data_seed)
+    x = rng.integers(0, VOCAB, size=(cfg.n_samples, cfg.input_size))
+    return x, np.sort(x, axis=1), None, tuple(str(i) for i in range(VOCAB))
+
+
+def _sbm(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
+    """`n_samples` graphs of `input_size` nodes from a stochastic block model (Holland et al. 1983).
+
+    Nodes fall into COMMUNITIES equal communities; two nodes are linked with a probability that gives each
+    node about 3 neighbours in its own community and 1 outside. A node's features are its community's
+    one-hot vector plus Gaussian noise of std 1 + 2 x `noise`: too noisy to classify alone, so a model
+    must average over neighbours, which is what graph convolutions do (and overdo, with depth).
+    """
+    rng = np.random.default_rng(cfg.data_seed)
+    n, size, k = cfg.n_samples, cfg.input_size, COMMUNITIES
+    labels = np.tile(np.arange(size) % k, (n, 1))
+    labels = rng.permuted(labels, axis=1)
+    same = labels[:, :, None] == labels[:, None, :]
+    per_community = size / k
+    p_in, p_out = min(1.0, 3.0 / max(per_community - 1, 1)), min(1.0, 1.0 / (size - per_community))
+    upper = np.triu(rng.random((n, size, size)) < np.where(same, p_in, p_out), k=1)
+    adjacency = (upper | upper.transpose(0, 2, 1)).astype(np.float32)
+    features = np.eye(k, dtype=np.float32)[labels] + rng.normal(0.0, 1.0 + 2.0 * cfg.noise, (n, size, k))
+    x = np.concatenate([adjacency, features.astype(np.float32)], axis=2)
+    return x, labels.astype(np.int64), None, tuple(f"community {i + 1}" for i in range(k))
+
+
 def _file_set(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str, ...]]:
     """`n_samples` training examples of MNIST, Fashion-MNIST or CIFAR-10 from the data folder's files."""
     from .datasets import registry
@@ -264,7 +310,7 @@ def _uploaded(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, None, tuple[str,
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load or generate a dataset (cached: tensors are shared read-only by every run)."""
     cfg.validate()
-    makers = {"digits": _digits, "shapes": _shapes, "corners": _corners, UPLOAD: _uploaded}
+    makers = {"digits": _digits, "shapes": _shapes, "corners": _corners, "sort": _sort, "sbm": _sbm, UPLOAD: _uploaded}
     maker = makers.get(cfg.name, _file_set if cfg.name in FILE_DATASETS else _points)
     x, y, masks, classes = maker(cfg)
     train, val, test = _split(len(y), np.random.default_rng(cfg.data_seed + 1))

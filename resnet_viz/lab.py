@@ -14,13 +14,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .data import DataConfig
-from .models import ConfigError, ModelConfig
+from .models import FAMILY_NORMS, ConfigError, ModelConfig
 from .options import OPTIONS, OptionError, describe_depths
 from .training import TrainConfig, fit_model
 
 MODEL_KEYS = ("A", "B")
 # The model fields a user sets; the rest (family, channels, size, classes) come from the dataset.
-MODEL_FIELDS = ("depth", "width", "block", "skip", "skip_scale", "shortcut", "norm", "order", "init", "zero_init_last")
+MODEL_FIELDS = (
+    "depth",
+    "width",
+    "block",
+    "heads",
+    "skip",
+    "skip_scale",
+    "shortcut",
+    "norm",
+    "order",
+    "init",
+    "zero_init_last",
+)
 TRAIN_FIELDS = (
     "epochs",
     "batch_size",
@@ -201,9 +213,19 @@ def decode(
 
 
 def _fit(model: ModelConfig, data: DataConfig) -> ModelConfig:
-    """`training.fit_model`, and basic blocks for MLPs: a form may still carry a CNN's bottleneck choice."""
+    """`training.fit_model`, with the settings a form carries over from another family made valid for this
+    one: basic blocks beyond CNNs, the family's own norm (LayerNorm for Transformers, BatchNorm for CNNs and
+    MLPs), and a head count that divides a Transformer's width."""
     model = fit_model(model, data)
-    return replace(model, block="basic") if model.family == "mlp" else model
+    changes: dict[str, Any] = {}
+    if model.family != "cnn":
+        changes["block"] = "basic"
+    norms = FAMILY_NORMS[model.family]
+    if model.norm not in norms:
+        changes["norm"] = norms[0]
+    if model.family == "transformer" and model.width % model.heads:
+        changes["heads"] = max(h for h in range(1, model.heads) if model.width % h == 0)
+    return replace(model, **changes) if changes else model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,6 +240,7 @@ class Preset:
     title: str  # button label
     point: str  # one sentence: what to look for
     config: LabConfig
+    group: str = "CNNs and MLPs"  # the Home page's row of demos it sits in
 
 
 def _preset_configs() -> list[Preset]:
@@ -277,6 +300,59 @@ def _preset_configs() -> list[Preset]:
                 b=ModelConfig(depth=20),
                 train=TrainConfig(epochs=60, weight_decay=0.0),
             ),
+        ),
+    ] + _beyond_cnns()
+
+
+BEYOND = "Beyond CNNs"
+
+
+def _beyond_cnns() -> list[Preset]:
+    """Transformers and graph networks: the same skip toggle, the same charts (Xiong et al. 2020; Li et al. 2019)."""
+    sort = DataConfig(name="sort", n_samples=2000)
+    layers4 = ModelConfig(family="transformer", depth=10, width=64, heads=4, norm="layer", init="xavier")
+    layers6 = replace(layers4, depth=14, order="pre")
+    adam = TrainConfig(epochs=8, batch_size=64, optimizer="adam", weight_decay=0.0)
+    gcn = ModelConfig(family="gcn", depth=34, width=32)
+    return [
+        Preset(
+            "postln",
+            "Post-LN needs warm-up",
+            "Two 4-layer Transformers sorting digits, differing only in where LayerNorm sits, Adam at lr 0.01 "
+            "with no warm-up: post-LN stalls at chance while pre-LN learns (Xiong et al. 2020). Give it 100 "
+            "warm-up steps and post-LN learns too.",
+            LabConfig(
+                a=replace(layers4, order="post"),
+                b=replace(layers4, order="pre"),
+                train=replace(adam, lr=0.01, warmup_steps=0),
+                data=sort,
+                linked=False,
+            ),
+            BEYOND,
+        ),
+        Preset(
+            "transformer",
+            "Transformer without residuals",
+            "Two 6-layer pre-LN Transformers, with and without residual connections: the plain stack barely "
+            "moves off chance, the residual one learns to sort every position.",
+            LabConfig(
+                a=replace(layers6, skip=False), b=layers6, train=replace(adam, lr=0.001, warmup_steps=20), data=sort
+            ),
+            BEYOND,
+        ),
+        Preset(
+            "oversmooth",
+            "Deep GCNs oversmooth",
+            "32 graph convolutions on community graphs: without shortcuts every node's features blur into one "
+            "and accuracy falls to chance; with them the deep GCN learns (Li et al. 2019). See the Dirichlet "
+            "energy per layer.",
+            LabConfig(
+                a=replace(gcn, skip=False),
+                b=gcn,
+                train=TrainConfig(epochs=10, batch_size=32),
+                data=DataConfig(name="sbm", input_size=24, n_samples=1000),
+            ),
+            BEYOND,
         ),
     ]
 

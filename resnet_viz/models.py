@@ -30,10 +30,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .options import DEPTH_RULES, OPTIONS, OptionError, allowed_depths, depth_rule, describe_depths
 
-Family = Literal["cnn", "mlp"]
+Family = Literal["cnn", "mlp", "transformer", "gcn"]
 BlockKind = Literal["basic", "bottleneck"]
 Shortcut = Literal["identity", "projection"]
-Norm = Literal["batch", "none"]
+Norm = Literal["batch", "layer", "none"]
 Order = Literal["post", "pre"]
 Init = Literal["kaiming", "xavier", "pytorch"]
 
@@ -41,6 +41,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     name: OPTIONS[name].values for name in ("family", "block", "shortcut", "norm", "order", "init")
 }
 BOTTLENECK_EXPANSION = 4  # output channels of a bottleneck block = 4 x its inner width (He et al. 2015)
+# The norms each family offers: BatchNorm for CNNs and MLPs (He et al.), LayerNorm for Transformers (Vaswani
+# et al. 2017; Xiong et al. 2020 compare where it sits), either for GCNs (Li et al. 2019 use BatchNorm).
+FAMILY_NORMS: dict[str, tuple[str, ...]] = {
+    "cnn": ("batch", "none"),
+    "mlp": ("batch", "none"),
+    "transformer": ("layer", "none"),
+    "gcn": ("batch", "layer", "none"),
+}
 
 
 class ConfigError(ValueError):
@@ -56,15 +64,16 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Everything that defines a network. Validated by `validate()`; `build_model` calls it."""
 
-    family: Family = "cnn"  # "cnn" for images, "mlp" for 2-D point data
-    depth: int = 20  # weighted layers on the main path: 6n+2 (basic), 9n+2 (bottleneck), 2n+2 (mlp)
-    width: int = 16  # channels of the first stage (cnn) or hidden units (mlp)
+    family: Family = "cnn"  # "cnn" images, "mlp" 2-D points, "transformer" token sequences, "gcn" graphs
+    depth: int = 20  # main-path layers: 6n+2 (basic), 9n+2 (bottleneck), 2n+2 (mlp; transformer: n layers), n+2 (gcn)
+    width: int = 16  # channels of the first stage (cnn), hidden units (mlp, gcn) or d_model (transformer)
     block: BlockKind = "basic"  # basic: 3x3-3x3; bottleneck: 1x1-3x3-1x1 (cnn only)
+    heads: int = 2  # attention heads of a transformer (must divide the width); unused by other families
     skip: bool = True  # shortcuts on (ResNet) or off (plain net: alpha forced to 0)
     skip_scale: float = 1.0  # alpha in [0, 1] multiplying every shortcut while skip is on
     shortcut: Shortcut = "identity"  # identity with zero-padding (option A) or 1x1 projection (option B)
-    norm: Norm = "batch"  # BatchNorm after each weighted layer, or no normalisation
-    order: Order = "post"  # post: original He et al. 2015; pre: full pre-activation, He et al. 2016
+    norm: Norm = "batch"  # BatchNorm (cnn, mlp, gcn), LayerNorm (transformer, gcn), or no normalisation
+    order: Order = "post"  # post: He et al. 2015 / post-LN; pre: full pre-activation, He et al. 2016 / pre-LN
     init: Init = "kaiming"  # weight init: Kaiming normal (fan_out), Xavier normal, or PyTorch's default
     zero_init_last: bool = False  # zero the last BN gamma (or last weight) of each residual block
     init_gain: float = 1.0  # multiplies the init std of every weighted layer but the head (1: the scheme as is)
@@ -92,19 +101,27 @@ class ModelConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
-        if self.family == "mlp" and self.block != "basic":
-            raise ConfigError("block", "mlp nets use basic blocks (Linear-act-Linear); got 'bottleneck'")
+        if self.family != "cnn" and self.block != "basic":
+            raise ConfigError("block", f"{self.family} nets have one kind of block: basic; got {self.block!r}")
+        if self.norm not in FAMILY_NORMS[self.family]:
+            allowed = ", ".join(FAMILY_NORMS[self.family])
+            raise ConfigError("norm", f"must be one of {allowed} for {self.family} nets; got {self.norm!r}")
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth not in self.allowed_depths():
             raise ConfigError("depth", f"must be {describe_depths(self.family, self.block)}; got {self.depth!r}")
-        for name in ("width", "skip_scale", "init_gain"):
+        for name in ("width", "heads", "skip_scale", "init_gain"):
             try:
                 OPTIONS[name].check(getattr(self, name))
             except OptionError as err:
                 raise ConfigError(name, f"{err.problem}; got {getattr(self, name)!r}") from None
+        if self.family == "transformer" and self.width % self.heads:
+            divisors = ", ".join(str(h) for h in range(1, 5) if self.width % h == 0)
+            raise ConfigError(
+                "heads", f"must divide the width {self.width} (d_model): one of {divisors}; got {self.heads}"
+            )
         if self.in_channels < 1 or self.num_classes < 2:
             raise ConfigError("num_classes", "needs at least 1 input channel and 2 classes")
-        if self.family == "cnn" and self.input_size < 4:
-            raise ConfigError("input_size", f"must be at least 4 pixels; got {self.input_size}")
+        if self.family != "mlp" and self.input_size < 4:
+            raise ConfigError("input_size", f"must be at least 4 (pixels, tokens or nodes); got {self.input_size}")
         return self
 
     def to_dict(self) -> dict[str, object]:
@@ -179,6 +196,12 @@ class ResidualBlock(nn.Module):
             (getattr(self, k), getattr(self, f"bn{i}"), getattr(self, f"relu{i}"))
             for i, k in enumerate(self.layer_keys, start=1)
         ]
+
+    def response(self) -> nn.Module:
+        """The module whose output is the residual branch f(x): its last norm (post order) or its last weighted
+        layer (pre order). Probes read the branch's scale from it (He et al. 2015, Fig. 7)."""
+        n = len(self.layer_keys)
+        return getattr(self, self.layer_keys[-1]) if self.order == "pre" else getattr(self, f"bn{n}")
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual function f(x) (the whole block output for a plain net)."""
@@ -255,6 +278,8 @@ class MLPBlock(ResidualBlock):
 def _norm(kind: Norm, channels: int, spatial: bool) -> nn.Module:
     if kind == "none":
         return nn.Identity()
+    if kind == "layer":
+        return nn.LayerNorm(channels)
     return nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)
 
 
@@ -349,13 +374,12 @@ def block_names(model: nn.Module) -> list[str]:
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Weighted layers (conv/linear) on the main path, in network order: ``stem.conv`` ... ``head``.
+    """Weighted layers (conv/linear/token embedding) on the main path, in network order: ``stem.conv`` ... ``head``.
 
     Projection shortcuts are left out: they are not counted in the depth (He et al. 2015).
     """
-    return [
-        name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and ".shortcut." not in name
-    ]
+    weighted = nn.Conv2d | nn.Linear | nn.Embedding
+    return [name for name, m in model.named_modules() if isinstance(m, weighted) and ".shortcut." not in name]
 
 
 def conv_layer_names(model: nn.Module) -> list[str]:
@@ -377,7 +401,7 @@ def set_skip_scale(model: nn.Module, alpha: float) -> None:
             m.alpha = float(alpha)
 
 
-def _init_weights(model: Net, generator: torch.Generator) -> None:
+def _init_weights(model: nn.Module, generator: torch.Generator) -> None:
     """Initialise every parameter from `generator`, main path first and shortcuts last.
 
     Shortcuts come last so that a residual net with projection shortcuts still shares every
@@ -387,10 +411,13 @@ def _init_weights(model: Net, generator: torch.Generator) -> None:
     modules = [(n, m) for n, m in model.named_modules() if ".shortcut" not in n]
     modules += [(n, m) for n, m in model.named_modules() if ".shortcut" in n]
     for _, m in modules:
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            m.reset_running_stats()
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.LayerNorm):
+            if not isinstance(m, nn.LayerNorm):
+                m.reset_running_stats()
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+        elif hasattr(m, "init_from"):  # layers with their own scheme (a Transformer's token and position embeddings)
+            m.init_from(generator)
         elif isinstance(m, nn.Conv2d | nn.Linear):
             if cfg.init == "kaiming" and m is not model.head:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
@@ -411,6 +438,31 @@ def _init_weights(model: Net, generator: torch.Generator) -> None:
                 m.zero_init_last()
 
 
+def network(cfg: ModelConfig) -> nn.Module:
+    """The uninitialised net of `cfg`'s family (on the current default device: pass meta for shapes only)."""
+    if cfg.family == "transformer":
+        from .transformer import TransformerNet  # imported here: those modules build on this one's blocks
+
+        return TransformerNet(cfg)
+    if cfg.family == "gcn":
+        from .gcn import GCNNet
+
+        return GCNNet(cfg)
+    return Net(cfg)
+
+
+def example_input(cfg: ModelConfig, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A zero input batch of the shape and type `cfg`'s net takes: images, points, token ids, or graphs
+    (each node's adjacency row followed by its features)."""
+    if cfg.family == "cnn":
+        return torch.zeros(batch, cfg.in_channels, cfg.input_size, cfg.input_size, device=device)
+    if cfg.family == "transformer":
+        return torch.zeros(batch, cfg.input_size, dtype=torch.long, device=device)
+    if cfg.family == "gcn":
+        return torch.zeros(batch, cfg.input_size, cfg.input_size + cfg.in_channels, device=device)
+    return torch.zeros(batch, cfg.in_channels, device=device)
+
+
 def build_model(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "cpu") -> Net:
     """Build and initialise a net without touching PyTorch's global RNG.
 
@@ -419,7 +471,7 @@ def build_model(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "c
     """
     cfg.validate()
     with torch.device("meta"):
-        model = Net(cfg)
+        model = network(cfg)
     model = model.to_empty(device="cpu")
     _init_weights(model, torch.Generator().manual_seed(seed))
     return model.to(device)
@@ -433,7 +485,7 @@ def load_model(
     Built on the meta device and filled from `state`: nothing is initialised only to be overwritten.
     """
     with torch.device("meta"):
-        model = Net(cfg)
+        model = network(cfg)
     model = model.to_empty(device=device)
     model.load_state_dict(state)
     set_skip_scale(model, alpha)
@@ -470,12 +522,11 @@ def flops_per_example(model: nn.Module, cfg: ModelConfig) -> int:
 
     Counts multiply-adds as 2 FLOPs (matmul/conv only, as FlopCounterMode does).
     """
-    shape = (1, cfg.in_channels, cfg.input_size, cfg.input_size) if cfg.family == "cnn" else (1, cfg.in_channels)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(shape, device=device))
+        model(example_input(cfg, 1, device))
     model.train(was_training)
     return int(counter.get_total_flops())

@@ -135,13 +135,14 @@ def _fmt(value: float) -> str:
 
 OPTIONS: dict[str, Option] = {
     # model (ModelConfig); depth follows DEPTH_RULES
-    "family": Choice(("cnn", "mlp")),
+    "family": Choice(("cnn", "mlp", "transformer", "gcn")),
     "block": Choice(("basic", "bottleneck")),
-    "width": Range(4, 64, integer=True, ticks=(4, 8, 16, 32, 64)),
+    "width": Range(4, 128, integer=True, ticks=(4, 8, 16, 32, 64, 128)),
+    "heads": Range(1, 4, integer=True, ticks=(1, 2, 4)),
     "skip": Flag(),
     "skip_scale": Range(0.0, 1.0),
     "shortcut": Choice(("identity", "projection")),
-    "norm": Choice(("batch", "none")),
+    "norm": Choice(("batch", "layer", "none")),
     "order": Choice(("post", "pre")),
     "init": Choice(("kaiming", "xavier", "pytorch")),
     "zero_init_last": Flag(),
@@ -156,6 +157,8 @@ OPTIONS: dict[str, Option] = {
             "moons",
             "circles",
             "xor",
+            "sort",
+            "sbm",
             "mnist",
             "fashion_mnist",
             "cifar10",
@@ -205,14 +208,22 @@ class UploadLimits:
 UPLOADS = UploadLimits()
 
 # Depth rules: (layers per block, deepest net) per family/block; depth = step * n + 2, n >= 1.
-DEPTH_RULES: dict[str, tuple[int, int]] = {"basic": (6, 110), "bottleneck": (9, 110), "mlp": (2, 64)}
+# A Transformer layer is two residual sub-layers (attention, MLP): 2n+2 for n = 1..12 encoder layers.
+# A GCN block is one graph convolution: n+2 for n = 1..32 (plus the input and output linear maps).
+DEPTH_RULES: dict[str, tuple[int, int]] = {
+    "basic": (6, 110),
+    "bottleneck": (9, 110),
+    "mlp": (2, 64),
+    "transformer": (2, 26),
+    "gcn": (1, 34),
+}
 
 
 def depth_rule(family: str, block: str) -> str:
     """The key of DEPTH_RULES for a model: "mlp", or the CNN's block kind."""
     OPTIONS["family"].check(family)
-    if family == "mlp":
-        return "mlp"
+    if family != "cnn":
+        return family
     OPTIONS["block"].check(block)
     return block
 

@@ -22,16 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import ResidualBlock, block_names, layer_names
+from .models import block_names, layer_names
 
 METRICS = ("grad_norm", "update_ratio", "block_grad_norm", "act_std")
 LAYER_METRICS = ("grad_norm", "update_ratio")  # indexed by layer_names; the others by block_names
-
-
-def residual_output(block: ResidualBlock) -> nn.Module:
-    """The module whose output is the block's residual branch f(x) (last norm, or last weighted layer)."""
-    n = len(block.layer_keys)
-    return getattr(block, block.layer_keys[-1]) if block.order == "pre" else getattr(block, f"bn{n}")
 
 
 class Probe:
@@ -49,7 +43,7 @@ class Probe:
         self._handles = []
         for name in self.blocks:
             block = model.get_submodule(name)
-            self._handles.append(residual_output(block).register_forward_hook(self._on_response))
+            self._handles.append(block.response().register_forward_hook(self._on_response))
             self._handles.append(block.register_forward_hook(self._on_block_output))
 
     def _on_response(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:

@@ -40,6 +40,7 @@ except ImportError:  # Windows: one process per store folder
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+from torch import nn
 
 from .archive import MANIFEST, ArchiveError, FolderMembers, ZipMembers, history_json, write_run_folder, zip_folder
 from .data import DataConfig, Dataset, load_dataset
@@ -50,11 +51,11 @@ from .datasets.uploads import Upload
 from .models import (
     ConfigError,
     ModelConfig,
-    Net,
     block_names,
     flops_per_example,
     layer_names,
     load_model,
+    network,
 )
 from .probes import LAYER_METRICS, METRICS
 from .summary import summarize_records
@@ -77,7 +78,7 @@ DB_FILE = "runs.sqlite3"
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another session's transaction
 COMPLETE = ("finished", "diverged")  # model states a retrain would reproduce: only such runs are stored
 # Config fields added after runs were stored: absent there, default here (ModelConfig, then DataConfig)
-ADDED_FIELDS = {"init_gain": 1.0, "color": "grey", "upload": ""}
+ADDED_FIELDS = {"init_gain": 1.0, "color": "grey", "upload": "", "heads": 2}
 DATA_DECIDED = tuple(DataConfig().model_fields())  # the ModelConfig fields the data decides (left out of keys)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # model keys become file names on export
 IMPORTED_PREFIX = "imported-"  # imported runs are keyed by this plus a content hash, never by a config key
@@ -384,10 +385,10 @@ def _parse_summaries(obj: object, configs: Mapping[str, ModelConfig], where: str
     return obj
 
 
-def _meta_net(cfg: ModelConfig) -> Net:
+def _meta_net(cfg: ModelConfig) -> nn.Module:
     """The net `cfg` builds, on the meta device: shapes and names without memory or init."""
     with torch.device("meta"):
-        return Net(cfg)
+        return network(cfg)
 
 
 def _names(cfg: ModelConfig) -> tuple[list[str], list[str]]:
@@ -627,7 +628,7 @@ class StoredRun:
         events = [alpha for model, _, alpha in self.skip_events if model == key]
         return events[-1] if events else self.configs[key].alpha
 
-    def model(self, key: str) -> Net:
+    def model(self, key: str) -> nn.Module:
         """A fresh copy of model `key` with its final weights, in eval mode (weights via safetensors only)."""
         if key not in self.configs:
             raise KeyError(f"no model {key!r} in run {self.key[:12]}; models: {', '.join(self.configs)}")

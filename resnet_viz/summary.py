@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .models import ModelConfig, Net, flops_per_example
+from .models import ModelConfig, flops_per_example, network
 from .training import StepRecord, TrainConfig, records_summary
 
 
@@ -35,7 +35,7 @@ def summarize_records(
     the loss that ended training is not in any record, so the caller checks its form.
     """
     with torch.device("meta"):
-        net = Net(cfg)
+        net = network(cfg)
     steps = records[-1].step if records else 0
     status = "finished" if steps == per_epoch * train.epochs else "diverged"
     summary = records_summary(key, net, records, per_epoch, layer_names, status, message)

@@ -305,7 +305,7 @@ class Trainer:
             total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (logits.argmax(1) == yb).sum().item()
         model.train(was_training)
-        return total_loss / len(y), correct / len(y)
+        return total_loss / y.numel(), correct / y.numel()  # per token or node where each example has several
 
     def _batch(self, index: int) -> torch.Tensor:
         """Example indices of 0-based step `index`: a fresh permutation at each epoch start."""

@@ -1,6 +1,6 @@
 """Pure figure builders (data in, Plotly figure out), one module per page; shared look in `common`."""
 
-from . import landscape
+from . import families, landscape
 from .common import COLORS, color, layout, positive, thin
 from .lab import (
     accuracy_figure,
@@ -20,6 +20,7 @@ __all__ = [
     "block_figure",
     "color",
     "decision_boundary_figure",
+    "families",
     "grad_profile_figure",
     "heatmap_figure",
     "landscape",

@@ -28,9 +28,13 @@ pio.templates.default = "plotly_white"
 
 
 def model_label(key: str, cfg: ModelConfig) -> str:
-    """'A · plain 56' / 'B · residual 56 (pre)': what every chart's legend and table calls a model."""
+    """'A · plain 56' / 'B · residual 56 (pre-act)' / 'A · residual 10 (post-LN)': what every chart's legend and
+    table calls a model. Transformers always say where their LayerNorm sits (Xiong et al. 2020)."""
     kind = "residual" if cfg.skip and cfg.skip_scale > 0 else "plain"
-    extras = [cfg.order + "-act"] if cfg.order == "pre" else []
+    if cfg.family == "transformer":
+        extras = [cfg.order + "-LN"] if cfg.norm == "layer" else []
+    else:
+        extras = [cfg.order + "-act"] if cfg.order == "pre" else []
     extras += ["no norm"] if cfg.norm == "none" else []
     tail = f" ({', '.join(extras)})" if extras else ""
     return f"{key} · {kind} {cfg.depth}{tail}"

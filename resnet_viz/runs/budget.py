@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..data import DataConfig, load_dataset
-from ..models import ModelConfig, Net
+from ..models import ModelConfig, example_input, network
 from ..training import TrainConfig, fit_to_data, steps_per_epoch
 
 BYTES = 4  # float32
@@ -68,7 +68,7 @@ class Estimate:
     steps_per_epoch: int  # optimizer steps per epoch
     train_flops: float  # forward + backward FLOPs of all its models over all steps (backward ~ 2x forward)
     peak_mb: float  # weights, gradients, optimizer state, snapshots and activations of all its models
-    family: str  # "cnn" or "mlp": MLPs train on one thread
+    family: str  # "cnn" when any model is a CNN (it gets the threads), else "mlp": small matrices, one thread
 
     def seconds(self, flops_per_second: float) -> float:
         return self.train_flops / max(flops_per_second, 1.0)
@@ -91,9 +91,7 @@ def _shape_costs(cfg: ModelConfig, batch: int) -> tuple[int, int, int]:
 def _measure(cfg: ModelConfig, batch: int) -> tuple[int, int, int]:
     """`_shape_costs` on the meta device (shapes only: no memory, no initialisation)."""
     with torch.device("meta"):
-        net = Net(cfg)
-    side = (cfg.input_size, cfg.input_size) if cfg.family == "cnn" else ()
-    shape = (batch, cfg.in_channels, *side)
+        net = network(cfg)
     activations = 0
 
     def count(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
@@ -104,7 +102,7 @@ def _measure(cfg: ModelConfig, batch: int) -> tuple[int, int, int]:
     handles = [m.register_forward_hook(count) for m in leaves]
     counter = FlopCounterMode(display=False)
     with counter:
-        net(torch.empty(shape, device="meta"))
+        net(example_input(cfg, batch, "meta"))
     for h in handles:
         h.remove()
     state = sum(t.numel() for t in net.state_dict().values())

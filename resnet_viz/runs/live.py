@@ -2,7 +2,7 @@
 
 The run builds nothing heavy until the scheduler gives it a slot. Then, between every two steps, it
 appends the step to its compact history and chart tables (under a lock, so a viewer's `view()` gets
-a consistent copy at a fixed cost), updates decision boundaries for 2-D data, serves fork requests,
+a consistent copy at a fixed cost), updates the family's picture (`pictures`), serves fork requests,
 and asks the scheduler how many threads to use. A finished run is saved to the store.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from pandas import DataFrame
 
+from .. import pictures
 from ..data import DataConfig
 from ..models import ModelConfig, block_names, layer_names
-from ..probes import decision_grid
 from ..store import COMPLETE, RunStore, StoreError, run_key
 from ..tasks import Task
 from ..training import ModelState, StepRecord, TrainConfig, Trainer, TrainerState
@@ -62,8 +62,8 @@ class RunView:
     layers: DataFrame  # chart rows (ChartTables.layers_frame)
     viewers: int = 1  # sessions watching it
     fork_step: int = 0  # the step this run was forked from a shared run at (0: not a fork)
-    boundaries: dict[str, tuple] = field(default_factory=dict)  # 2-D data: model -> (xs, ys, P(class 1))
-    boundary_step: int = 0
+    pictures: dict[str, tuple] = field(default_factory=dict)  # model -> its picture (`pictures.picture`)
+    picture_step: int = 0  # the step the pictures were taken at
     saved: bool | None = None  # stored when it finished (None while training or when not complete)
     save_error: str = ""  # why a finished run could not be stored
     version: int = 0  # grows with every drawn change: views of one run with equal versions draw the same
@@ -92,7 +92,7 @@ class LiveRun(Task):
         seed: ForkSeed | None = None,
         alphas: Mapping[str, float] | None = None,
         on_step: Callable[[LiveRun, list[StepRecord]], None] | None = None,
-        boundary_every: int = 10,
+        picture_every: int = 10,
         in_worker: bool = False,
     ) -> None:
         """`in_worker`: train in a worker process (`remote.RemoteTrainer`), not in this run's thread."""
@@ -102,7 +102,7 @@ class LiveRun(Task):
         self.key: str | None = None if (seed and seed.state) or alphas else request.key  # None once changed live
         self.estimate, self.scheduler, self.ticket, self.store = estimate, scheduler, ticket, store
         self.on_step = on_step
-        self.boundary_every = boundary_every if not request.data.is_image else 0
+        self.picture_every = picture_every if pictures.kind(request.data) else 0
         self.viewers: dict[str, int] = {}  # viewer -> priority it asked with
         self.fork_step = seed.state.step if seed and seed.state else 0
         self.saved: bool | None = None
@@ -115,8 +115,8 @@ class LiveRun(Task):
         self._lock = threading.Lock()
         self._history: CompactHistory | None = seed.history if seed else None
         self._tables = ChartTables.of(seed.history.history()) if seed and seed.history else None
-        self._boundaries: dict[str, tuple] = {}
-        self._boundary_step = 0
+        self._pictures: dict[str, tuple] = {}
+        self._picture_step = 0
         self._version = 0  # drawn changes so far (RunView.version)
         self._frames: tuple[int, DataFrame | None, DataFrame | None] = (-1, None, None)  # version, chart frames
         self._forks: list[tuple[threading.Event, list[ForkSeed]]] = []
@@ -150,7 +150,7 @@ class LiveRun(Task):
         req = self.request
         state = self._seed.state if self._seed else None
         if self.in_worker:
-            every = self.boundary_every
+            every = self.picture_every
             trainer = RemoteTrainer(req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every)
         else:
             torch.set_num_threads(threads)
@@ -173,8 +173,8 @@ class LiveRun(Task):
                 self._tables.add(records)
                 self._version += 1
             step = records[0].step
-            if self.boundary_every and (step % self.boundary_every == 0 or step == trainer.total_steps):
-                self._update_boundaries(step)
+            if self.picture_every and (step % self.picture_every == 0 or step == trainer.total_steps):
+                self._update_pictures(step)
             if self.on_step is not None:
                 self.on_step(self, records)
             self._serve_forks()
@@ -202,17 +202,16 @@ class LiveRun(Task):
         except StoreError as err:  # the run is kept in memory; the page says it was not stored
             self.saved, self.save_error = False, str(err)
 
-    def _update_boundaries(self, step: int) -> None:
+    def _update_pictures(self, step: int) -> None:
         trainer = self.trainer
-        points = trainer.dataset.x_train
-        low = tuple((points.min(0).values - 0.3).tolist())
-        high = tuple((points.max(0).values + 0.3).tolist())
-        grids = {
-            k: decision_grid(m, low, high) for k, m in trainer.models.items() if trainer.states[k].status == "running"
+        taken = {
+            k: pictures.picture(m, trainer.dataset)
+            for k, m in trainer.models.items()
+            if trainer.states[k].status == "running"
         }
         with self._lock:
-            self._boundaries.update(grids)
-            self._boundary_step = step
+            self._pictures.update(taken)
+            self._picture_step = step
             self._version += 1
 
     # ---- live changes and forks
@@ -268,7 +267,7 @@ class LiveRun(Task):
                 tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
                 self._frames = (version, tables.steps_frame(), tables.layers_frame())
             _, steps, layers = self._frames
-            boundaries, boundary_step = dict(self._boundaries), self._boundary_step
+            taken, picture_step = dict(self._pictures), self._picture_step
         trainer = self.trainer
         step = trainer.step if trainer else self.fork_step
         elapsed = time.perf_counter() - self._started if self._started else 0.0
@@ -298,8 +297,8 @@ class LiveRun(Task):
             layers=layers,
             viewers=len(self.viewers),
             fork_step=self.fork_step,
-            boundaries=boundaries,
-            boundary_step=boundary_step,
+            pictures=taken,
+            picture_step=picture_step,
             saved=self.saved,
             save_error=self.save_error,
             version=version,

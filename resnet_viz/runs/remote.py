@@ -128,7 +128,7 @@ class RemoteTrainer:
     """A `Trainer` in a child process, with the same interface for what a `LiveRun` and its readers use.
 
     `models` are CPU copies with the worker's weights at the end of the run (and every `weights_every`
-    steps when asked: 2-D data redraws its decision boundaries from them).
+    steps when asked: the family's picture is redrawn from them, `pictures`).
     """
 
     def __init__(

@@ -107,7 +107,9 @@ class Mirror:
     snapshots: dict[str, list[Snapshot]]  # snapshots taken since the last message
     skip_events: list[tuple[str, int, float]]  # all live skip changes so far
     alphas: dict[str, float]  # skip scale in force per model
-    weights: dict[str, dict[str, torch.Tensor]] | None  # current weights, when asked for (2-D data boundaries)
+    weights: (
+        dict[str, dict[str, torch.Tensor]] | None
+    )  # current weights, when asked for (the family's picture, `pictures`)
 
 
 def _mirror(trainer: Trainer, sent: dict[str, int], with_weights: bool) -> Mirror:

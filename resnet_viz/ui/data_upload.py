@@ -15,7 +15,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
+from resnet_viz.data import DATASETS, FILE_DATASETS, GRAPH_DATASETS, SEQUENCE_DATASETS, UPLOAD, DataConfig
 from resnet_viz.datasets import registry
 from resnet_viz.datasets.base import DatasetError
 from resnet_viz.datasets.registry import UploadInfo
@@ -50,13 +50,15 @@ def describe(info: UploadInfo) -> str:
     return f"{name} · {info.kind}, {info.size:,} examples, {len(info.classes)} classes · {info.digest[:8]}"
 
 
-def dataset_options(current: DataConfig) -> dict[str, str]:
+def dataset_options(current: DataConfig, sequences_and_graphs: bool = True) -> dict[str, str]:
     """Choice value -> label for the lab's dataset box: built-in sets, file sets found, uploads (by hash).
 
     A file set stays listed while it is the current choice even when its files are gone: training it then
-    says which files are missing and where they go.
+    says which files are missing and where they go. Without `sequences_and_graphs`, the sets of the
+    Transformer and GCN families are left out (the depth study's grid and recipe are for CNNs and MLPs).
     """
-    options = {name: name for name in DATASETS}
+    left_out = () if sequences_and_graphs else SEQUENCE_DATASETS + GRAPH_DATASETS
+    options = {name: name for name in DATASETS if name not in left_out}
     for name in FILE_DATASETS:
         if registry.present(name) or current.name == name:
             options[name] = f"{name}: {FILE_HELP[name]}"

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 import streamlit as st
 
-from resnet_viz import figures
+from resnet_viz import figures, pictures
 from resnet_viz.data import DataConfig, load_dataset
-from resnet_viz.probes import decision_grid
 from resnet_viz.runs import Handle, LiveRun, Replay, RunView
 
 from .session import SessionJobs, session_jobs
@@ -95,7 +94,7 @@ class _Drawn:
     step: int  # the steps done they show
     status: str  # its status then: a change of status (finished, diverged) is always drawn at once
     built: float  # time.perf_counter() when built
-    figures: list[go.Figure]
+    figures: list[Panel]
 
 
 _FIGURES: OrderedDict[tuple, _Drawn] = OrderedDict()  # (run id, labels, data) -> latest figures
@@ -106,7 +105,7 @@ REBUILD_SECONDS = 0.8  # a run's figures are rebuilt at most this often while it
 FIRST_POINTS = 2  # until figures show this many steps, each new step is drawn at once (a line needs two points)
 
 
-def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go.Figure]:
+def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Panel]:
     """The lab's figures of one run, built by one tab at a time and at most every REBUILD_SECONDS.
 
     Thirty tabs watching one run redraw every second, each at its own moment, and the run's version
@@ -157,85 +156,110 @@ def _frozen(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[go.Figure]:
+@dataclass(frozen=True)
+class Panel:
+    """One lab chart: its figure, its 'what to look for' caption, and its widget key."""
+
+    key: str
+    figure: go.Figure
+    caption: str
+
+
+LOSS_CAPTION = (
+    "What to look for: with the same start and the same batches, the net whose loss stays high is failing to "
+    "optimise, not overfitting (He et al. 2015, Fig. 1). Dotted lines mark skip changes."
+)
+ACC_CAPTION = (
+    "What to look for: the gap between the two models; validation (dashed) follows training on this data, so a "
+    "model stuck low is failing to learn, not overfitting."
+)
+PROFILE_CAPTION = (
+    "What to look for: a flat profile means every layer learns. A plain net without normalisation falls off "
+    "towards the input (vanishing); with BatchNorm it rises towards the input (exploding)."
+)
+SUBLAYER_CAPTION = (
+    "What to look for: at the start, post-LN gradients grow towards the output while pre-LN ones stay level "
+    "(Xiong et al. 2020, Fig. 3): the last post-LN layers take the largest steps, which is why post-LN needs "
+    "learning-rate warm-up. Solid: attention; dashed: MLP."
+)
+BLOCKS_CAPTION = (
+    "What to look for: the gradient reaching early blocks through the residual stream, and how large each "
+    "block's own contribution F(x) is (He et al. 2015, Fig. 7: smaller in ResNets)."
+)
+HEATMAP_CAPTION = (
+    "What to look for: bright bands at the top (input side) are exploding gradients, dark ones vanishing; both "
+    "models share one colour scale, so brightness compares across them. Long runs are binned: each column is "
+    "the mean of the steps it covers."
+)
+
+
+def _picture_panel(view: RunView, labels: dict[str, str], data: DataConfig) -> Panel | None:
+    what, step = pictures.kind(data), view.picture_step
+    if not view.pictures or what is None:
+        return None
+    if what == "attention":
+        return Panel(
+            "lab.attention",
+            figures.families.attention_figure(view.pictures, labels, step),
+            f"What to look for: the attention of one test sequence at step {step}. To sort, each position must "
+            "find the digit of its rank: trained heads look at a few positions (dark cells); a net that fails "
+            "to train spreads its attention evenly (pale, uniform rows).",
+        )
+    if what == "smoothing":
+        return Panel(
+            "lab.smoothing",
+            figures.families.smoothing_figure(view.pictures, labels, step),
+            "What to look for: near 0, every node of a graph carries the same features and no later layer can "
+            "tell the communities apart (oversmoothing, Li et al. 2018). At initialisation both nets smooth "
+            "with depth; trained, the residual net keeps its energy up through every layer (Li et al. 2019), "
+            "the plain one cannot.",
+        )
+    ds = load_dataset(data)
+    return Panel(
+        "lab.boundary",
+        figures.decision_boundary_figure(view.pictures, ds.x_train.numpy(), ds.y_train.numpy(), labels),
+        f"What to look for: the boundary at step {step}. A model that has learned the task bends its boundary "
+        "along the arms of the data.",
+    )
+
+
+def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Panel]:
     steps, layers = view.steps, view.layers
     diverged = {k: s.step for k, s in view.states.items() if s.status == "diverged"}
-    figs = [
-        figures.loss_figure(steps, labels, view.skip_events, diverged, fork_step=view.fork_step),
-        figures.accuracy_figure(steps, labels),
-        figures.grad_profile_figure(layers, labels),
-        figures.block_figure(layers, labels),
-        figures.heatmap_figure(layers, labels),
+    transformer = data.model_fields()["family"] == "transformer"
+    panels = [
+        Panel("lab.loss", figures.loss_figure(steps, labels, view.skip_events, diverged, view.fork_step), LOSS_CAPTION),
+        Panel("lab.acc", figures.accuracy_figure(steps, labels), ACC_CAPTION),
+        Panel("lab.sublayers", figures.families.sublayer_grad_figure(layers, labels), SUBLAYER_CAPTION)
+        if transformer
+        else Panel("lab.gradprofile", figures.grad_profile_figure(layers, labels), PROFILE_CAPTION),
+        Panel("lab.blocks", figures.block_figure(layers, labels), BLOCKS_CAPTION),
+        Panel("lab.heatmap", figures.heatmap_figure(layers, labels), HEATMAP_CAPTION),
     ]
-    if view.boundaries and _two_class_points(data):
-        ds = load_dataset(data)
-        figs.append(figures.decision_boundary_figure(view.boundaries, ds.x_train.numpy(), ds.y_train.numpy(), labels))
-    return [_frozen(f) for f in figs]
+    picture = _picture_panel(view, labels, data)
+    panels += [picture] if picture is not None else []
+    return [Panel(p.key, _frozen(p.figure), p.caption) for p in panels]
 
 
 def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
-    figs = _figures(view, labels, data)
-    left, right = st.columns(2)
-    with left:
-        chart(
-            figs[0],
-            "What to look for: with the same start and the same batches, the net whose loss stays high "
-            "is failing to optimise, not overfitting (He et al. 2015, Fig. 1). Dotted lines mark skip changes.",
-            "lab.loss",
-        )
-    with right:
-        chart(
-            figs[1],
-            "What to look for: the gap between the two models; validation (dashed) follows training on "
-            "this data, so a model stuck low is failing to learn, not overfitting.",
-            "lab.acc",
-        )
-    left, right = st.columns(2)
-    with left:
-        chart(
-            figs[2],
-            "What to look for: a flat profile means every layer learns. A plain net without normalisation "
-            "falls off towards the input (vanishing); with BatchNorm it rises towards the input (exploding).",
-            "lab.gradprofile",
-        )
-    with right:
-        chart(
-            figs[3],
-            "What to look for: the gradient reaching early blocks through the residual stream, and "
-            "how large each block's own contribution F(x) is (He et al. 2015, Fig. 7: smaller in ResNets).",
-            "lab.blocks",
-        )
-    chart(
-        figs[4],
-        "What to look for: bright bands at the top (input side) are exploding gradients, dark ones "
-        "vanishing; both models share one colour scale, so brightness compares across them. Long runs are "
-        "binned: each column is the mean of the steps it covers.",
-        "lab.heatmap",
-    )
-    if len(figs) > 5:
-        chart(
-            figs[5],
-            f"What to look for: the boundary at step {view.boundary_step}. A model that has learned the "
-            "task bends its boundary along the arms of the data.",
-            "lab.boundary",
-        )
-
-
-def _two_class_points(data: DataConfig) -> bool:
-    """2-D data with two classes (built-in point sets, or uploaded points): the boundary map shows P(class 1)."""
-    return not data.is_image and data.model_fields()["num_classes"] == 2
+    """The first four charts in two columns, then the heatmap and the family's picture at full width."""
+    panels = _figures(view, labels, data)
+    for pair in (panels[0:2], panels[2:4]):
+        for column, panel in zip(st.columns(2), pair, strict=True):
+            with column:
+                chart(panel.figure, panel.caption, panel.key)
+    for panel in panels[4:]:
+        chart(panel.figure, panel.caption, panel.key)
 
 
 def replay_view(replay: Replay) -> RunView:
-    """A stored run's view, with decision boundaries from its final weights for 2-D data (computed once)."""
+    """A stored run's view, with its family's picture from its final weights (computed once)."""
     view = replay.view()
     run = replay.run
-    if _two_class_points(run.data) and not view.boundaries:
+    if pictures.kind(run.data) and not view.pictures:
         ds = load_dataset(run.data)
-        low = tuple((ds.x_train.min(0).values - 0.3).tolist())
-        high = tuple((ds.x_train.max(0).values + 0.3).tolist())
-        view.boundaries = {k: decision_grid(run.model(k), low, high) for k in run.configs}
-        view.boundary_step = view.step
+        view.pictures = {k: pictures.picture(run.model(k), ds) for k in run.configs}
+        view.picture_step = view.step
     return view
 
 

@@ -149,6 +149,19 @@ def _stored(page: str) -> Replay | None:
     return Replay(stored) if stored is not None else None
 
 
+def _analysable(data: DataConfig) -> bool:
+    """The analysis pages study CNNs (and MLPs); a Transformer or GCN run is drawn in the lab instead. Says so."""
+    family = data.model_fields()["family"]
+    if family in ("cnn", "mlp"):
+        return True
+    shown = {"transformer": "attention maps and gradients per sub-layer", "gcn": "oversmoothing per layer"}[family]
+    st.info(
+        f"These models are a {family} ({data.name} data): this page analyses CNNs and MLPs. The training lab "
+        f"draws what matters for a {family} ({shown}); here, pick the server's default pair or another run."
+    )
+    return False
+
+
 def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] | None:
     """Widgets to pick the models; returns them, their dataset and a sentence saying what they are, or None
     while the chosen pair is still training (its progress is drawn instead)."""
@@ -164,6 +177,8 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
     )
     if source == FRESH:
         setup: LabConfig = st.session_state.get(STATE_KEY) or LabConfig().normalized()
+        if not _analysable(setup.data):
+            return None
         seed = setup.train.seed
         chosen = {
             key: ChosenModel(
@@ -181,6 +196,8 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
         replay = _stored(page)
         if replay is None:
             return None
+        if not _analysable(replay.run.data):
+            return None
         return _from_handle(replay, page), replay.run.data, f"The stored run {replay.run.key[:10]}, final weights."
     run = jobs.lab if source == LAB_RUN else _default_pair(jobs, page)
     if run is None:
@@ -189,6 +206,8 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
     if not started or (source == DEFAULT and not run.done):  # the default pair is analysed once trained
         st.session_state[f"{page}.watching"] = run.id
         st.fragment(run_every=REFRESH_SECONDS)(_progress)(run, page)
+        return None
+    if not _analysable(run.request.data):
         return None
     chosen = _from_handle(run, page)
     what = "the lab run of this session" if source == LAB_RUN else f"the server's default pair ({pair.title})"

@@ -83,7 +83,8 @@ def _radio(label: str, name: str, disabled: bool, **kwargs: Any) -> str:
 
 def _train_column(disabled: bool, slots: dict[str, Any]) -> tuple[DataConfig, TrainConfig]:
     st.markdown("**Data and training**")
-    options = dataset_options(DataConfig(**from_choice(st.session_state.get(K + "dataset", "digits"))))
+    current = DataConfig(**from_choice(st.session_state.get(K + "dataset", "digits")))
+    options = dataset_options(current, sequences_and_graphs=False)
     _choice(K + "dataset", list(options))
     choice = st.selectbox(
         "Dataset",

@@ -11,7 +11,7 @@ import streamlit as st
 
 from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
 from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from
-from resnet_viz.models import ModelConfig
+from resnet_viz.models import FAMILY_NORMS, ModelConfig
 from resnet_viz.options import OPTIONS, Range
 from resnet_viz.training import TrainConfig
 
@@ -29,6 +29,20 @@ DATASET_HELP = {
     "moons": "two interleaved half circles (MLPs)",
     "circles": "a ring around a disk (MLPs)",
     "xor": "four quadrants, diagonal classes alike (MLPs)",
+    "sort": "sequences of digits to sort, position by position (Transformers)",
+    "sbm": "small graphs of four communities with noisy node features (graph networks)",
+}
+SEQUENCE_SIZE = {"sort": ("Sequence length", "tokens per sequence; every output token depends on all of them")}
+GRAPH_SIZE = {"sbm": ("Nodes per graph", "four communities of equal size; about 3 neighbours inside, 1 outside")}
+ORDER_HELP = {
+    "transformer": "post-LN: x = LN(x + F(x)) (Vaswani et al. 2017); pre-LN: x = x + F(LN(x)) (Xiong et al. 2020)",
+    "gcn": "post: conv-norm, add, ReLU (a plain GCN layer); pre: norm-ReLU-conv, add (DeepGCN res+)",
+}
+WIDTH_HELP = {
+    "cnn": "channels of the first stage (doubling at each stage)",
+    "mlp": "hidden units of every layer",
+    "transformer": "d_model: the width of every token's vector along the residual stream",
+    "gcn": "hidden features per node",
 }
 
 
@@ -130,12 +144,20 @@ def number(label: str, key: str, name: str, **kwargs: Any) -> Any:
     return st.number_input(label, min_value=low, max_value=high, key=key, **kwargs)
 
 
+def _valid(key: str, options: list[Any], fallback: Any) -> None:
+    """Make a choice widget's state one of its options: another family's choice becomes this family's."""
+    if st.session_state[key] not in options:
+        st.session_state[key] = fallback
+
+
 def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool) -> ModelConfig:
-    """Widgets for one model; returns the config they describe. Depth choices follow the block rule."""
+    """Widgets for one model; returns the config they describe. Depth choices follow the block rule, the
+    other choices the family (heads for Transformers, each family's norms)."""
     k = f"lab.{part}."
     for name, value in cfg.to_dict().items():
         default(k + name, value)
     values: dict[str, Any] = {}
+    family = cfg.family
     if not skip_only:
         if cfg.family == "cnn":
             values["block"] = st.radio(
@@ -149,14 +171,25 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
         probe = replace(cfg, **values)
         depths = probe.allowed_depths()
         _nearest(k + "depth", depths)  # the block changed: the nearest depth its rule allows
-        values["depth"] = st.select_slider("Depth (weighted layers)", depths, key=k + "depth", disabled=disabled)
+        depth_help = {"transformer": "2 per encoder layer (attention, MLP) plus embedding and head"}.get(family)
+        values["depth"] = st.select_slider(
+            "Depth (weighted layers)", depths, key=k + "depth", disabled=disabled, help=depth_help
+        )
         values["width"] = st.select_slider(
             "Width",
             _stops(k + "width", "width"),
             key=k + "width",
             disabled=disabled,
-            help="channels of the first stage (doubling at each stage) or hidden units of the MLP",
+            help=WIDTH_HELP.get(
+                family, "channels of the first stage (doubling at each stage) or hidden units of the MLP"
+            ),
         )
+        if family == "transformer":
+            heads = [h for h in range(1, int(OPTIONS["heads"].high) + 1) if values["width"] % h == 0]
+            _valid(k + "heads", heads, max(heads))
+            values["heads"] = st.select_slider(
+                "Attention heads", heads, key=k + "heads", disabled=disabled, help="each head sees width/heads features"
+            )
     values["skip"] = st.toggle("Skip connections", key=k + "skip", disabled=disabled)
     values["skip_scale"] = st.slider(
         "Skip scale α",
@@ -169,27 +202,30 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
     )
     if skip_only:
         return replace(cfg, **values)
-    values["shortcut"] = st.radio(
-        "Shortcut",
-        OPTIONS["shortcut"].values,
-        key=k + "shortcut",
-        horizontal=True,
-        disabled=disabled,
-        help="identity: zero-padded where channels grow, no parameters (He et al. option A); "
-        "projection: 1x1 conv where the shape changes (option B)",
-    )
-    if values["shortcut"] == "projection" and not values["skip"]:
-        st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
-    values["norm"] = st.radio(
-        "Normalisation", OPTIONS["norm"].values, key=k + "norm", horizontal=True, disabled=disabled
-    )
+    if family in ("cnn", "mlp"):  # the width never changes in Transformers and GCNs: identity only
+        values["shortcut"] = st.radio(
+            "Shortcut",
+            OPTIONS["shortcut"].values,
+            key=k + "shortcut",
+            horizontal=True,
+            disabled=disabled,
+            help="identity: zero-padded where channels grow, no parameters (He et al. option A); "
+            "projection: 1x1 conv where the shape changes (option B)",
+        )
+        if values["shortcut"] == "projection" and not values["skip"]:
+            st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
+    norms = list(FAMILY_NORMS[family])
+    _valid(k + "norm", norms, cfg.norm if cfg.norm in norms else norms[0])
+    values["norm"] = st.radio("Normalisation", norms, key=k + "norm", horizontal=True, disabled=disabled)
     values["order"] = st.radio(
-        "Block order",
+        "LayerNorm position" if family == "transformer" else "Block order",
         OPTIONS["order"].values,
         key=k + "order",
         horizontal=True,
         disabled=disabled,
-        help="post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)",
+        help=ORDER_HELP.get(
+            family, "post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)"
+        ),
     )
     values["init"] = st.selectbox("Init", OPTIONS["init"].values, key=k + "init", disabled=disabled)
     values["zero_init_last"] = st.checkbox(
@@ -235,11 +271,25 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
             disabled=disabled,
             help="grey: 1 channel (luma); rgb: 3 channels",
         )
+    sizes = SEQUENCE_SIZE | GRAPH_SIZE
+    if values["name"] in sizes:
+        label, help_text = sizes[values["name"]]
+        values["input_size"] = st.select_slider(
+            label, _stops(k + "input_size", "input_size"), key=k + "input_size", disabled=disabled, help=help_text
+        )
+        values["n_samples"] = number(
+            "Sequences" if values["name"] in SEQUENCE_SIZE else "Graphs",
+            k + "n_samples",
+            "n_samples",
+            step=100,
+            disabled=disabled,
+            help="70% train, 15% validation, 15% test",
+        )
     if values["name"] in FILE_DATASETS:
         values["n_samples"] = number(
             "Examples (subset of the training files)", k + "n_samples", "n_samples", step=100, disabled=disabled
         )
-    if values["name"] in DATASETS and values["name"] != "digits":
+    if values["name"] in DATASETS and values["name"] not in ("digits", "sort"):
         noise = OPTIONS["noise"]
         values["noise"] = st.slider("Noise", noise.low, noise.high, step=0.05, key=k + "noise", disabled=disabled)
     return replace(cfg, **values)

@@ -99,7 +99,7 @@ def test_an_unknown_block_is_a_message_not_a_key_error(key, value):
             {"dataset": "spirals", "a.depth": "66"},
             "a.depth: must be one of 4, 6, 8, 10, ..., 64 (2n+2 for mlp/basic); got '66'; using 20",
         ),
-        ({"a.width": "512"}, "a.width: must be an integer from 4 to 64; got '512'; using 16"),
+        ({"a.width": "512"}, "a.width: must be an integer from 4 to 128; got '512'; using 16"),
         ({"batch_size": "4096"}, "batch_size: must be an integer from 2 to 512; got '4096'; using 128"),
         ({"lr": "1e-300"}, "lr: must be a number from 1e-05 to 1000; got '1e-300'; using 0.1"),
         ({"a.depth": ["8", "14"]}, "a.depth: must be given once, not 2 times; got '8, 14'; using 20"),
@@ -163,7 +163,7 @@ def test_validators_read_the_same_table():
     assert ModelConfig(depth=110).validate() and ModelConfig(family="mlp", depth=64).validate()
     with pytest.raises(ConfigError, match="depth: must be one of 8, 14"):
         ModelConfig(depth=116).validate()
-    with pytest.raises(ConfigError, match="width: must be an integer from 4 to 64"):
+    with pytest.raises(ConfigError, match="width: must be an integer from 4 to 128"):
         ModelConfig(width=512).validate()
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig(batch_size=4096).validate()

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.models import ConfigError, ModelConfig, block_names, build_model, layer_names
-from resnet_viz.probes import residual_output
 from resnet_viz.training import TrainConfig, Trainer, lr_at, model_at, summarize, train_models
 
 
@@ -31,7 +30,7 @@ def test_probes_agree_with_independent_autograd(tiny_train):
     for name in block_names(model):
         block = model.get_submodule(name)
         block.register_forward_hook(lambda m, i, o: outputs.append(o))
-        residual_output(block).register_forward_hook(lambda m, i, o: responses.append(o.detach().std().item()))
+        block.response().register_forward_hook(lambda m, i, o: responses.append(o.detach().std().item()))
     loss = F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx])
     weights = [model.get_submodule(n).weight for n in layer_names(model)]
     grads = torch.autograd.grad(loss, weights + outputs)
