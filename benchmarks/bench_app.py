@@ -12,6 +12,7 @@ server would not spend (students' browsers run on their own machines).
 
     python -m benchmarks.bench_app             # from the repository root; prints one JSON object
     python -m benchmarks.bench_app --wait 10   # click 10 s after the page is drawn (a warm server)
+    python -m benchmarks.bench_app --wait 10 --preset oversmooth   # a Home preset instead of the default
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from playwright.sync_api import sync_playwright
 
 from benchmarks.server import CHROMIUM, CHROMIUM_FLAGS, Server
-from resnet_viz.lab import decode
+from resnet_viz.lab import PRESETS, decode, encode
 from resnet_viz.training import Trainer
 
 PARAMS: dict[str, str] = {}  # the lab's default config: depth 20 plain vs residual, digits, 10 epochs (100 steps)
@@ -51,8 +52,8 @@ WATCH = """() => {
 }"""
 
 
-def measure_app(url: str, wait: float) -> dict[str, float]:
-    query = "&".join(f"{k}={v}" for k, v in PARAMS.items())
+def measure_app(url: str, wait: float, params: dict[str, str]) -> dict[str, float]:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
@@ -83,8 +84,8 @@ def measure_app(url: str, wait: float) -> dict[str, float]:
     }
 
 
-def headless_rate() -> float:
-    cfg, _ = decode(PARAMS)
+def headless_rate(params: dict[str, str]) -> float:
+    cfg, _ = decode(params)
     trainer = Trainer(cfg.models(), cfg.train, cfg.data)
     history = trainer.history()
     t0 = time.perf_counter()
@@ -96,17 +97,20 @@ def headless_rate() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wait", type=float, default=0.0, help="seconds between the page drawn and the click")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None, help="a Home preset's config")
     args = parser.parse_args()
+    params = encode(PRESETS[args.preset].config.normalized()) if args.preset else PARAMS
     server = Server()  # its own empty store: the run trains
     try:
         server.wait_healthy()
-        app = measure_app(server.url, args.wait)
+        app = measure_app(server.url, args.wait, params)
     finally:
         server.stop()
     torch.set_num_threads(2)
-    engine = headless_rate()
+    engine = headless_rate(params)
     result = {
-        "config": PARAMS,
+        "config": params,
+        "preset": args.preset,
         "wait_before_click_s": args.wait,
         **app,
         "headless_steps_per_s": round(engine, 2),

@@ -34,10 +34,10 @@ def test_post_ln_gradients_grow_towards_the_output_pre_ln_do_not() -> None:
     post = np.mean([_layer_grads("post", seed) for seed in range(2)], axis=0)
     pre = np.mean([_layer_grads("pre", seed) for seed in range(2)], axis=0)
     assert len(post) == len(pre) == 12
-    assert post[-1] / post[0] > 1.6  # measured 2.1
+    assert post[-1] / post[0] > 1.6  # measured 3.3
     assert pre[-1] / pre[0] < 1.0  # measured 0.7
-    assert np.corrcoef(np.arange(12), post)[0, 1] > 0.8  # grows layer after layer, not one jump
-    assert post[-1] > 2 * pre[-1]  # measured 3.1, sqrt(12) = 3.5
+    assert np.corrcoef(np.arange(12), post)[0, 1] > 0.8  # grows layer after layer, not one jump (measured 0.97)
+    assert post[-1] > 2 * pre[-1]  # measured 3.0, sqrt(12) = 3.5
 
 
 def _train(key: str, only: str | None = None, **changes: object) -> dict[str, dict[str, object]]:
