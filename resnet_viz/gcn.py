@@ -68,9 +68,15 @@ class GCNBlock(ResidualBlock):
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         out = self.residual(x, adj)
+        if self.observer is not None:
+            self.observer.response(out)
         if self.alpha != 0.0:
             out = out + self.alpha * x
-        return self.relu1(out) if self.order == "post" else out
+        if self.order == "post":
+            out = self.relu1(out)
+        if self.observer is not None:
+            self.observer.output(out)
+        return out
 
 
 class GraphStem(nn.Module):

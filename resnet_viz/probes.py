@@ -12,8 +12,10 @@ A `Probe` attaches to one model and measures, on the steps it is armed for:
 - ``update_ratio``: ||w_after - w_before|| / ||w_before|| per weighted layer (a learning-rate health
   check: around 1e-3 is the usual rule of thumb).
 
-Hooks only read tensors (detached, no inplace), so a probed run computes exactly what an unprobed one
-does. All norms are computed with `torch._foreach_norm` and read back to Python once per step.
+The probe is each block's observer (`models.BlockObserver`: no module hooks, which slow every call of
+a hooked module) and puts one tensor hook on each block output on armed steps. It only reads tensors
+(detached, no inplace), so a probed run computes exactly what an unprobed one does. Norms are computed
+with `torch._foreach_norm` where they can be and read back to Python once per step.
 """
 
 from __future__ import annotations
@@ -36,27 +38,30 @@ class Probe:
         self.blocks = block_names(model)
         self.weights = [model.get_submodule(n).weight for n in self.layers]
         self.armed = False
-        self._stds: list[torch.Tensor] = []
+        self._sums: list[torch.Tensor] = []  # per block response on the armed step: its sum
+        self._norms: list[torch.Tensor] = []  # ... its L2 norm
+        self._sizes: list[int] = []  # ... its number of values
         self._block_grads: list[torch.Tensor] = []
         self._before: list[torch.Tensor] = []
         self._grad_norms: list[torch.Tensor] = []
-        self._handles = []
-        for name in self.blocks:
-            block = model.get_submodule(name)
-            self._handles.append(block.response().register_forward_hook(self._on_response))
-            self._handles.append(block.register_forward_hook(self._on_block_output))
+        self._blocks = [model.get_submodule(name) for name in self.blocks]
+        for block in self._blocks:
+            block.observer = self
 
-    def _on_response(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+    def response(self, f: torch.Tensor) -> None:
+        """A block's residual branch f(x) (`models.BlockObserver`), in forward order."""
         if self.armed and torch.is_grad_enabled():
-            # std from one norm and one sum: about half the time of Tensor.std() here (float32 agrees to ~1e-6)
-            x = output.detach()
-            n = x.numel()
-            total, norm = x.sum(), torch.linalg.vector_norm(x)
-            self._stds.append(((norm * norm - total * total / n) / max(n - 1, 1)).clamp_min(0).sqrt())
+            # std from one sum and one norm (about half the time of Tensor.std() here; float32 agrees to ~1e-6),
+            # the arithmetic done once for all blocks in `read`
+            x = f.detach()
+            self._sums.append(x.sum())
+            self._norms.append(torch.linalg.vector_norm(x))
+            self._sizes.append(x.numel())
 
-    def _on_block_output(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        if self.armed and torch.is_grad_enabled() and output.requires_grad:
-            output.register_hook(self._on_block_grad)
+    def output(self, out: torch.Tensor) -> None:
+        """A block's output: the gradient flowing back through it is read in backward."""
+        if self.armed and torch.is_grad_enabled() and out.requires_grad:
+            out.register_hook(self._on_block_grad)
 
     def _on_block_grad(self, grad: torch.Tensor) -> None:
         self._block_grads.append(torch.linalg.vector_norm(grad))
@@ -64,7 +69,7 @@ class Probe:
     def arm(self) -> None:
         """Measure the next forward/backward/step."""
         self.armed = True
-        self._stds, self._block_grads = [], []
+        self._sums, self._norms, self._sizes, self._block_grads = [], [], [], []
 
     def before_step(self) -> None:
         """After backward, before the optimizer step: read gradients, keep the weights."""
@@ -86,14 +91,22 @@ class Probe:
             "grad_norm": torch.stack(self._grad_norms).tolist(),
             "update_ratio": ratio.tolist(),
             "block_grad_norm": torch.stack(self._block_grads[::-1]).tolist() if self._block_grads else [],
-            "act_std": torch.stack(self._stds).tolist() if self._stds else [],
+            "act_std": self._response_stds(),
         }
 
+    def _response_stds(self) -> list[float]:
+        """Sample std of each block's response from its sum and norm: var = (|x|^2 - (sum x)^2 / n) / (n - 1)."""
+        if not self._sums:
+            return []
+        total, norm = torch.stack(self._sums), torch.stack(self._norms)
+        n = torch.tensor(self._sizes, dtype=total.dtype, device=total.device)
+        return ((norm * norm - total * total / n) / (n - 1).clamp_min(1)).clamp_min(0).sqrt().tolist()
+
     def close(self) -> None:
-        """Remove every hook: the model is left exactly as it was found."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        """Detach from every block: the model is left exactly as it was found."""
+        for block in self._blocks:
+            block.observer = None
+        self._blocks = []
 
 
 @torch.no_grad()

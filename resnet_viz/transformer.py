@@ -52,13 +52,17 @@ class SubLayer(ResidualBlock):
         self.norm = _norm(cfg.norm, cfg.width, spatial=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.order == "pre":
-            out = self.residual(self.norm(x))
-            return out + self.alpha * x if self.alpha != 0.0 else out
-        out = self.residual(x)
+        pre = self.order == "pre"
+        out = self.residual(self.norm(x) if pre else x)
+        if self.observer is not None:
+            self.observer.response(out)
         if self.alpha != 0.0:
             out = out + self.alpha * x
-        return self.norm(out)
+        if not pre:
+            out = self.norm(out)
+        if self.observer is not None:
+            self.observer.output(out)
+        return out
 
     def response(self) -> nn.Module:
         """f's last weighted layer: its output is what the sub-layer adds to the stream."""
