@@ -350,7 +350,7 @@ def _beyond_cnns() -> list[Preset]:
                 a=replace(gcn, skip=False),
                 b=gcn,
                 train=TrainConfig(epochs=10, batch_size=32),
-                data=DataConfig(name="sbm", input_size=24, n_samples=1000),
+                data=DataConfig(name="sbm", input_size=24, n_samples=700),
             ),
             BEYOND,
         ),

@@ -11,8 +11,17 @@ import torch
 from resnet_viz.data import COMMUNITIES, VOCAB, DataConfig, load_dataset
 from resnet_viz.gcn import dirichlet_energy, normalized_adjacency, smoothing_profile
 from resnet_viz.lab import LabConfig, decode, encode
-from resnet_viz.models import ConfigError, ModelConfig, block_names, build_model, layer_names, set_skip_scale
+from resnet_viz.models import (
+    ConfigError,
+    ModelConfig,
+    block_names,
+    build_model,
+    frozen_copy,
+    layer_names,
+    set_skip_scale,
+)
 from resnet_viz.pictures import kind, picture
+from resnet_viz.probes import Probe
 from resnet_viz.training import fit_to_data
 from resnet_viz.transformer import attention_maps
 
@@ -141,3 +150,24 @@ def test_deep_plain_gcn_smooths_with_depth_at_init() -> None:
     profile = smoothing_profile(build_model(cfg), ds.x_val[:32])
     assert len(profile) == 17 and profile[-1] < profile[0] / 20
     assert kind(SBM) == "smoothing" and picture(build_model(cfg), ds)[1][:2] == ["stem", "stage1.block1"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_probe_observes_every_block_and_leaves_no_trace(family: str) -> None:
+    """The probe is each block's observer while attached; a frozen copy (what analyses use) carries none."""
+    data, cfg = FAMILIES[family]
+    ds = load_dataset(data)
+    model = build_model(fit_to_data(cfg, data)).train()
+    probe = Probe(model)
+    blocks = [model.get_submodule(name) for name in block_names(model)]
+    assert all(block.observer is probe for block in blocks)
+    copy = frozen_copy(model)
+    assert all(copy.get_submodule(name).observer is None for name in block_names(copy))
+    probe.arm()
+    loss = torch.nn.functional.cross_entropy(model(ds.x_train[:8]), ds.y_train[:8])
+    loss.backward()
+    probe.before_step()
+    read = probe.read()
+    assert len(read["act_std"]) == len(read["block_grad_norm"]) == len(blocks)
+    probe.close()
+    assert all(block.observer is None for block in blocks)

@@ -72,9 +72,9 @@ def test_deep_gcn_oversmooths_without_residuals() -> None:
     Li, Han & Wu 2018) while the residual one does; the normalised Dirichlet energy (Cai & Wang 2020) of the
     plain net falls towards 0 with depth and stays up through the trained residual net."""
     plain, residual = _train("oversmooth").values()
-    assert residual["final_val_acc"] > plain["final_val_acc"] + 0.25  # measured 0.70 against 0.30 (chance 0.25)
+    assert residual["final_val_acc"] > plain["final_val_acc"] + 0.25  # measured 0.69 against 0.26 (chance 0.25)
     data = PRESETS["oversmooth"].config.data
     graphs = load_dataset(data).x_val[:64]
     flat, kept = smoothing_profile(plain["model"], graphs), smoothing_profile(residual["model"], graphs)
     assert flat[-1] < flat[0] / 10  # measured 0.42 -> 0.02
-    assert min(kept[1:]) > 3 * max(flat[len(flat) // 2 :])  # measured 0.11 against 0.03
+    assert min(kept[1:]) > 3 * max(flat[len(flat) // 2 :])  # measured 0.13 against 0.03
