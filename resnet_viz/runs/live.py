@@ -204,11 +204,11 @@ class LiveRun(Task):
 
     def _update_pictures(self, step: int) -> None:
         trainer = self.trainer
-        taken = {
-            k: pictures.picture(m, trainer.dataset)
-            for k, m in trainer.models.items()
-            if trainer.states[k].status == "running"
-        }
+        if isinstance(trainer, RemoteTrainer):  # drawn by the worker from its weights at this step
+            taken = dict(trainer.pictures)
+        else:
+            running = [k for k in trainer.models if trainer.states[k].status == "running"]
+            taken = {k: pictures.picture(trainer.models[k], trainer.dataset) for k in running}
         with self._lock:
             self._pictures.update(taken)
             self._picture_step = step

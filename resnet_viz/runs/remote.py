@@ -127,8 +127,8 @@ POOL = WorkerPool()  # the process's workers (a server warms it when it starts: 
 class RemoteTrainer:
     """A `Trainer` in a child process, with the same interface for what a `LiveRun` and its readers use.
 
-    `models` are CPU copies with the worker's weights at the end of the run (and every `weights_every`
-    steps when asked: the family's picture is redrawn from them, `pictures`).
+    `models` are CPU copies with the worker's weights at the end of the run; `pictures` holds the family's
+    pictures the worker drew from its own weights, every `picture_every` steps when asked (`pictures`).
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class RemoteTrainer:
         stop: threading.Event | None = None,
         start: TrainerState | None = None,
         threads: int = 1,
-        weights_every: int = 0,
+        picture_every: int = 0,
     ) -> None:
         if not models:
             raise ConfigError("models", "needs at least one model")
@@ -167,7 +167,8 @@ class RemoteTrainer:
             self.snapshots = {k: list(v) for k, v in start.snapshots.items()}
             self.skip_events = list(start.skip_events)
             self._alpha = dict(start.alphas)
-        self._start, self._weights_every = start, weights_every
+        self._start, self._picture_every = start, picture_every
+        self.pictures: dict[str, tuple] = {}  # model -> its latest picture from the worker
         self._worker: Worker | None = None
 
     # ---- the loop (run by the LiveRun's thread)
@@ -179,7 +180,7 @@ class RemoteTrainer:
         try:
             with self._lock:
                 alphas, self._pending = self._pending, {}  # asked for before the start: from the first step on
-            setup = (self.configs, self.train, self.dataset, self._start, alphas, self.threads, self._weights_every)
+            setup = (self.configs, self.train, self.dataset, self._start, alphas, self.threads, self._picture_every)
             worker.put(setup)
             self._start = None  # the worker has it
             while True:
@@ -210,6 +211,7 @@ class RemoteTrainer:
             self.snapshots[key].extend(snaps)
         self.skip_events = mirror.skip_events
         self._alpha.update(mirror.alphas)
+        self.pictures.update(mirror.pictures or {})
         for key, weights in (mirror.weights or {}).items():
             set_skip_scale(self.models[key], mirror.alphas[key])
             self.models[key].load_state_dict(weights)

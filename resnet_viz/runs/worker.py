@@ -9,7 +9,8 @@ record and state dataclasses). It is a plain subprocess and not `multiprocessing
 
 For each run: the setup (configs, recipe, the loaded data set, a state to resume from, skip scales,
 threads); then, lock-step, one message each way per step:
-- worker -> server: ("step", records, Mirror) after each step; ("captured", TrainerState) when asked;
+- worker -> server: ("step", records, Mirror) after each step (with the family's pictures, `pictures`,
+  every few steps: computed here, where the weights are); ("captured", TrainerState) when asked;
   ("done", Mirror, TrainerState) at the end; ("failed", message) if training raised;
 - server -> worker: ("capture",) for a fork; ("go", threads, alphas, stop) to take the next step.
 The worker waits for "go" after each step, so captures and skip changes land between the same two
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load, save
 
+from .. import pictures
 from ..data import DataConfig, Dataset
 from ..models import ModelConfig, build_model
 from ..training import ModelState, Snapshot, StepRecord, TrainConfig, Trainer, TrainerState
@@ -71,6 +73,9 @@ def _pack(obj: Any, tensors: list[torch.Tensor]) -> Any:
         return [_pack(v, tensors) for v in obj]
     if isinstance(obj, dict):
         return {"$m": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, np.ndarray):  # a picture's arrays: sent as tensors, read back as arrays
+        tensors.append(torch.from_numpy(np.ascontiguousarray(obj)).clone())
+        return {"$n": str(len(tensors) - 1)}
     if isinstance(obj, np.generic):
         return obj.item()
     if obj is None or isinstance(obj, str | int | float):
@@ -85,6 +90,8 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return obj
     if "$t" in obj:
         return tensors[obj["$t"]]
+    if "$n" in obj:
+        return tensors[obj["$n"]].numpy()
     if "$u" in obj:
         return tuple(_unpack(v, tensors) for v in obj["$u"])
     if "$m" in obj:
@@ -107,12 +114,12 @@ class Mirror:
     snapshots: dict[str, list[Snapshot]]  # snapshots taken since the last message
     skip_events: list[tuple[str, int, float]]  # all live skip changes so far
     alphas: dict[str, float]  # skip scale in force per model
-    weights: (
-        dict[str, dict[str, torch.Tensor]] | None
-    )  # current weights, when asked for (the family's picture, `pictures`)
+    weights: dict[str, dict[str, torch.Tensor]] | None  # final weights (sent with "done")
+    pictures: dict[str, tuple] | None = None  # running model -> its picture now, every few steps when asked
 
 
-def _mirror(trainer: Trainer, sent: dict[str, int], with_weights: bool) -> Mirror:
+def _mirror(trainer: Trainer, sent: dict[str, int], with_weights: bool, with_pictures: bool = False) -> Mirror:
+    running = [k for k in trainer.models if trainer.states[k].status == "running"]
     snaps = {k: v[sent[k] :] for k, v in trainer.snapshots.items()}
     for k, v in trainer.snapshots.items():
         sent[k] = len(v)
@@ -124,12 +131,13 @@ def _mirror(trainer: Trainer, sent: dict[str, int], with_weights: bool) -> Mirro
         skip_events=list(trainer.skip_events),
         alphas={k: trainer.skip_scale(k) for k in trainer.models},
         weights=weights if with_weights else None,
+        pictures={k: pictures.picture(trainer.models[k], trainer.dataset) for k in running} if with_pictures else None,
     )
 
 
 def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
     """One run: train, report each step, wait for the server's word, report the end."""
-    models, train, dataset, start, alphas, threads, weights_every = setup
+    models, train, dataset, start, alphas, threads, picture_every = setup
     torch.set_num_threads(threads)
     try:
         trainer = Trainer(models, train, dataset.config, start=start, dataset=dataset)
@@ -137,8 +145,9 @@ def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
             trainer.set_skip_scale(key, alpha)
         sent = {k: 0 for k in trainer.models}
         for records in trainer.run():
-            weights = bool(weights_every) and trainer.step % weights_every == 0
-            put(out, ("step", records, _mirror(trainer, sent, weights)))
+            last = trainer.step == trainer.total_steps
+            picture = bool(picture_every) and (trainer.step % picture_every == 0 or last)
+            put(out, ("step", records, _mirror(trainer, sent, False, picture)))
             while True:  # between two steps: serve captures until told to go on
                 message = get(inp)
                 if message[0] == "capture":

@@ -5,8 +5,10 @@ import signal
 import threading
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from resnet_viz import pictures
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
 from resnet_viz.runs import LiveRun, RunRequest, RunService, Scheduler
@@ -69,6 +71,36 @@ def test_skip_changes_and_captures_land_between_the_same_two_steps():
         a, b = states[there].models[key], states[here].models[key]
         assert all(a[n].equal(b[n]) for n in b)
     assert there.capture().step == here.step  # after the end: the final state
+
+
+@pytest.mark.parametrize(
+    ("data", "model"),
+    [
+        (DataConfig(name="sort", n_samples=200), ModelConfig(family="transformer", depth=4, width=16, norm="layer")),
+        (DataConfig(name="sbm", input_size=8, n_samples=200), ModelConfig(family="gcn", depth=5, width=8)),
+        (DataConfig(name="moons", n_samples=200), ModelConfig(family="mlp", depth=4, width=8)),
+    ],
+)
+def test_the_worker_draws_the_pictures_from_its_own_weights(data, model):
+    """Attention maps, oversmoothing profiles and boundaries come from the worker, at the steps asked and at the
+    last one, equal to what the same run draws in-process (the run is bit-identical on one thread)."""
+    train = TrainConfig(epochs=1, batch_size=32)
+    here = Trainer({"A": model}, train, data)
+    here.set_threads(1)
+    drawn = {r[0].step: pictures.picture(here.models["A"], here.dataset) for r in here.run()}
+    there = RemoteTrainer({"A": model}, train, data, threads=1, picture_every=2)
+    sent = {}
+    for records in there.run():
+        sent[records[0].step] = there.pictures.get("A")
+        there.pictures.clear()
+    steps = [s for s, p in sent.items() if p is not None]
+    assert steps == sorted({*range(2, there.total_steps + 1, 2), there.total_steps})
+    for step in steps:
+        for got, expected in zip(sent[step], drawn[step], strict=True):
+            if isinstance(expected, np.ndarray):
+                np.testing.assert_allclose(got, expected, atol=1e-6)
+            else:
+                assert list(got) == list(expected)
 
 
 def test_forks_of_a_shared_run_in_child_processes(service):
