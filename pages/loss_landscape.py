@@ -187,7 +187,7 @@ def main() -> None:
         "with the directions *filter-normalised* (each filter of a direction as long as the same filter of the "
         "weights) so that the two nets' pictures compare."
     )
-    picked = choose_models("landscape")
+    picked = choose_models("landscape", every_family=True)  # a loss is a loss: Transformers and GCNs too
     if picked is None:  # the chosen pair is still training: its progress is drawn instead
         return
     chosen, data, description = picked

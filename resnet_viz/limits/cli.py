@@ -44,6 +44,12 @@ def tables_for(args: argparse.Namespace, configs: Configs) -> dict[str, pd.DataF
     """The analysis' tables; raises ConfigError naming a bad field."""
     model, train, data = configs(args)
     model = replace(model, **data.model_fields()).validate()
+    if model.family not in ("cnn", "mlp"):
+        raise ConfigError(
+            "dataset",
+            f"the limits analyses study CNNs and MLPs (image or 2-D point data); {data.name} trains a "
+            f"{model.family}: see the training lab's charts, or the loss landscape",
+        )
     service = RunService(RunStore(args.store))
     if args.analysis == "cost":
         return {"cost": cost_table(model)}

@@ -149,10 +149,10 @@ def _stored(page: str) -> Replay | None:
     return Replay(stored) if stored is not None else None
 
 
-def _analysable(data: DataConfig) -> bool:
-    """The analysis pages study CNNs (and MLPs); a Transformer or GCN run is drawn in the lab instead. Says so."""
+def _analysable(data: DataConfig, every_family: bool) -> bool:
+    """Most analysis pages study CNNs (and MLPs); a Transformer or GCN run is drawn in the lab instead. Says so."""
     family = data.model_fields()["family"]
-    if family in ("cnn", "mlp"):
+    if every_family or family in ("cnn", "mlp"):
         return True
     shown = {"transformer": "attention maps and gradients per sub-layer", "gcn": "oversmoothing per layer"}[family]
     st.info(
@@ -162,9 +162,10 @@ def _analysable(data: DataConfig) -> bool:
     return False
 
 
-def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] | None:
+def choose_models(page: str, every_family: bool = False) -> tuple[dict[str, ChosenModel], DataConfig, str] | None:
     """Widgets to pick the models; returns them, their dataset and a sentence saying what they are, or None
-    while the chosen pair is still training (its progress is drawn instead)."""
+    while the chosen pair is still training (its progress is drawn instead) or is not a CNN or MLP (unless the
+    page works for `every_family`: the loss landscape)."""
     jobs = session_jobs()
     pair = default_pair(page)
     sources = ([LAB_RUN] if jobs.lab is not None else []) + [DEFAULT, STORED, FRESH]
@@ -177,7 +178,7 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
     )
     if source == FRESH:
         setup: LabConfig = st.session_state.get(STATE_KEY) or LabConfig().normalized()
-        if not _analysable(setup.data):
+        if not _analysable(setup.data, every_family):
             return None
         seed = setup.train.seed
         chosen = {
@@ -196,7 +197,7 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
         replay = _stored(page)
         if replay is None:
             return None
-        if not _analysable(replay.run.data):
+        if not _analysable(replay.run.data, every_family):
             return None
         return _from_handle(replay, page), replay.run.data, f"The stored run {replay.run.key[:10]}, final weights."
     run = jobs.lab if source == LAB_RUN else _default_pair(jobs, page)
@@ -207,7 +208,7 @@ def choose_models(page: str) -> tuple[dict[str, ChosenModel], DataConfig, str] |
         st.session_state[f"{page}.watching"] = run.id
         st.fragment(run_every=REFRESH_SECONDS)(_progress)(run, page)
         return None
-    if not _analysable(run.request.data):
+    if not _analysable(run.request.data, every_family):
         return None
     chosen = _from_handle(run, page)
     what = "the lab run of this session" if source == LAB_RUN else f"the server's default pair ({pair.title})"

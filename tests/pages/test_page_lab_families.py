@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import open_page, plotly_figures, trace_array
+from harness import open_page, plotly_figures, run_to_the_end, trace_array
 
 from resnet_viz.lab import BEYOND, PRESETS
 from resnet_viz.runs import Replay
@@ -105,3 +105,20 @@ def test_beyond_cnns_presets_open_configured_and_train(key, picture):
     assert not at.exception, [e.value for e in at.exception]
     titles = [fig.layout.title.text for fig in plotly_figures(at)]
     assert any(t.startswith(picture) for t in titles), titles
+
+
+def test_loss_landscape_page_draws_a_gcn_pair():
+    """The loss landscape is defined for any net: the page computes it for the lab's GCN setup too."""
+    at = open_page("pages/lab.py", GRAPHS)
+    at.switch_page("pages/loss_landscape.py").run()
+    at.radio(key="landscape.source").set_value(FRESH).run()
+    at.select_slider(key="landscape.grid").set_value(7)
+    at.select_slider(key="landscape.examples").set_value(100)
+    at.select_slider(key="landscape.iterations").set_value(10)
+    run_to_the_end(at, "Compute landscapes", "landscape", 300)
+    contour = next(f for f in plotly_figures(at) if f.layout.title.text.startswith("Loss around the trained weights"))
+    traces = [t for t in contour.data if t.type == "contour"]
+    assert [t.name for t in traces] == ["A · plain 6", "B · residual 6"]
+    for t in traces:
+        z = trace_array(t.z)
+        assert z.shape == (7, 7) and np.isfinite(z).all()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_viz.cli import main
 from resnet_viz.data import COMMUNITIES, VOCAB, DataConfig, load_dataset
 from resnet_viz.gcn import dirichlet_energy, normalized_adjacency, smoothing_profile
 from resnet_viz.lab import LabConfig, decode, encode
@@ -171,3 +172,9 @@ def test_a_probe_observes_every_block_and_leaves_no_trace(family: str) -> None:
     assert len(read["act_std"]) == len(read["block_grad_norm"]) == len(blocks)
     probe.close()
     assert all(block.observer is None for block in blocks)
+
+
+def test_cli_limits_refuse_transformer_and_gcn_data(tmp_path, capsys) -> None:
+    assert main(["limits", "lesions", "--dataset", "sbm", "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset: the limits analyses study CNNs and MLPs" in err and "gcn" in err
