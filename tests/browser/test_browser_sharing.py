@@ -147,8 +147,15 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
 
     other.screenshot(path=str(ARTIFACTS / "sharing_other_after_fork.png"), full_page=True)
     mover.screenshot(path=str(ARTIFACTS / "sharing_mover_after_fork.png"), full_page=True)
-    if mover.get_by_text("Finished 600 steps").count() == 0:  # the mover's copy is its own: it may stop it
-        main(mover).get_by_role("button", name="Stop").click()
+    mover.wait_for_function(  # the mover's copy is its own: it may stop it (unless it has just finished)
+        r"""() => {
+            const body = document.querySelector('[data-testid=stMainBlockContainer]');
+            const stop = [...body.querySelectorAll('button')].find(b => /\bStop\b/.test(b.innerText));
+            return (stop && !stop.disabled) || body.innerText.includes('Finished 600 steps');
+        }"""
+    )
+    # forced: the copy may finish between that check and the click (its Stop is then disabled, the click a no-op)
+    main(mover).get_by_role("button", name="Stop").click(force=True)
     expect(mover.get_by_text(re.compile(r"Stopped at step \d+|Finished 600 steps"))).to_be_visible(timeout=TIMEOUT_MS)
     # The other tab leaves the shared run (Reset): the run stops once nobody watches it.
     main(other).get_by_role("button", name="Reset", exact=True).click()

@@ -85,26 +85,15 @@ def test_analysis_pages_explain_they_study_cnns_for_a_transformer_setup(page):
     assert any("this page analyses CNNs and MLPs" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize(
-    ("key", "picture"), [("postln", "Attention"), ("transformer", "Attention"), ("oversmooth", "Oversmoothing")]
-)
-def test_beyond_cnns_presets_open_configured_and_train(key, picture):
-    """Each "Beyond CNNs" preset opens the lab as its demo (banner, dataset, models), and trains and draws its
-    family's picture (one epoch here: the presets' results are checked in test_families_reference.py)."""
+@pytest.mark.parametrize("key", ["postln", "transformer", "oversmooth"])
+def test_beyond_cnns_presets_open_configured(key):
+    """Each "Beyond CNNs" preset opens the lab as its demo: banner, dataset, both models as the preset has them
+    (their results are checked in test_families_reference.py; the browser walk trains one from Home)."""
     preset = PRESETS[key]
     at = open_page("pages/lab.py", {"preset": key})
     assert any(preset.title in i.value for i in at.info)
-    cfg = preset.config.normalized()
-    assert at.selectbox(key="lab.data.name").value == cfg.data.name
-    assert at.select_slider(key="lab.a.depth").value == cfg.a.depth
-    at.number_input(key="lab.train.epochs").set_value(1).run()
-    next(b for b in at.button if b.label == "Train").click().run()
-    job = at.session_state[SESSION_KEY].lab
-    assert job.join(120) and job.status == "finished", job.message
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    titles = [fig.layout.title.text for fig in plotly_figures(at)]
-    assert any(t.startswith(picture) for t in titles), titles
+    assert at.session_state["lab.config"] == preset.config.normalized()
+    assert at.selectbox(key="lab.data.name").value == preset.config.data.name
 
 
 def test_loss_landscape_page_draws_a_gcn_pair():
