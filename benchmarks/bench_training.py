@@ -32,6 +32,7 @@ from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at, train_
 
 EPOCHS = 5
 REPEATS = 3
+FAMILIES_SETUP = f"the presets' residual nets, 3 epochs, median of {REPEATS}, probes every step; presets as they are"
 
 
 def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
@@ -133,9 +134,7 @@ def main() -> None:
     torch.set_num_threads(2)
     if sys.argv[1:] == ["--families"]:
         machine = {"threads": torch.get_num_threads(), "torch": torch.__version__}
-        print(
-            json.dumps({"machine": machine, "setup": "presets' configs, median of 3, probes every step"} | families())
-        )
+        print(json.dumps({"machine": machine, "setup": FAMILIES_SETUP} | families()))
         return
     result: dict[str, object] = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
