@@ -67,16 +67,7 @@ class GCNBlock(ResidualBlock):
         return self.bn1(self.conv1(x, adj))
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = self.residual(x, adj)
-        if self.observer is not None:
-            self.observer.response(out)
-        if self.alpha != 0.0:
-            out = out + self.alpha * x
-        if self.order == "post":
-            out = self.relu1(out)
-        if self.observer is not None:
-            self.observer.output(out)
-        return out
+        return self.add_shortcut(self.residual(x, adj), lambda: x, self.relu1 if self.order == "post" else None)
 
 
 class GraphStem(nn.Module):

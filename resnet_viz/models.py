@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Literal, Protocol
 
@@ -230,13 +231,23 @@ class ResidualBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual(x)
+        after = self._layers()[-1][2] if self.order == "post" else None
+        return self.add_shortcut(self.residual(x), lambda: self.shortcut(x), after)
+
+    def add_shortcut(
+        self,
+        f: torch.Tensor,
+        shortcut: Callable[[], torch.Tensor],
+        after: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """``f + alpha * shortcut()``, then `after` (the post-order ReLU, or a post-LN LayerNorm): the end of
+        every block's forward, whatever its family. The observer sees f(x) and the output; the shortcut is
+        not computed for a plain net."""
         if self.observer is not None:
-            self.observer.response(out)
-        if self.alpha != 0.0:
-            out = out + self.alpha * self.shortcut(x)
-        if self.order == "post":
-            out = self._layers()[-1][2](out)
+            self.observer.response(f)
+        out = f + self.alpha * shortcut() if self.alpha != 0.0 else f
+        if after is not None:
+            out = after(out)
         if self.observer is not None:
             self.observer.output(out)
         return out

@@ -29,6 +29,12 @@ Kind = Literal["boundary", "attention", "smoothing"]
 SMOOTHING_GRAPHS = 64  # validation graphs the smoothing profile averages over
 
 
+def due(step: int, total: int, every: int) -> bool:
+    """Whether a run that draws pictures `every` steps (0: never) draws one after `step`: every `every`
+    steps, and after the last step so the final weights are shown."""
+    return bool(every) and (step % every == 0 or step == total)
+
+
 def kind(data: DataConfig) -> Kind | None:
     """The picture a run on `data` gets, or None (images: their pages draw from stored weights)."""
     fields = data.model_fields()

@@ -52,17 +52,9 @@ class SubLayer(ResidualBlock):
         self.norm = _norm(cfg.norm, cfg.width, spatial=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.order == "pre"
-        out = self.residual(self.norm(x) if pre else x)
-        if self.observer is not None:
-            self.observer.response(out)
-        if self.alpha != 0.0:
-            out = out + self.alpha * x
-        if not pre:
-            out = self.norm(out)
-        if self.observer is not None:
-            self.observer.output(out)
-        return out
+        if self.order == "pre":
+            return self.add_shortcut(self.residual(self.norm(x)), lambda: x, None)
+        return self.add_shortcut(self.residual(x), lambda: x, self.norm)
 
     def response(self) -> nn.Module:
         """f's last weighted layer: its output is what the sub-layer adds to the stream."""

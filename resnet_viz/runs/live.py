@@ -173,7 +173,7 @@ class LiveRun(Task):
                 self._tables.add(records)
                 self._version += 1
             step = records[0].step
-            if self.picture_every and (step % self.picture_every == 0 or step == trainer.total_steps):
+            if pictures.due(step, trainer.total_steps, self.picture_every):
                 self._update_pictures(step)
             if self.on_step is not None:
                 self.on_step(self, records)

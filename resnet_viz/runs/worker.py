@@ -119,7 +119,6 @@ class Mirror:
 
 
 def _mirror(trainer: Trainer, sent: dict[str, int], with_weights: bool, with_pictures: bool = False) -> Mirror:
-    running = [k for k in trainer.models if trainer.states[k].status == "running"]
     snaps = {k: v[sent[k] :] for k, v in trainer.snapshots.items()}
     for k, v in trainer.snapshots.items():
         sent[k] = len(v)
@@ -131,8 +130,14 @@ def _mirror(trainer: Trainer, sent: dict[str, int], with_weights: bool, with_pic
         skip_events=list(trainer.skip_events),
         alphas={k: trainer.skip_scale(k) for k in trainer.models},
         weights=weights if with_weights else None,
-        pictures={k: pictures.picture(trainer.models[k], trainer.dataset) for k in running} if with_pictures else None,
+        pictures=_pictures(trainer) if with_pictures else None,
     )
+
+
+def _pictures(trainer: Trainer) -> dict[str, tuple]:
+    """The family's picture of each model still training, from the weights it has now."""
+    running = [k for k in trainer.models if trainer.states[k].status == "running"]
+    return {k: pictures.picture(trainer.models[k], trainer.dataset) for k in running}
 
 
 def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
@@ -145,8 +150,7 @@ def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
             trainer.set_skip_scale(key, alpha)
         sent = {k: 0 for k in trainer.models}
         for records in trainer.run():
-            last = trainer.step == trainer.total_steps
-            picture = bool(picture_every) and (trainer.step % picture_every == 0 or last)
+            picture = pictures.due(trainer.step, trainer.total_steps, picture_every)
             put(out, ("step", records, _mirror(trainer, sent, False, picture)))
             while True:  # between two steps: serve captures until told to go on
                 message = get(inp)

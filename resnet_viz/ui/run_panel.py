@@ -238,7 +238,9 @@ def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pane
     ]
     picture = _picture_panel(view, labels, data)
     panels += [picture] if picture is not None else []
-    return [Panel(p.key, _frozen(p.figure), p.caption) for p in panels]
+    for panel in panels:
+        _frozen(panel.figure)
+    return panels
 
 
 def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:

@@ -32,9 +32,14 @@ DATASET_HELP = {
     "sort": "sequences of digits to sort, position by position (Transformers)",
     "sbm": "small graphs of four communities with noisy node features (graph networks)",
 }
-SEQUENCE_SIZE = {"sort": ("Sequence length", "tokens per sequence; every output token depends on all of them")}
-GRAPH_SIZE = {"sbm": ("Nodes per graph", "four communities of equal size; about 3 neighbours inside, 1 outside")}
+# The size and count widgets of sequence and graph data: (size label, its help, count label)
+SIZES = {
+    "sort": ("Sequence length", "tokens per sequence; every output token depends on all of them", "Sequences"),
+    "sbm": ("Nodes per graph", "four communities of equal size; about 3 neighbours inside, 1 outside", "Graphs"),
+}
 ORDER_HELP = {
+    "cnn": "post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)",
+    "mlp": "post: linear-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-linear, add (He et al. 2016)",
     "transformer": "post-LN: x = LN(x + F(x)) (Vaswani et al. 2017); pre-LN: x = x + F(LN(x)) (Xiong et al. 2020)",
     "gcn": "post: conv-norm, add, ReLU (a plain GCN layer); pre: norm-ReLU-conv, add (DeepGCN res+)",
 }
@@ -180,9 +185,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
             _stops(k + "width", "width"),
             key=k + "width",
             disabled=disabled,
-            help=WIDTH_HELP.get(
-                family, "channels of the first stage (doubling at each stage) or hidden units of the MLP"
-            ),
+            help=WIDTH_HELP[family],
         )
         if family == "transformer":
             heads = [h for h in range(1, int(OPTIONS["heads"].high) + 1) if values["width"] % h == 0]
@@ -215,7 +218,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
         if values["shortcut"] == "projection" and not values["skip"]:
             st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
     norms = list(FAMILY_NORMS[family])
-    _valid(k + "norm", norms, cfg.norm if cfg.norm in norms else norms[0])
+    _valid(k + "norm", norms, cfg.norm)  # `cfg` is fitted to the data: its norm is one of its family's
     values["norm"] = st.radio("Normalisation", norms, key=k + "norm", horizontal=True, disabled=disabled)
     values["order"] = st.radio(
         "LayerNorm position" if family == "transformer" else "Block order",
@@ -223,9 +226,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
         key=k + "order",
         horizontal=True,
         disabled=disabled,
-        help=ORDER_HELP.get(
-            family, "post: conv-BN-ReLU, add, ReLU (He et al. 2015); pre: BN-ReLU-conv, add (He et al. 2016)"
-        ),
+        help=ORDER_HELP[family],
     )
     values["init"] = st.selectbox("Init", OPTIONS["init"].values, key=k + "init", disabled=disabled)
     values["zero_init_last"] = st.checkbox(
@@ -271,14 +272,13 @@ def _data_form(cfg: DataConfig, disabled: bool) -> DataConfig:
             disabled=disabled,
             help="grey: 1 channel (luma); rgb: 3 channels",
         )
-    sizes = SEQUENCE_SIZE | GRAPH_SIZE
-    if values["name"] in sizes:
-        label, help_text = sizes[values["name"]]
+    if values["name"] in SIZES:
+        label, help_text, count = SIZES[values["name"]]
         values["input_size"] = st.select_slider(
             label, _stops(k + "input_size", "input_size"), key=k + "input_size", disabled=disabled, help=help_text
         )
         values["n_samples"] = number(
-            "Sequences" if values["name"] in SEQUENCE_SIZE else "Graphs",
+            count,
             k + "n_samples",
             "n_samples",
             step=100,
