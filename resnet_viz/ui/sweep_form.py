@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from resnet_viz.data import DataConfig
-from resnet_viz.models import ConfigError, ModelConfig
+from resnet_viz.models import FAMILY_NORMS, ConfigError, ModelConfig
 from resnet_viz.options import OPTIONS, Range, allowed_depths, depth_rule
 from resnet_viz.sweep import DEFAULT_DEPTHS, MAX_SEEDS, ORDER_LABELS, SweepConfig, classroom_sweep
 from resnet_viz.training import TrainConfig
@@ -124,7 +124,9 @@ def _model_column(disabled: bool, family: str, slots: dict[str, Any]) -> dict[st
         help="channels of the first stage (doubling per stage) or hidden units",
     )
     slots["width"] = st.empty()
-    values["norm"] = _radio("Normalisation", "norm", disabled)
+    norms = list(FAMILY_NORMS[family])  # the option table also lists LayerNorm, which CNNs and MLPs do not take
+    _choice(K + "norm", norms)
+    values["norm"] = st.radio("Normalisation", norms, key=K + "norm", horizontal=True, disabled=disabled)
     slots["norm"] = st.empty()
     values["order"] = _radio(
         "Block order",

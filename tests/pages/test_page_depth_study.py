@@ -175,6 +175,13 @@ def test_page_renders_with_an_empty_store(data_dir):
     assert not at.get("plotly_chart")
 
 
+def test_sweep_form_offers_only_the_norms_cnns_take():
+    """The option table lists LayerNorm too (for Transformers and GCNs); the depth study's nets do not take it."""
+    at = open_page(PAGE)
+    assert at.radio(key="depth.norm").options == ["batch", "none"]
+    assert "sort" not in at.selectbox(key="depth.dataset").options
+
+
 def test_tiny_sweep_draws_both_models_replays_from_the_store_and_round_trips_a_zip(data_dir):
     at = open_page(PAGE)
     _tiny_sweep(at)
