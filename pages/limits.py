@@ -9,6 +9,7 @@ training grids run them in the background through the server's run service.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -17,9 +18,7 @@ from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.figures import limits as figs
 from resnet_viz.limits import calibration, cost, global_reasoning, init_sensitivity, lesions, robustness
 from resnet_viz.limits.runs import GridPoint, GridTask
-from resnet_viz.models import ModelConfig
 from resnet_viz.tasks import ThreadExecutor
-from resnet_viz.training import TrainConfig
 from resnet_viz.ui.session import session_jobs
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
 from resnet_viz.ui.store import run_store
@@ -178,11 +177,7 @@ def init_section() -> None:
     )
     epochs = cols[2].number_input("Epochs", 1, 20, value=5, key=K + "init.epochs")
     seeds = cols[3].number_input("Seeds", 1, 3, value=2, key=K + "init.seeds")
-    data = DataConfig()
-    base = ModelConfig(depth=depth, norm=norm, **data.model_fields())
-    points = init_sensitivity.init_grid(
-        base, TrainConfig(epochs=int(epochs), lr=0.02 if norm == "none" else 0.1), data, range(int(seeds))
-    )
+    points = init_sensitivity.page_grid(depth, norm, int(epochs), int(seeds))
 
     def draw(runs: list) -> None:
         table = init_sensitivity.init_table(runs)
@@ -214,11 +209,32 @@ def global_section() -> None:
         caption=[ds.classes[int(y)] for y in ds.y_test[:6]],
         width=80,
     )
+    cols = st.columns(2)
+    depths = cols[0].multiselect(
+        "Depths",
+        global_reasoning.DEPTHS,
+        default=global_reasoning.DEPTHS,
+        key=K + "global.depths",
+        help="Depth 8's last block sees 25 of the 32 px (one corner at most); depth 14 and 20 see the whole image",
+    )
+    epochs = cols[1].number_input(
+        "Epochs",
+        1,
+        10,
+        value=global_reasoning.TRAIN.epochs,
+        key=K + "global.epochs",
+        help="The nets that can see both corners jump from chance to ~100% in epoch 2-4 (Adam)",
+    )
+    if not depths:
+        st.info("Pick at least one depth (8, 14 or 20) to train.")
+        return
+    depths = sorted(depths)
     grid_section(
         "limits_global",
-        global_reasoning.corners_grid(),
+        global_reasoning.corners_grid(depths, train=replace(global_reasoning.TRAIN, epochs=int(epochs))),
         draw,
-        "Plain/residual pairs at depths 8, 14, 20 on 32 px images; stored once trained.",
+        f"Plain/residual pairs at depths {', '.join(map(str, depths))} on 32 px images, {int(epochs)} "
+        f"epoch{'s' if epochs > 1 else ''} with Adam; stored once trained.",
     )
 
 

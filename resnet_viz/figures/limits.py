@@ -325,4 +325,5 @@ def global_reasoning_figure(table: pd.DataFrame) -> go.Figure:
         "Corners task: accuracy against how much of the image the last block sees (chance: dashed)",
         "share of the image",
         "test accuracy (fraction)",
+        legend_y=1.12,  # above the subplot titles
     )

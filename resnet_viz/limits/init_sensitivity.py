@@ -57,6 +57,14 @@ def init_grid(
     return points
 
 
+def page_grid(depth: int = 20, norm: str = "none", epochs: int = 5, seeds: int = 2) -> list[GridPoint]:
+    """The grid the Limits page trains for its widgets (their defaults here; `warm` stores this one): digits,
+    SGD at lr 0.1 with BatchNorm and 0.02 without (an unnormalised plain net diverges at 0.1)."""
+    data = DataConfig()
+    base = ModelConfig(depth=depth, norm=norm, **data.model_fields())
+    return init_grid(base, TrainConfig(epochs=epochs, lr=0.02 if norm == "none" else 0.1), data, range(seeds))
+
+
 def init_table(runs: Sequence[tuple[GridPoint, StoredRun]]) -> pd.DataFrame:
     """One row per run and model: scheme, init, gain, seed, model, status, final_train_loss, failed."""
     rows = []

@@ -52,7 +52,10 @@ def default_pair(page: str) -> DefaultPair:
 
 
 def warm_requests() -> list[tuple[str, RunRequest]]:
-    """(what, request) for every run a class will ask for first: default pairs, Home presets, classroom sweep."""
+    """(what, request) for every run a class will ask for first: default pairs, Home presets, classroom sweep,
+    and the Limits page's two grids at their default settings (global reasoning's takes minutes)."""
+    from ..limits import global_reasoning, init_sensitivity  # they build on this package's RunRequest
+
     out = [("default pair: " + SERVER_PAIR.title, SERVER_PAIR.request)]
     out += [(f"default pair ({page}): {pair.title}", pair.request) for page, pair in PAGE_PAIRS.items()]
     out += [(f"preset: {p.title}", _lab_pair(p.config)) for p in PRESETS.values()]
@@ -61,6 +64,17 @@ def warm_requests() -> list[tuple[str, RunRequest]]:
         (f"classroom sweep: depth {depth}", RunRequest(sweep.models(depth), sweep.train_for(seed), sweep.data))
         for depth, seed in sweep.points()
     ]
+    for name, points in (
+        ("initialisation", init_sensitivity.page_grid()),
+        ("global reasoning", global_reasoning.corners_grid()),
+    ):
+        out += [
+            (
+                f"limits grid ({name}): " + ", ".join(f"{k} {v}" for k, v in p.label if k not in ("init", "gain")),
+                p.request,
+            )
+            for p in points
+        ]
     unique: dict[str, tuple[str, RunRequest]] = {}
     for what, request in out:
         unique.setdefault(request.key, (what, request))

@@ -10,9 +10,18 @@ import zipfile
 
 from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception
 from harness import browse
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from resnet_viz.ui.snapshots import FRESH
+
+
+def wait_for_chart_title(page: Page, title: str, timeout: float = TIMEOUT_MS) -> None:
+    """Until a drawn Plotly chart's title contains `title` (a new chart, not the one still on screen)."""
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
+        arg=title,
+        timeout=timeout,
+    )
 
 
 def test_attributions_screenshot(server, browser):
@@ -134,10 +143,7 @@ def test_limits_walk(server, browser):
     )
     for analysis, title in walk:
         body.get_by_text(analysis, exact=True).click()
-        page.wait_for_function(  # this analysis' chart is drawn (not the previous one's, still on screen)
-            "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
-            arg=title,
-        )
+        wait_for_chart_title(page, title)
         expect(body.get_by_text("What to look for").first).to_be_visible()
         no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "limits.png"), full_page=True)
@@ -158,14 +164,32 @@ def test_limits_initialisation_grid_trains_and_draws(server, browser):
         expect(box).to_have_value("1")
     expect(body.get_by_text("5 plain/residual runs on digits")).to_be_visible()
     body.get_by_role("button", name="Run grid").click()
-    page.wait_for_function(
-        "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
-        arg="Final training loss by initialisation",
-        timeout=TIMEOUT_MS * 4,
-    )
+    wait_for_chart_title(page, "Final training loss by initialisation", TIMEOUT_MS * 4)
     expect(body.locator(".js-plotly-plot .boxlayer .trace").first).to_be_attached()
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "limits_initialisation.png"), full_page=True)
+    page.context.close()
+
+
+def test_limits_global_reasoning_grid_trains_and_draws(server, browser):
+    """Global reasoning trains its corners grid through the run service (one depth-8 pair, one epoch here)."""
+    page, body = browse(browser, server, "limits", "Limits & pitfalls")
+    body.get_by_text("Global reasoning", exact=True).click()
+    expect(body.get_by_text("Plain/residual pairs at depths 8, 14, 20")).to_be_visible()
+    depths = body.get_by_test_id("stMultiSelect").filter(has_text="Depths").locator("input")
+    depths.click()
+    for _ in range(2):  # Backspace removes the last chosen depth: 20, then 14
+        depths.press("Backspace")
+    page.keyboard.press("Escape")
+    box = body.get_by_label("Epochs", exact=True)
+    box.fill("1")
+    box.press("Enter")
+    expect(body.get_by_text("Plain/residual pairs at depths 8 on 32 px images, 1 epoch with Adam")).to_be_visible()
+    body.get_by_role("button", name="Run grid").click()
+    wait_for_chart_title(page, "chance", TIMEOUT_MS * 4)
+    expect(body.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached()
+    no_exception(page)
+    body.locator(".js-plotly-plot").first.screenshot(path=str(ARTIFACTS / "limits_global.png"))
     page.context.close()
 
 

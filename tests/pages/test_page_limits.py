@@ -58,6 +58,12 @@ def test_global_reasoning_shows_the_task_and_its_grid_controls():
     at = _open("Global reasoning")
     assert [b.label for b in at.button][:2] == ["Run grid", "Stop"]
     assert any("Plain/residual pairs at depths 8, 14, 20" in c.value for c in at.caption)
+    at.multiselect(key="limits.global.depths").set_value([20, 8]).run()
+    at.number_input(key="limits.global.epochs").set_value(2).run()
+    assert any("depths 8, 20 on 32 px images, 2 epochs with Adam" in c.value for c in at.caption)
+    at.multiselect(key="limits.global.depths").set_value([]).run()
+    assert not at.exception and [b.label for b in at.button] == []
+    assert "Pick at least one depth" in at.info[0].value
 
 
 def test_grid_figures_on_synthetic_tables():

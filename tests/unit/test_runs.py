@@ -288,6 +288,10 @@ def test_warm_list_covers_presets_default_pairs_and_the_classroom_sweep():
     assert sum(n.startswith("preset:") for n in names) == len(PRESETS)
     assert sum(n.startswith("classroom sweep") for n in names) == len(classroom_sweep().points())
     assert any(n.startswith("default pair (attributions)") for n in names)
+    assert sum(n.startswith("limits grid (initialisation)") for n in names) == 10  # 5 schemes x 2 seeds
+    assert [n for n in names if n.startswith("limits grid (global")] == [
+        f"limits grid (global reasoning): depth {d}" for d in (8, 14, 20)
+    ]
     assert len({r.key for _, r in warm_requests()}) == len(names)
 
 
