@@ -18,15 +18,17 @@ server would not spend (students' browsers run on their own machines).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from playwright.sync_api import sync_playwright
 
-from benchmarks.server import CHROMIUM, CHROMIUM_FLAGS, Server
+from benchmarks.server import CHROMIUM, CHROMIUM_FLAGS, CLK_TCK, Server
 from resnet_viz.lab import PRESETS, decode, encode
 from resnet_viz.training import Trainer
 
@@ -52,23 +54,40 @@ WATCH = """() => {
 }"""
 
 
-def measure_app(url: str, wait: float, params: dict[str, str]) -> dict[str, float]:
+def cpu_by_process(server: Server) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server, its training workers and Chromium's processes."""
+    tree = server._tree()
+    out = {"server": 0.0, "workers": 0.0, "chromium": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            head, rest = stat.read_text().rsplit(")", 1)
+            pid, comm = int(stat.parent.name), head.split("(", 1)[1]
+            group = "server" if pid == tree[0] else "workers" if pid in tree else None
+            if group is None and ("chrom" in comm or "headless" in comm):
+                group = "chromium"
+            if group is not None:
+                out[group] += sum(int(f) for f in rest.split()[11:13]) / CLK_TCK
+    return out
+
+
+def measure_app(server: Server, wait: float, params: dict[str, str]) -> dict[str, float]:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(180_000)
-        page.goto(f"{url}/lab?{query}")
+        page.goto(f"{server.url}/lab?{query}")
         main = page.get_by_test_id("stMainBlockContainer")
         main.get_by_role("button", name="Train").wait_for()
         page.wait_for_timeout(wait * 1000)  # a server up for a while (its training worker warm), or not
         page.evaluate(WATCH)
-        clicked = page.evaluate("performance.now()")
+        clicked, cpu0 = page.evaluate("performance.now()"), cpu_by_process(server)
         main.get_by_role("button", name="Train").click()
         page.wait_for_function("window.__firstLines !== null")
         first = page.evaluate("window.__firstLines") - clicked
         page.get_by_text(re.compile(r"Finished \d+ steps")).wait_for()
         finished = page.evaluate("performance.now()") - clicked
+        cpu = {k: round(v - cpu0[k], 1) for k, v in cpu_by_process(server).items()}
         redraws = page.evaluate("window.__redraws")
         text = page.get_by_text(re.compile(r"steps/s · ETA")).first.inner_text()
         app_rate = float(re.search(r"([\d.]+) steps/s", text).group(1))
@@ -81,6 +100,7 @@ def measure_app(url: str, wait: float, params: dict[str, str]) -> dict[str, floa
         "refresh_interval_median_s": round(statistics.median(intervals), 3) if intervals else float("nan"),
         "refresh_interval_p90_s": round(sorted(intervals)[int(0.9 * (len(intervals) - 1))], 3) if intervals else 0,
         "app_steps_per_s": app_rate,
+        "cpu_s_click_to_finished": cpu,  # where the two cores went while the run trained
     }
 
 
@@ -103,7 +123,7 @@ def main() -> None:
     server = Server()  # its own empty store: the run trains
     try:
         server.wait_healthy()
-        app = measure_app(server.url, args.wait, params)
+        app = measure_app(server, args.wait, params)
     finally:
         server.stop()
     torch.set_num_threads(2)

@@ -198,7 +198,8 @@ def global_section() -> None:
         chart(
             figs.global_reasoning_figure(table),
             "What to look for: nets whose last block's field cannot hold both corners stay at chance, skips or "
-            "not; accuracy comes with the field, and the effective field is far smaller than the theoretical one.",
+            "not; accuracy comes with the field. The effective field (where 90% of the input gradient lands) is "
+            "smaller than the theoretical one (table: erf_side against rf_side).",
             K + "global",
         )
         st.dataframe(table.round(3), hide_index=True)

@@ -293,6 +293,18 @@ def init_figure(table: pd.DataFrame) -> go.Figure:
     )
 
 
+def _depth_labels(x: pd.Series, y: pd.Series, depths: pd.Series) -> list[str]:
+    """'d14, d20' on the first of the points that coincide (nets that all see the whole image and solve the task
+    sit on one spot), '' on the others: labels drawn on top of each other cannot be read."""
+    spots: dict[tuple[float, float], list[int]] = {}
+    for i, spot in enumerate(zip(x.round(3), y.round(3), strict=True)):
+        spots.setdefault(spot, []).append(i)
+    labels = [""] * len(depths)
+    for at in spots.values():
+        labels[at[0]] = ", ".join(f"d{depths.iloc[j]}" for j in at)
+    return labels
+
+
 def global_reasoning_figure(table: pd.DataFrame) -> go.Figure:
     """Test accuracy against the share of the image inside the last block's theoretical and effective field."""
     fig = make_subplots(
@@ -309,8 +321,8 @@ def global_reasoning_figure(table: pd.DataFrame) -> go.Figure:
                     y=rows.test_acc,
                     mode="markers+text",
                     name=key,
-                    text=[f"d{d}" for d in rows.depth],
-                    textposition="top center",
+                    text=_depth_labels(rows[share], rows.test_acc, rows.depth),
+                    textposition="top center" if i % 2 == 0 else "bottom center",  # the models' labels apart
                     marker={"color": color(key, i), "size": 11},
                     showlegend=col == 1,
                 ),
@@ -318,8 +330,8 @@ def global_reasoning_figure(table: pd.DataFrame) -> go.Figure:
                 col,
             )
         fig.add_hline(y=0.5, line={"color": "grey", "dash": "dash"}, row=1, col=col)
-    fig.update_xaxes(range=[0, 1.05], title_text="share of the image inside the field")
-    fig.update_yaxes(range=[0.3, 1.02])
+    fig.update_xaxes(range=[0, 1.15], title_text="share of the image inside the field")  # labels at 1 fit
+    fig.update_yaxes(range=[0.3, 1.12])  # room for the labels above 100%
     return layout(
         fig,
         "Corners task: accuracy against how much of the image the last block sees (chance: dashed)",

@@ -78,6 +78,11 @@ def test_grid_figures_on_synthetic_tables():
     )
     fig = figs.global_reasoning_figure(table)
     assert [t.name for t in fig.data] == ["plain", "residual"] * 2 and "chance" in fig.layout.title.text
+    assert list(fig.data[1].text) == ["d8", "d14"]
+    solved = table.assign(test_acc=[0.5, 0.5, 1.0, 1.0], rf_share=[0.6, 0.6, 1.0, 1.0])
+    solved = pd.concat([solved, solved.iloc[2:].assign(depth=20)])  # depth 20 lands where depth 14 is
+    labels = [list(t.text) for t in figs.global_reasoning_figure(solved).data[:2]]
+    assert labels == [["d8", "d14, d20", ""], ["d8", "d14, d20", ""]]
     runs = pd.DataFrame(
         {
             "model": ["plain", "residual"],
