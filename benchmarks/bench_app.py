@@ -45,11 +45,18 @@ WATCH = """() => {
             .filter(p => (p.getAttribute('d') || '').includes('L'));
         if (lines.length >= 2 && window.__firstLines === null) window.__firstLines = performance.now();
     };
-    new MutationObserver(() => {
+    // At most one look per frame, with textContent: innerText on every mutation forced a layout each time
+    // (with it, Chromium used 26 s of CPU in a 27.5 s run; without, 21 s in 22.5 s).
+    let pending = false;
+    const look = () => {
+        pending = false;
         check();
-        const m = document.body.innerText.match(/step (\\d+)\\/(\\d+) · epoch/);
+        const m = document.body.textContent.match(/step (\\d+)\\/(\\d+) · epoch/);
         if (m && (window.__redraws.length === 0 || window.__redraws[window.__redraws.length - 1][1] !== m[1]))
             window.__redraws.push([performance.now(), m[1]]);
+    };
+    new MutationObserver(() => {
+        if (!pending) { pending = true; requestAnimationFrame(look); }
     }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
 }"""
 
