@@ -24,7 +24,7 @@ from resnet_viz.limits import calibration, cost, global_reasoning, init_sensitiv
 from resnet_viz.limits.common import accuracy, analysis_copy, logits_of
 from resnet_viz.limits.runs import GridTask
 from resnet_viz.models import ModelConfig, build_model
-from resnet_viz.runs import RunService
+from resnet_viz.runs import RunRequest, RunService
 from resnet_viz.store import SCHEMA_VERSION, RunStore, _canonical, _typed_fields, run_key
 from resnet_viz.training import TrainConfig, model_at, train_models
 
@@ -191,6 +191,34 @@ def test_init_gain_scales_weights_and_leaves_keys_and_old_runs_alone():
         del config["models"]["m"][name]
     payload = {"schema": SCHEMA_VERSION, "config": config, "skip_events": []}
     assert run_key({"m": ModelConfig()}, TrainConfig(), DIGITS) == sha256(_canonical(payload).encode()).hexdigest()
+
+
+def test_accuracy_against_latency_from_stored_depth_sweep_runs(tmp_path):
+    """The Cost analysis reads the depth study's runs from the store: the sweep with the most depths is used
+    (a lone run of another recipe is not), one row per model and depth, FLOPs grow with depth and each model
+    has exactly one knee, every deeper point beyond it."""
+    service = RunService(RunStore(tmp_path))
+    train = TrainConfig(epochs=1, probe_every=0)
+    base = ModelConfig(width=8, **DIGITS.model_fields())
+
+    def pair(depth: int, cfg: ModelConfig = base) -> RunRequest:
+        c = replace(cfg, depth=depth)
+        return RunRequest({"plain": c.with_skip(False), "residual": c.with_skip(True)}, train, DIGITS)
+
+    for request in (pair(8), pair(14), pair(20), pair(8, replace(base, width=4))):
+        assert service.fetch(request, "test") is not None
+    store = service.store
+    runs = cost.depth_study_runs(store.get(i.key) for i in store.list_runs())
+    assert sorted(r.configs["residual"].depth for r in runs) == [8, 14, 20]
+    frame = cost.accuracy_vs_latency(runs, repeats=3)
+    assert list(zip(frame.model, frame.depth, strict=True)) == [
+        (m, d) for m in ("plain", "residual") for d in (8, 14, 20)
+    ]
+    for _, rows in frame.groupby("model"):
+        assert rows.flops.is_monotonic_increasing and (rows.seeds == 1).all()
+        assert rows.knee.sum() == 1
+        knee = int(rows.depth[rows.knee].iloc[0])
+        assert rows.beyond_knee.tolist() == [d > knee for d in rows.depth]
 
 
 def test_init_grid_trains_once_then_replays(tmp_path):
