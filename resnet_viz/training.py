@@ -170,7 +170,40 @@ class TrainerState:
     skip_events: list[tuple[str, int, float]]  # live skip changes so far
 
 
-class Trainer:
+class Lockstep:
+    """What a trainer and its mirror in the server (`runs.remote.RemoteTrainer`) share: the validated recipe,
+    the data, the configs fitted to it, the models built from the recipe's seed (so both sides start from the
+    same weights), and per model its status, snapshots and skip-scale changes."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        train: TrainConfig,
+        data: DataConfig,
+        stop: threading.Event | None,
+        dataset: Dataset | None,
+        device: torch.device,
+    ) -> None:
+        if not models:
+            raise ConfigError("models", "needs at least one model")
+        self.train = train.validate()
+        self.dataset = dataset if dataset is not None else load_dataset(data.validate())
+        self.device = device
+        self.configs = {key: fit_to_data(cfg, self.dataset) for key, cfg in models.items()}
+        self.models: dict[str, Net] = {
+            key: build_model(cfg, seed=train.seed, device=device) for key, cfg in self.configs.items()
+        }
+        self.stop = stop or threading.Event()
+        self.states = {key: ModelState() for key in models}
+        self.snapshots: dict[str, list[Snapshot]] = {key: [] for key in models}
+        self.skip_events: list[tuple[str, int, float]] = []  # (model, step it took effect, alpha)
+        self._lock = threading.Lock()
+        self.steps_per_epoch = steps_per_epoch(len(self.dataset.y_train), train.batch_size)
+        self.total_steps = self.steps_per_epoch * train.epochs
+        self.step = 0  # optimizer steps done
+
+
+class Trainer(Lockstep):
     """Trains one or more models in lockstep on identical batches."""
 
     def __init__(
@@ -183,28 +216,12 @@ class Trainer:
         dataset: Dataset | None = None,
     ) -> None:
         """`dataset`: the loaded `data`, when the caller has it (a training process gets it from its parent)."""
-        if not models:
-            raise ConfigError("models", "needs at least one model")
-        self.train = train.validate()
-        self.dataset = dataset if dataset is not None else load_dataset(data.validate())
-        self.device = resolve_device(train.device)
-        self.configs = {key: fit_to_data(cfg, self.dataset) for key, cfg in models.items()}
-        self.models: dict[str, Net] = {
-            key: build_model(cfg, seed=train.seed, device=self.device) for key, cfg in self.configs.items()
-        }
-        self.stop = stop or threading.Event()
-        self.states = {key: ModelState() for key in models}
-        self.snapshots: dict[str, list[Snapshot]] = {key: [] for key in models}
-        self.skip_events: list[tuple[str, int, float]] = []  # (model, step it took effect, alpha)
+        super().__init__(models, train, data, stop, dataset, resolve_device(train.device))
         self._pending_alpha: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self.steps_per_epoch = steps_per_epoch(len(self.dataset.y_train), train.batch_size)
-        self.total_steps = self.steps_per_epoch * train.epochs
         self.snapshot_steps = set(
             np.linspace(0, self.total_steps, min(train.max_snapshots, self.total_steps + 1)).round().astype(int)
         )
         self.optimizers = {key: self._optimizer(model) for key, model in self.models.items()}
-        self.step = 0  # optimizer steps done
         self._elapsed = 0.0  # seconds of training before this trainer's run() (a fork's parent's time)
         self._t0: float | None = None  # when run() started
         self._alpha: dict[str, float] = {}  # model -> skip scale in force (filled on first use)

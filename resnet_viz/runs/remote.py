@@ -23,17 +23,15 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from ..data import DataConfig, Dataset, load_dataset
-from ..models import ConfigError, ModelConfig, Net, build_model, set_skip_scale
+from ..data import DataConfig
+from ..models import ModelConfig, Net, set_skip_scale
 from ..training import (
+    Lockstep,
     ModelState,
-    Snapshot,
     StepRecord,
     TrainConfig,
     TrainerState,
     check_skip_change,
-    fit_to_data,
-    steps_per_epoch,
 )
 from .worker import Mirror, get, put
 
@@ -124,7 +122,7 @@ class WorkerPool:
 POOL = WorkerPool()  # the process's workers (a server warms it when it starts: `POOL.warm()`)
 
 
-class RemoteTrainer:
+class RemoteTrainer(Lockstep):
     """A `Trainer` in a child process, with the same interface for what a `LiveRun` and its readers use.
 
     `models` are CPU copies with the worker's weights at the end of the run; `pictures` holds the family's
@@ -141,25 +139,11 @@ class RemoteTrainer:
         threads: int = 1,
         picture_every: int = 0,
     ) -> None:
-        if not models:
-            raise ConfigError("models", "needs at least one model")
-        self.train = train.validate()
-        self.dataset = load_dataset(data.validate())
-        self.device = torch.device("cpu")  # where the mirror models live (the worker may train on CUDA)
-        self.configs = {key: fit_to_data(cfg, self.dataset) for key, cfg in models.items()}
-        self.models: dict[str, Net] = {
-            key: build_model(cfg, seed=train.seed, device="cpu") for key, cfg in self.configs.items()
-        }
-        self.stop = stop or threading.Event()
-        self.states = {key: ModelState() for key in models}
-        self.snapshots: dict[str, list[Snapshot]] = {key: [] for key in models}
-        self.skip_events: list[tuple[str, int, float]] = []
-        self.steps_per_epoch, self.total_steps = _shape(self.dataset, train)
-        self.step = 0
+        # the mirror models live on the CPU (the worker may train on CUDA)
+        super().__init__(models, train, data, stop, None, torch.device("cpu"))
         self.threads = threads  # intra-op threads of the worker from its next step on
         self._alpha = {k: _alpha_of(m) for k, m in self.models.items()}  # skip scale in force per model
         self._pending: dict[str, float] = {}
-        self._lock = threading.Lock()
         self._final: TrainerState | None = None
         if start is not None:
             self.step = start.step
@@ -245,8 +229,3 @@ class RemoteTrainer:
 def _alpha_of(model: Net) -> float:
     blocks = [m for m in model.modules() if hasattr(m, "alpha")]
     return float(blocks[0].alpha) if blocks else 0.0
-
-
-def _shape(dataset: Dataset, train: TrainConfig) -> tuple[int, int]:
-    per_epoch = steps_per_epoch(len(dataset.y_train), train.batch_size)
-    return per_epoch, per_epoch * train.epochs
