@@ -19,6 +19,7 @@ from resnet_viz.ui.text import safe_text
 from resnet_viz.ui.widgets import lab_form, sync_from_url, url_issue, write_url
 
 REFRESH_SECONDS = 1.0
+FIRST_POINTS_WAIT_SECONDS = 2.0  # Train's click waits this long at most for the run's first two steps
 STOP_REFRESH_SECONDS = 3.0  # the Stop button's own refresh (cheap, but thirty tabs run it)
 RUN_ID_CHARS = 64  # longest run id a URL may name
 TRAIN_KEY = "lab.train"  # the Train button's state: True in the run its click starts
@@ -168,6 +169,9 @@ def main() -> None:
         running = isinstance(run, LiveRun) and not run.done
         if not running:  # refused, or a stored run opened at once: draw the setup unlocked
             st.rerun()
+        scheduler = jobs.service.scheduler
+        if run.ticket.running or scheduler.counts()[0] < scheduler.cores:  # training, or about to: not queued
+            run.wait_for_step(2, FIRST_POINTS_WAIT_SECONDS)  # this run draws the first points (two make a line)
     write_url(cfg, preset, run.id if running else None)
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
     b1.button("Train", key=TRAIN_KEY, type="primary", icon=":material/play_arrow:", disabled=running)

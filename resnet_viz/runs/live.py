@@ -113,6 +113,7 @@ class LiveRun(Task):
         self._seed = seed
         self._alphas = dict(alphas or {})
         self._lock = threading.Lock()
+        self._stepped = threading.Condition(self._lock)  # notified at every step drawn (`wait_for_step`)
         self._history: CompactHistory | None = seed.history if seed else None
         self._tables = ChartTables.of(seed.history.history()) if seed and seed.history else None
         self._pictures: dict[str, tuple] = {}
@@ -172,6 +173,7 @@ class LiveRun(Task):
                 self._history.add(records)
                 self._tables.add(records)
                 self._version += 1
+                self._stepped.notify_all()
             step = records[0].step
             if pictures.due(step, trainer.total_steps, self.picture_every):
                 self._update_pictures(step)
@@ -259,6 +261,15 @@ class LiveRun(Task):
         with self._lock:
             compact = self._history
         return compact.history() if compact is not None else None
+
+    def wait_for_step(self, step: int, timeout: float) -> bool:
+        """Block until the history holds `step` steps (or `timeout` passed, or the run ended): the click that
+        starts a run then draws its first points itself instead of leaving them to the next refresh, up to a
+        second later. True if the steps are there."""
+        with self._stepped:
+            return self._stepped.wait_for(
+                lambda: (self._history is not None and self._history.last_step() >= step) or self.done, timeout
+            ) and (self._history is not None and self._history.last_step() >= step)
 
     def view(self) -> RunView:
         with self._lock:

@@ -310,6 +310,21 @@ def test_a_pair_the_tab_stopped_watching_becomes_background_work(service):
     service.scheduler.release(held)
 
 
+def test_wait_for_step_returns_once_the_steps_are_drawn_and_not_for_a_queued_run(service):
+    """Train's click waits on the run for its first two steps (no polling): True as soon as they are in the
+    history; a queued run's wait ends at its timeout with False; a run that ended early does not block it."""
+    held = _hold_slot(service)
+    queued = service.request(REQUEST, "tab-1")
+    assert not queued.wait_for_step(2, 0.05) and queued.view().queue_position == 1
+    service.scheduler.release(held)
+    assert queued.wait_for_step(2, WAIT)
+    assert queued.view().steps.step.max() >= 2
+    queued.stop()
+    assert queued.join(WAIT)
+    assert not queued.wait_for_step(10**9, WAIT)  # ended: returns at once, not after WAIT
+    service.release(queued, "tab-1")
+
+
 def test_views_of_one_version_share_their_chart_tables(service):
     """Thirty tabs watching one run copy its chart tables once per drawn change, not once per tab."""
     run = service.request(RunRequest(PAIR, TrainConfig(epochs=1, warmup_steps=0, seed=7), DataConfig()), "tab-1")
