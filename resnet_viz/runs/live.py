@@ -262,14 +262,21 @@ class LiveRun(Task):
             compact = self._history
         return compact.history() if compact is not None else None
 
+    def on_done(self) -> None:
+        with self._stepped:  # wakes a click waiting for the first steps of a run that ended without them
+            self._stepped.notify_all()
+
     def wait_for_step(self, step: int, timeout: float) -> bool:
-        """Block until the history holds `step` steps (or `timeout` passed, or the run ended): the click that
-        starts a run then draws its first points itself instead of leaving them to the next refresh, up to a
-        second later. True if the steps are there."""
+        """Block until the run has reached `step` (or `timeout` passed, or the run ended): the click that starts a
+        run then draws its first points itself instead of leaving them to the next refresh, up to a second
+        later. True if the step is reached."""
+
+        def reached() -> bool:
+            return self._history is not None and self._history.last_step() >= step
+
         with self._stepped:
-            return self._stepped.wait_for(
-                lambda: (self._history is not None and self._history.last_step() >= step) or self.done, timeout
-            ) and (self._history is not None and self._history.last_step() >= step)
+            self._stepped.wait_for(lambda: reached() or self.done, timeout)
+            return reached()
 
     def view(self) -> RunView:
         with self._lock:
