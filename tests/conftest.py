@@ -16,6 +16,13 @@ from resnet_viz.training import TrainConfig
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def two_threads() -> None:
+    """Every test starts on two torch threads: an in-process run of an earlier AppTest sets the process's
+    count to what the scheduler granted it (often 1), which made later unit tests run up to 1.8x slower."""
+    torch.set_num_threads(2)
+
+
 @pytest.fixture
 def tiny_models() -> dict[str, ModelConfig]:
     """A plain and a residual depth-8 CNN: the smallest pair of the CIFAR-style family."""

@@ -66,6 +66,20 @@ def test_global_reasoning_shows_the_task_and_its_grid_controls():
     assert "Pick at least one depth" in at.info[0].value
 
 
+def test_global_reasoning_grid_runs_through_the_run_service_and_draws():
+    """One depth-8 pair for one epoch: the chart against both fields and the table with its field columns."""
+    at = _open("Global reasoning")
+    at.multiselect(key="limits.global.depths").set_value([8]).run()
+    at.number_input(key="limits.global.epochs").set_value(1).run()
+    run_to_the_end(at, "Run grid", "limits_global", 600)
+    assert not at.exception, [e.value for e in at.exception]
+    assert _titles(at) == ["Corners task: accuracy against how much of the image the last block sees (chance: dashed)"]
+    table = at.dataframe[0].value
+    assert list(table.model) == ["plain", "residual"] and (table.rf_side == 25).all()
+    assert not table.rf_holds_both_marks.any() and ((table.erf_share > 0) & (table.erf_share <= table.rf_share)).all()
+    assert sum(c.value.startswith("What to look for") for c in at.caption) == 1
+
+
 def test_grid_figures_on_synthetic_tables():
     table = pd.DataFrame(
         {
