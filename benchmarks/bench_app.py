@@ -63,7 +63,7 @@ WATCH = """() => {
 
 def cpu_by_process(server: Server) -> dict[str, float]:
     """CPU seconds (user + system) so far of the server, its training workers and Chromium's processes."""
-    tree = server._tree()
+    tree = server.pids()
     out = {"server": 0.0, "workers": 0.0, "chromium": 0.0}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError):

@@ -77,7 +77,7 @@ class Server:
                 raise RuntimeError(f"streamlit exited: {self.log_path.read_text()[-2000:]}")
         raise RuntimeError("streamlit did not become healthy")
 
-    def _tree(self) -> list[int]:
+    def pids(self) -> list[int]:
         """The server's pid and its descendants' (the training workers), from /proc/<pid>/task/*/children."""
         pids = [self.proc.pid]
         for pid in pids:  # the list grows while it is walked: each child comes after its parent
@@ -89,7 +89,7 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time of the server and its workers, those still running and those it has reaped."""
         total = 0
-        for pid in self._tree():
+        for pid in self.pids():
             with contextlib.suppress(OSError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
@@ -98,7 +98,7 @@ class Server:
     def memory_mb(self) -> dict[str, float]:
         """Resident memory now and peak (VmRSS, VmHWM) of the server, and summed over it and its workers."""
         out = {"rss_mb": 0.0, "peak_rss_mb": 0.0, "server_rss_mb": 0.0, "server_peak_rss_mb": 0.0}
-        for pid in self._tree():
+        for pid in self.pids():
             with contextlib.suppress(OSError, KeyError):
                 text = Path(f"/proc/{pid}/status").read_text()
                 status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)

@@ -169,9 +169,7 @@ def main() -> None:
         running = isinstance(run, LiveRun) and not run.done
         if not running:  # refused, or a stored run opened at once: draw the setup unlocked
             st.rerun()
-        scheduler = jobs.service.scheduler
-        if run.ticket.running or scheduler.counts()[0] < scheduler.cores:  # training, or about to: not queued
-            run.wait_for_step(2, FIRST_POINTS_WAIT_SECONDS)  # this run draws the first points (two make a line)
+        run.wait_for_step(2, FIRST_POINTS_WAIT_SECONDS)  # this run draws the first points (two make a line)
     write_url(cfg, preset, run.id if running else None)
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
     b1.button("Train", key=TRAIN_KEY, type="primary", icon=":material/play_arrow:", disabled=running)

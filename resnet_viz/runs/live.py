@@ -269,11 +269,13 @@ class LiveRun(Task):
     def wait_for_step(self, step: int, timeout: float) -> bool:
         """Block until the run has reached `step` (or `timeout` passed, or the run ended): the click that starts a
         run then draws its first points itself instead of leaving them to the next refresh, up to a second
-        later. True if the step is reached."""
+        later. True if the step is reached. A queued run returns at once: its first step may be minutes away."""
 
         def reached() -> bool:
             return self._history is not None and self._history.last_step() >= step
 
+        if not self.ticket.running and self.scheduler.counts()[0] >= self.scheduler.cores:
+            timeout = 0.0
         with self._stepped:
             self._stepped.wait_for(lambda: reached() or self.done, timeout)
             return reached()
