@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 
 from benchmarks.server import Server
-from benchmarks.st_client import Event, Tab, element_text, figure_title, plotly_array, plotly_figure
+from benchmarks.st_client import CHART_KINDS, Event, Tab, element_text, figure_title, plotly_array, plotly_figure
 from resnet_viz.store import RunStore  # imports torch: here, not inside a measured span
 
 SMALL = "a.depth=8&a.width=8"  # the distinct scenario's config (seeds differ); digits, linked B
@@ -99,7 +99,7 @@ class Watch:
         self.run_ids.update(v for k, v in _params(tab.query) if k == "run")
         el = ev.element
         kind = el.WhichOneof("type")
-        if kind == "plotly_chart" and self.first_point is None:
+        if kind in CHART_KINDS and self.first_point is None:
             fig = plotly_figure(el)
             if figure_title(fig).startswith("Loss"):
                 train = [t for t in fig.get("data", []) if str(t.get("name", "")).endswith(": train")]

@@ -34,6 +34,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.asyncio.client import ClientConnection, connect
 
+from resnet_viz.ui import live_chart
+
 MAX_MESSAGE_BYTES = 256 * 2**20  # Streamlit's own limit is 200 MB
 FINISHED_OK = (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY)
 
@@ -63,8 +65,16 @@ def plotly_array(values: Any) -> np.ndarray:
     return np.asarray(values if values is not None else [])
 
 
+CHART_KINDS = ("plotly_chart", "bidi_component")  # st.plotly_chart, and the lab's live charts
+
+
 def plotly_figure(el: Element) -> dict[str, Any]:
-    """The figure (data and layout) a plotly_chart element carries."""
+    """The figure (data and layout) a chart element carries: a plotly_chart, or a live chart
+    (`resnet_viz.ui.live_chart`); {} for another component."""
+    if el.WhichOneof("type") == "bidi_component":
+        if el.bidi_component.component_name != live_chart.COMPONENT:
+            return {}
+        return json.loads(live_chart.spec_of(el.bidi_component.json))
     return json.loads(el.plotly_chart.spec)
 
 

@@ -23,6 +23,7 @@ from browser_utils import TIMEOUT_MS, main, new_page
 from playwright.sync_api import Browser, Locator, Page, expect
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz.ui import live_chart
 from resnet_viz.ui.session import SESSION_KEY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -84,8 +85,15 @@ def run_to_the_end(at: AppTest, button: str, task: str, timeout: float = 300) ->
 
 
 def plotly_figures(at: AppTest) -> list[go.Figure]:
-    """The page's Plotly figures, decoded from the JSON the page ships."""
-    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+    """The page's Plotly figures, decoded from the JSON the page ships: its `st.plotly_chart`s, then the
+    live charts a run redraws in place (`resnet_viz.ui.live_chart`)."""
+    charts = [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+    return charts + [pio.from_json(live_chart.spec_of(el.proto.json)) for el in live_charts(at)]
+
+
+def live_charts(at: AppTest) -> list[Any]:
+    """The page's live chart elements, in page order."""
+    return [el for el in at.get("bidi_component") if el.proto.component_name == live_chart.COMPONENT]
 
 
 def trace_array(value: Any) -> np.ndarray:

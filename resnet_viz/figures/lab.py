@@ -173,10 +173,17 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
         else _log_grid(layers[(layers.metric == metric) & (layers.model == k)], False)
         for k in keys
     }
-    fig = make_subplots(
-        rows=1, cols=len(keys), shared_yaxes=False, subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.12
-    )
     drawn = [g for g in grids.values() if g is not None]
+    # Models with the same layers (the usual pair, which differs only in its skips) share the layer
+    # names on the left; otherwise each panel names its own, and needs room for them.
+    same_layers = len({tuple(names) for _, names in drawn}) == 1
+    fig = make_subplots(
+        rows=1,
+        cols=len(keys),
+        shared_yaxes=False,
+        subplot_titles=[labels[k] for k in keys],
+        horizontal_spacing=0.04 if same_layers else 0.22,
+    )
     zmin = min((float(np.nanmin(g[0].values)) for g in drawn), default=0.0)
     zmax = max((float(np.nanmax(g[0].values)) for g in drawn), default=1.0)
     for col, key in enumerate(keys, start=1):
@@ -194,7 +201,8 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
             row=1,
             col=col,
         )
-        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=len(names) <= 40)
+        labelled = len(names) <= 40 and (col == 1 or not same_layers)
+        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=labelled)
         fig.update_xaxes(title_text="step", row=1, col=col)
     fig.update_layout(
         coloraxis={

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -18,9 +18,10 @@ from resnet_viz import figures, pictures
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.runs import Handle, LiveRun, Replay, RunView
 
+from . import live_chart
 from .session import SessionJobs, session_jobs
 from .text import safe_text
-from .widgets import chart, fmt_seconds
+from .widgets import CHART_CONFIG, fmt_seconds
 
 
 def status_line(view: RunView, labels: dict[str, str]) -> None:
@@ -147,15 +148,6 @@ def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pa
     return figs
 
 
-def _frozen(fig: go.Figure) -> go.Figure:
-    """`fig` with its plain dict made once. `st.plotly_chart` asks each call for `to_dict()`, a deep copy
-    with every array base64-encoded (about 40% of the server's CPU with thirty tabs on one run); a
-    cached figure is finished and only drawn, so one dict serves every tab (Plotly only reads it)."""
-    plain = fig.to_dict()
-    fig.to_dict = lambda: plain
-    return fig
-
-
 @dataclass(frozen=True)
 class Panel:
     """One lab chart: its figure, its 'what to look for' caption, and its widget key."""
@@ -163,6 +155,12 @@ class Panel:
     key: str
     figure: go.Figure
     caption: str
+    # The figure's Plotly JSON, made once: thirty tabs watching one run share these figures, and
+    # serialising one (arrays base64-encoded) per tab was about 40% of the server's CPU at N = 30.
+    spec: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec", live_chart.spec(self.figure))
 
 
 LOSS_CAPTION = (
@@ -237,10 +235,13 @@ def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pane
         Panel("lab.heatmap", figures.heatmap_figure(layers, labels), HEATMAP_CAPTION),
     ]
     picture = _picture_panel(view, labels, data)
-    panels += [picture] if picture is not None else []
-    for panel in panels:
-        _frozen(panel.figure)
-    return panels
+    return panels + ([picture] if picture is not None else [])
+
+
+def _draw(panel: Panel) -> None:
+    """One chart, updated in place on the page at each refresh (see `live_chart`), and its caption."""
+    live_chart.live_chart(panel.figure, panel.key, CHART_CONFIG, panel.spec)
+    st.caption(panel.caption)
 
 
 def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
@@ -249,9 +250,9 @@ def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
     for pair in (panels[0:2], panels[2:4]):
         for column, panel in zip(st.columns(2), pair, strict=True):
             with column:
-                chart(panel.figure, panel.caption, panel.key)
+                _draw(panel)
     for panel in panels[4:]:
-        chart(panel.figure, panel.caption, panel.key)
+        _draw(panel)
 
 
 def replay_view(replay: Replay) -> RunView:

@@ -51,9 +51,12 @@ WIDTH_HELP = {
 }
 
 
+CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png"}}  # Plotly's own options
+
+
 def chart(fig: go.Figure, caption: str, key: str) -> None:
     """A Plotly chart at full width with its one-line 'what to look for' caption."""
-    st.plotly_chart(fig, key=key, config={"displaylogo": False, "toImageButtonOptions": {"format": "png"}})
+    st.plotly_chart(fig, key=key, config=CHART_CONFIG)
     st.caption(caption)
 
 

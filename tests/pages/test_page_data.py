@@ -6,9 +6,8 @@ import io
 import zipfile
 from pathlib import Path
 
-import plotly.io as pio
 import pytest
-from harness import open_page, points_csv, run_to_the_end
+from harness import open_page, plotly_figures, points_csv, run_to_the_end
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -89,7 +88,7 @@ def test_an_upload_is_stored_chosen_trained_on_and_named_in_its_python(filename,
         at.select_slider(key="lab.data.input_size").set_value(16).run()
     run = _train(at)
     assert run.trainer.dataset.x_train.shape[1:] == shape and run.trainer.dataset.classes == info.classes
-    figures = [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+    figures = plotly_figures(at)
     assert figures and "loss" in figures[0].layout.title.text.lower()
     if info.kind == "points":  # two classes of 2-D points: the decision boundaries are drawn as for built-in sets
         assert any("Decision boundary" in (f.layout.title.text or "") for f in figures)

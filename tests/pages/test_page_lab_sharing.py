@@ -132,15 +132,19 @@ def test_tabs_watching_one_run_build_its_figures_once_per_rebuild_interval(monke
     assert run_panel._figures(view(4, step=3), labels, data) == ["figures of version 3"]
 
 
-def test_a_frozen_figure_serialises_as_before_with_one_dict_for_every_tab():
+def test_a_panel_serialises_its_figure_once_for_every_tab():
     import numpy as np
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from resnet_viz.ui.run_panel import _frozen
+    from resnet_viz.ui.run_panel import Panel
 
     fig = go.Figure(go.Scatter(x=np.arange(50.0), y=np.arange(50.0) ** 2, name="A: train"))
     fig.update_layout(title="Loss")
-    spec = pio.to_json(fig.to_dict(), validate=False)
-    frozen = _frozen(fig)
-    assert frozen.to_dict() is frozen.to_dict() and pio.to_json(frozen.to_dict(), validate=False) == spec
+    calls = []
+    real = fig.to_json
+    fig.to_json = lambda **kw: calls.append(kw) or real(**kw)
+    panel = Panel("lab.loss", fig, "caption")
+    assert panel.spec is panel.spec and len(calls) == 1  # made once, read by every tab
+    decoded = pio.from_json(panel.spec)
+    assert decoded.layout.title.text == "Loss" and decoded.data[0].name == "A: train"

@@ -62,6 +62,15 @@ def test_heatmap_shares_one_log_colour_scale():
     # Layer names on y: a y axis forced to "linear" placed no row and the browser drew an empty chart.
     assert list(fig.data[0].y)[0] == "stem.conv"
     assert {fig.layout.yaxis.type, fig.layout.yaxis2.type} <= {None, "category"}
+    # Same layers in both models: names once, on the left (drawn twice, the right panel's covered the left one).
+    assert fig.layout.yaxis.showticklabels and fig.layout.yaxis2.showticklabels is False
+
+
+def test_heatmap_of_models_with_different_layers_names_each_panels_rows():
+    deeper = LAYERS[LAYERS.model == "B"].assign(layer=lambda f: f.layer + ".x")
+    fig = figures.heatmap_figure(pd.concat([LAYERS[LAYERS.model == "A"], deeper]), LABELS)
+    assert fig.layout.yaxis.showticklabels and fig.layout.yaxis2.showticklabels
+    assert fig.layout.xaxis2.domain[0] - fig.layout.xaxis.domain[1] > 0.2  # room for the right panel's names
 
 
 def test_heatmap_bins_long_runs():
