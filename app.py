@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from resnet_viz.ui import live_chart
 from resnet_viz.ui.roles import teacher_login
 from resnet_viz.ui.run_panel import sidebar_status
 from resnet_viz.ui.session import run_service
@@ -51,6 +52,7 @@ def main() -> None:
         st.caption("Why skip connections matter, trained live.")
         sidebar_status()
         teacher_login()
+        live_chart.preload()  # every page: a student's first run draws without waiting for the script
     with shell():
         page.run()
 

@@ -74,7 +74,8 @@ def plotly_figure(el: Element) -> dict[str, Any]:
     if el.WhichOneof("type") == "bidi_component":
         if el.bidi_component.component_name != live_chart.COMPONENT:
             return {}
-        return json.loads(live_chart.spec_of(el.bidi_component.json))
+        spec = live_chart.spec_of(el.bidi_component.json)
+        return json.loads(spec) if spec else {}
     return json.loads(el.plotly_chart.spec)
 
 

@@ -92,8 +92,9 @@ def plotly_figures(at: AppTest) -> list[go.Figure]:
 
 
 def live_charts(at: AppTest) -> list[Any]:
-    """The page's live chart elements, in page order."""
-    return [el for el in at.get("bidi_component") if el.proto.component_name == live_chart.COMPONENT]
+    """The page's live chart elements in page order (not the sidebar's script preloader)."""
+    components = [el for el in at.get("bidi_component") if el.proto.component_name == live_chart.COMPONENT]
+    return [el for el in components if live_chart.spec_of(el.proto.json) is not None]
 
 
 def trace_array(value: Any) -> np.ndarray:

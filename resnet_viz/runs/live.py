@@ -189,10 +189,12 @@ class LiveRun(Task):
             self._save()
 
     def _cap(self, threads: int) -> int:
-        """A training process leaves one core to the server, which draws for every tab: with both cores
-        granted, the default pair took 98 s in the app against 34 s with one (two OpenMP threads on about
-        one free core wait for each other at every op)."""
-        return max(1, min(threads, self.scheduler.cores - 1))
+        """A training process runs no model on more intra-op threads than leave one core to the server, which
+        draws for every tab: with both cores granted to one model's ops, the default pair took 98 s in the
+        app against 34 s with one (two OpenMP threads on about one free core wait for each other at every
+        op). Models side by side on one thread each (`Trainer._map`) wait for each other once a step, not
+        once an op, so a run may have a thread per model."""
+        return max(1, min(threads, max(self.scheduler.cores - 1, len(self.request.models))))
 
     def _save(self) -> None:
         trainer = self.trainer

@@ -160,7 +160,7 @@ def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
                 _, threads_now, alphas, stop = message
                 if threads_now != threads:
                     threads = threads_now
-                    torch.set_num_threads(threads)
+                    trainer.set_threads(threads)
                 for key, alpha in alphas.items():
                     trainer.set_skip_scale(key, alpha)
                 if stop:

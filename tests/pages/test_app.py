@@ -1,10 +1,11 @@
 """AppTest: every page renders; the lab trains, restores its config from the URL, explains bad input."""
 
 import pytest
-from harness import open_page, plotly_figures, trace_array
+from harness import live_charts, open_page, plotly_figures, trace_array
 
 from resnet_viz.lab import PRESETS
 from resnet_viz.runs import Replay
+from resnet_viz.ui import live_chart
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
 
@@ -105,6 +106,23 @@ def test_stop_and_reset():
     assert any("Stopped" in w.value for w in at.warning)
     next(b for b in at.button if b.label == "Reset").click().run()
     assert at.session_state[SESSION_KEY].lab is None
+
+
+def test_lab_charts_are_live_elements_that_keep_their_identity_as_the_run_goes_on():
+    """One element per chart key whose figure changes in place (the page calls Plotly.react):
+    `st.plotly_chart` put the figure in the element's id, so every refresh was a new plot in Chromium."""
+    at = open_page("pages/lab.py", {**TINY, "seed": "12"})
+    next(b for b in at.button if b.label == "Train").click().run()
+    first = {el.proto.id: live_chart.spec_of(el.proto.json) for el in live_charts(at)}
+    keys = ("lab.loss", "lab.acc", "lab.gradprofile", "lab.blocks", "lab.heatmap")
+    assert len(first) == len(keys) and all(any(i.endswith(k) for i in first) for k in keys)
+    job = at.session_state[SESSION_KEY].lab
+    assert job.join(120) and job.status == "finished"
+    at.run()
+    last = {el.proto.id: live_chart.spec_of(el.proto.json) for el in live_charts(at)}
+    assert last.keys() == first.keys() and all(last[i] != first[i] for i in first)
+    loss = plotly_figures(at)[0]
+    assert trace_array(loss.data[0].x).tolist() == list(range(1, 11))  # the whole run, drawn in the same element
 
 
 def test_finished_runs_are_stored_and_can_be_reopened():

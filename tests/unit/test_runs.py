@@ -350,3 +350,17 @@ def test_a_class_clicking_at_once_measures_a_config_once():
     for t in threads:
         t.join(WAIT)
     assert budget._measure.cache_info().misses == before + 1 and len(set(estimates)) == 1
+
+
+@pytest.mark.parametrize(
+    ("cores", "granted", "models", "threads"), [(2, 2, 1, 1), (2, 2, 2, 2), (2, 1, 2, 1), (2, 2, 4, 2), (4, 4, 1, 3)]
+)
+def test_a_training_process_leaves_a_core_to_the_server_except_for_models_side_by_side(cores, granted, models, threads):
+    """One model never gets every core's intra-op threads in a worker (its OpenMP threads would wait for each
+    other at every op while the server draws); models stepping side by side, one thread each, may."""
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(
+        scheduler=SimpleNamespace(cores=cores), request=SimpleNamespace(models=dict.fromkeys("ABCD"[:models]))
+    )
+    assert LiveRun._cap(run, granted) == threads

@@ -220,3 +220,32 @@ def test_invalid_train_config(kwargs, field):
     with pytest.raises(ConfigError) as err:
         TrainConfig(**kwargs).validate()
     assert err.value.field == field
+
+
+def test_two_models_step_side_by_side_one_thread_each_as_in_one_thread_runs():
+    """With a thread per model, a pair steps its models at once (one intra-op thread each): each model's
+    numbers are then exactly those of that model trained alone on one thread, and the run's thread
+    count is back when it ends."""
+    models = {"A": ModelConfig(depth=8, width=8, skip=False), "B": ModelConfig(depth=8, width=8)}
+    train = TrainConfig(epochs=1, seed=5, val_every=5)
+    torch.set_num_threads(2)
+    pair = Trainer(models, train, DataConfig())
+    seen = []
+    step_validated = pair._step_validated
+    pair._step_validated = lambda *args: (
+        seen.append((threading.current_thread().name, torch.get_num_threads())) or (step_validated(*args))
+    )
+    together = [r for records in pair.run() for r in records]
+    assert torch.get_num_threads() == 2
+    assert len(seen) == 2 * pair.total_steps and all(n.startswith("model-step") and t == 1 for n, t in seen)
+    torch.set_num_threads(1)
+    for key, cfg in models.items():
+        alone = [r for records in Trainer({key: cfg}, train, DataConfig()).run() for r in records]
+        mine = [r for r in together if r.model == key]
+        assert [(r.loss, r.acc, r.val_loss) for r in mine] == [(r.loss, r.acc, r.val_loss) for r in alone]
+    sequential = Trainer(models, train, DataConfig())  # one thread for two models: one after the other
+    seen.clear()
+    step_validated = sequential._step_validated
+    sequential._step_validated = lambda *args: seen.append(threading.current_thread().name) or step_validated(*args)
+    list(sequential.run())
+    assert set(seen) == {threading.current_thread().name}
