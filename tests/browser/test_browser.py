@@ -34,9 +34,27 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     wait_for_loss_lines(page)
     legend = _legend(page)
     assert "A · plain 56" in legend and "B · residual 56" in legend
-    expect(page.locator(".js-plotly-plot .heatmaplayer image")).to_have_count(2)  # each net's gradient heatmap
+    # Each net's gradient heatmap. Charts out of view draw their newest figure when scrolled to.
+    heatmap = page.locator(".js-plotly-plot").filter(has_text="Gradient norm per layer over training")
+    heatmap.scroll_into_view_if_needed()
+    expect(heatmap.locator(".heatmaplayer image")).to_have_count(2)
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
     before = _step(page)
+    # The loss chart is updated in place (Plotly.react), not rebuilt: the same plot, with a longer line.
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    line = page.evaluate(
+        """() => { window.__lossPlot = document.querySelector('.js-plotly-plot');
+                   return window.__lossPlot.querySelector('.scatterlayer .trace path.js-line').getAttribute('d'); }"""
+    )
+    page.wait_for_function(
+        """(line) => {
+            const plot = document.querySelector('.js-plotly-plot');
+            const now = plot && plot.querySelector('.scatterlayer .trace path.js-line');
+            return now && now.getAttribute('d') !== line;
+        }""",
+        arg=line,
+    )
+    assert page.evaluate("() => document.querySelector('.js-plotly-plot') === window.__lossPlot")
 
     page.get_by_role("link", name="Home").click()
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
