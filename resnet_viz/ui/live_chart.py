@@ -15,7 +15,9 @@ loaded once per page.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import streamlit.components.v2 as components_v2
 # The folder of the plotly package's `plotly.min.js`, served at /component/<name>/plotly.min.js.
 _PLOTLY_JS = components_v1.declare_component("plotly_js", path=str(Path(plotly.__file__).parent / "package_data"))
 DEFAULT_HEIGHT = 450  # Plotly's own default when a figure sets no height
+DIGEST_CHARS = 32  # hex digits of a payload's digest, which starts it
 
 _JS = """
 // Charts out of view keep their newest figure and draw it when they scroll into view: a live run's
@@ -41,15 +44,19 @@ const watcher = new IntersectionObserver((entries) => {
   }
 });
 
+const text = new TextDecoder();
+
 export default function (component) {
   const { data, parentElement } = component;
-  if (data.preload) { plotly(data.lib); return; }
+  if (!(data instanceof Uint8Array)) { if (data && data.preload) plotly(data.lib); return; }
   const div = parentElement.querySelector(".rv-live-plot");
-  if (!div || div.dataset.spec === data.spec) return;  // a refresh that brought the same figure
-  div.dataset.spec = data.spec;
-  div.style.height = data.height + "px";
+  const digest = text.decode(data.subarray(0, DIGEST));
+  if (!div || div.dataset.digest === digest) return;  // a refresh that brought the same figure
+  div.dataset.digest = digest;
+  const chart = JSON.parse(text.decode(data.subarray(DIGEST + 1)));
+  div.style.height = chart.height + "px";
   if (!inView.has(div)) { inView.set(div, true); watcher.observe(div); }  // drawn once, then when seen
-  const draw = () => react(div, data);
+  const draw = () => react(div, digest, chart);
   if (inView.get(div)) draw(); else pending.set(div, draw);
 }
 
@@ -67,14 +74,13 @@ function plotly(lib) {
   return window.__rvPlotly;
 }
 
-function react(div, data) {
-  plotly(data.lib).then((Plotly) => {
-    if (div.dataset.spec !== data.spec) return;  // a newer figure arrived while the script loaded
-    const fig = JSON.parse(data.spec);
-    Plotly.react(div, fig.data, fig.layout, data.config);
+function react(div, digest, chart) {
+  plotly(chart.lib).then((Plotly) => {
+    if (div.dataset.digest !== digest) return;  // a newer figure arrived while the script loaded
+    Plotly.react(div, chart.figure.data, chart.figure.layout, chart.config);
   });
 }
-"""
+""".replace("DIGEST", str(DIGEST_CHARS))
 COMPONENT = "resnet_viz_live_plotly"
 _live = components_v2.component(
     COMPONENT,
@@ -93,23 +99,34 @@ def preload() -> None:
     _live(key="rv-live-plotly-preload", data={"lib": _PLOTLY_JS.name, "preload": True}, height="content")
 
 
-def spec(fig: go.Figure) -> str:
-    """The figure as Plotly JSON; arrays go as base64 typed arrays, which plotly.js decodes."""
-    return fig.to_json(validate=False)
+@dataclass(frozen=True)
+class LiveFigure:
+    """What a live chart element carries: made once per figure, sent as it is to every tab watching.
 
-
-def live_chart(fig: go.Figure, key: str, config: dict[str, Any], figure_json: str | None = None) -> None:
-    """Draw `fig` in the element keyed `key`, updating the plot already there (if any) in place.
-
-    `figure_json` is `spec(fig)` when the caller already has it (a figure shared by many tabs is
-    serialised once).
+    `payload` is bytes, a digest of the chart then its JSON, {"lib", "height", "config", "figure"}:
+    Streamlit forwards bytes as they are, where a dict is JSON-encoded twice per tab and refresh
+    (once for the element, once for its identity), the figure's JSON escaped inside. The page skips
+    a payload whose digest it has drawn.
     """
+
+    payload: bytes
+    height: int  # px
+
+
+def prepare(fig: go.Figure, config: dict[str, Any]) -> LiveFigure:
+    """The figure (arrays as base64 typed arrays, which plotly.js decodes) and Plotly's options, ready to send."""
     height = int(fig.layout.height or DEFAULT_HEIGHT)
-    data = {"lib": _PLOTLY_JS.name, "spec": figure_json or spec(fig), "height": height, "config": config}
-    _live(key=key, data=data, height=height)
+    head = json.dumps({"lib": _PLOTLY_JS.name, "height": height, "config": config})
+    body = f'{head[:-1]}, "figure": {fig.to_json(validate=False)}}}'.encode()
+    digest = hashlib.blake2b(body, digest_size=DIGEST_CHARS // 2).hexdigest().encode()
+    return LiveFigure(digest + b"\n" + body, height)
 
 
-def spec_of(data_json: str) -> str | None:
-    """The figure's Plotly JSON that a live chart element carries, from the element's JSON data;
-    None for the element that only preloads the script."""
-    return json.loads(data_json).get("spec")
+def live_chart(key: str, figure: LiveFigure) -> None:
+    """Draw `figure` in the element keyed `key`, updating the plot already there (if any) in place."""
+    _live(key=key, data=figure.payload, height=figure.height)
+
+
+def figure_of(payload: bytes) -> dict[str, Any]:
+    """The Plotly figure (data and layout) in a live chart element's payload."""
+    return json.loads(payload[DIGEST_CHARS + 1 :])["figure"]

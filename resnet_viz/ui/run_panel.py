@@ -155,12 +155,12 @@ class Panel:
     key: str
     figure: go.Figure
     caption: str
-    # The figure's Plotly JSON, made once: thirty tabs watching one run share these figures, and
+    # What the page gets, made once: thirty tabs watching one run share these figures, and
     # serialising one (arrays base64-encoded) per tab was about 40% of the server's CPU at N = 30.
-    spec: str = field(init=False, compare=False)
+    live: live_chart.LiveFigure = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spec", live_chart.spec(self.figure))
+        object.__setattr__(self, "live", live_chart.prepare(self.figure, CHART_CONFIG))
 
 
 LOSS_CAPTION = (
@@ -240,7 +240,7 @@ def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pane
 
 def _draw(panel: Panel) -> None:
     """One chart, updated in place on the page at each refresh (see `live_chart`), and its caption."""
-    live_chart.live_chart(panel.figure, panel.key, CHART_CONFIG, panel.spec)
+    live_chart.live_chart(panel.key, panel.live)
     st.caption(panel.caption)
 
 

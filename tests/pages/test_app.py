@@ -5,7 +5,6 @@ from harness import live_charts, open_page, plotly_figures, trace_array
 
 from resnet_viz.lab import PRESETS
 from resnet_viz.runs import Replay
-from resnet_viz.ui import live_chart
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
 
@@ -113,13 +112,13 @@ def test_lab_charts_are_live_elements_that_keep_their_identity_as_the_run_goes_o
     `st.plotly_chart` put the figure in the element's id, so every refresh was a new plot in Chromium."""
     at = open_page("pages/lab.py", {**TINY, "seed": "12"})
     next(b for b in at.button if b.label == "Train").click().run()
-    first = {el.proto.id: live_chart.spec_of(el.proto.json) for el in live_charts(at)}
+    first = {el.proto.id: el.proto.bytes for el in live_charts(at)}
     keys = ("lab.loss", "lab.acc", "lab.gradprofile", "lab.blocks", "lab.heatmap")
     assert len(first) == len(keys) and all(any(i.endswith(k) for i in first) for k in keys)
     job = at.session_state[SESSION_KEY].lab
     assert job.join(120) and job.status == "finished"
     at.run()
-    last = {el.proto.id: live_chart.spec_of(el.proto.json) for el in live_charts(at)}
+    last = {el.proto.id: el.proto.bytes for el in live_charts(at)}
     assert last.keys() == first.keys() and all(last[i] != first[i] for i in first)
     loss = plotly_figures(at)[0]
     assert trace_array(loss.data[0].x).tolist() == list(range(1, 11))  # the whole run, drawn in the same element

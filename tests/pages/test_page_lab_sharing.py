@@ -137,14 +137,21 @@ def test_a_panel_serialises_its_figure_once_for_every_tab():
     import plotly.graph_objects as go
     import plotly.io as pio
 
+    from resnet_viz.ui import live_chart
     from resnet_viz.ui.run_panel import Panel
 
-    fig = go.Figure(go.Scatter(x=np.arange(50.0), y=np.arange(50.0) ** 2, name="A: train"))
-    fig.update_layout(title="Loss")
+    def loss() -> go.Figure:
+        return go.Figure(go.Scatter(x=np.arange(50.0), y=np.arange(50.0) ** 2, name="A: train"), {"title": "Loss"})
+
+    fig = loss()
     calls = []
     real = fig.to_json
     fig.to_json = lambda **kw: calls.append(kw) or real(**kw)
     panel = Panel("lab.loss", fig, "caption")
-    assert panel.spec is panel.spec and len(calls) == 1  # made once, read by every tab
-    decoded = pio.from_json(panel.spec)
+    assert panel.live is panel.live and len(calls) == 1  # made once, read by every tab
+    decoded = go.Figure(live_chart.figure_of(panel.live.payload))
     assert decoded.layout.title.text == "Loss" and decoded.data[0].name == "A: train"
+    assert decoded.to_json() == pio.from_json(real(validate=False)).to_json()  # the figure, as st.plotly_chart sent it
+    other = Panel("lab.loss", loss(), "caption").live.payload
+    assert other[:32] == panel.live.payload[:32]  # same figure, same digest: the page draws it once
+    assert Panel("lab.acc", go.Figure(), "caption").live.payload[:32] != panel.live.payload[:32]
