@@ -63,7 +63,10 @@ def live_panel(jobs: SessionJobs) -> None:
             f"Stored run {stored.key[:10]} from {format_time(stored.created)}: {stored.data.name}, "
             f"{stored.train.epochs} epochs, seed {stored.train.seed}."
         )
-    status_line(view, labels)
+    # Status lines come and go (queued, finished...): in their own container, the charts after them keep
+    # their place in the page, so their plots are updated, not built again, when the run ends.
+    with st.container():
+        status_line(view, labels)
     if isinstance(run, LiveRun):
         skip_sliders(jobs, run, view, labels)
     charts(view, labels, run.request.data)

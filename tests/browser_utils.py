@@ -70,6 +70,14 @@ def no_exception(page: Page) -> None:
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
 
+def seen_chart(page: Page, title: str) -> Locator:
+    """The Plotly chart whose text includes `title`, scrolled into view: a live lab chart out of view
+    keeps its newest figure and draws it when it is seen (`resnet_viz/ui/live_chart.py`)."""
+    chart = page.locator(".js-plotly-plot").filter(has_text=title)
+    chart.scroll_into_view_if_needed()
+    return chart
+
+
 def wait_for_loss_lines(page: Page) -> None:
     """Wait until the loss chart (the first Plotly chart) has drawn lines with points for both models."""
     page.wait_for_function(

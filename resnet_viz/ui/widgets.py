@@ -51,7 +51,13 @@ WIDTH_HELP = {
 }
 
 
-CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png"}}  # Plotly's own options
+# Plotly's own options. A short mode bar (save, zoom, pan, reset): on hover it covers the end of a long
+# title in a half-width column, and the buttons dropped here are rarely used.
+CHART_CONFIG = {
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "png"},
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
+}
 
 
 def chart(fig: go.Figure, caption: str, key: str) -> None:

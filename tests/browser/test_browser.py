@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from browser_utils import ARTIFACTS, main, new_page, no_exception, wait_for_loss_lines
+from browser_utils import ARTIFACTS, main, new_page, no_exception, seen_chart, wait_for_loss_lines
 from playwright.sync_api import Page, expect
 
 
@@ -34,10 +34,8 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     wait_for_loss_lines(page)
     legend = _legend(page)
     assert "A · plain 56" in legend and "B · residual 56" in legend
-    # Each net's gradient heatmap. Charts out of view draw their newest figure when scrolled to.
-    heatmap = page.locator(".js-plotly-plot").filter(has_text="Gradient norm per layer over training")
-    heatmap.scroll_into_view_if_needed()
-    expect(heatmap.locator(".heatmaplayer image")).to_have_count(2)
+    heatmap = seen_chart(page, "Gradient norm per layer over training")
+    expect(heatmap.locator(".heatmaplayer image")).to_have_count(2)  # each net's gradient heatmap
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
     before = _step(page)
     # The loss chart is updated in place (Plotly.react), not rebuilt: the same plot, with a longer line.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception, wait_for_loss_lines
+from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception, seen_chart, wait_for_loss_lines
 from playwright.sync_api import expect
 
 from resnet_viz.lab import PRESETS
@@ -31,9 +31,9 @@ def test_post_ln_preset_from_home_trains_and_draws_attention(server, browser):
     _finished(page)
     legend = page.locator(".js-plotly-plot").first.locator(".legend").text_content() or ""
     assert "A · residual 10 (post-LN)" in legend and "B · residual 10 (pre-LN)" in legend
-    attention = page.locator(".js-plotly-plot").filter(has_text="Attention of one test sequence")
+    attention = seen_chart(page, "Attention of one test sequence")
     expect(attention.locator(".heatmaplayer image")).to_have_count(16)  # 2 models x 2 layers x 4 heads
-    sublayers = page.locator(".js-plotly-plot").filter(has_text="attention and MLP sub-layers")
+    sublayers = seen_chart(page, "attention and MLP sub-layers")
     expect(sublayers.locator(".scatterlayer .trace")).to_have_count(4)  # 2 models x attention, MLP
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "lab_transformer.png"), full_page=True)
@@ -48,7 +48,7 @@ def test_gcn_run_draws_the_oversmoothing_chart(server, browser):
     main(page).get_by_role("button", name="Train").click()
     wait_for_loss_lines(page)
     _finished(page)
-    smoothing = page.locator(".js-plotly-plot").filter(has_text="Oversmoothing: Dirichlet energy")
+    smoothing = seen_chart(page, "Oversmoothing: Dirichlet energy")
     expect(smoothing.locator(".scatterlayer .trace path.js-line")).to_have_count(2)
     no_exception(page)
     smoothing.screenshot(path=str(ARTIFACTS / "lab_gcn_smoothing.png"))
