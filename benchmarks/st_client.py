@@ -72,10 +72,7 @@ def plotly_figure(el: Element) -> dict[str, Any]:
     """The figure (data and layout) a chart element carries: a plotly_chart, or a live chart
     (`resnet_viz.ui.live_chart`); {} for another component."""
     if el.WhichOneof("type") == "bidi_component":
-        component = el.bidi_component
-        if component.component_name != live_chart.COMPONENT or component.WhichOneof("data") != "bytes":
-            return {}  # another component, or the sidebar's script preloader
-        return live_chart.figure_of(component.bytes)
+        return live_chart.figure_in(el.bidi_component) or {}
     return json.loads(el.plotly_chart.spec)
 
 

@@ -88,13 +88,12 @@ def plotly_figures(at: AppTest) -> list[go.Figure]:
     """The page's Plotly figures, decoded from the JSON the page ships: its `st.plotly_chart`s, then the
     live charts a run redraws in place (`resnet_viz.ui.live_chart`)."""
     charts = [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
-    return charts + [go.Figure(live_chart.figure_of(el.proto.bytes)) for el in live_charts(at)]
+    return charts + [go.Figure(live_chart.figure_in(el.proto)) for el in live_charts(at)]
 
 
 def live_charts(at: AppTest) -> list[Any]:
     """The page's live chart elements in page order (not the sidebar's script preloader)."""
-    components = [el for el in at.get("bidi_component") if el.proto.component_name == live_chart.COMPONENT]
-    return [el for el in components if el.proto.WhichOneof("data") == "bytes"]
+    return [el for el in at.get("bidi_component") if live_chart.figure_in(el.proto) is not None]
 
 
 def trace_array(value: Any) -> np.ndarray:

@@ -31,7 +31,9 @@ _PLOTLY_JS = components_v1.declare_component("plotly_js", path=str(Path(plotly._
 DEFAULT_HEIGHT = 450  # Plotly's own default when a figure sets no height
 DIGEST_CHARS = 32  # hex digits of a payload's digest, which starts it
 
-_JS = """
+_JS = (
+    f"const DIGEST = {DIGEST_CHARS};  // bytes of a payload's digest, then a newline, then its JSON\n"
+    + """
 // Charts out of view keep their newest figure and draw it when they scroll into view: a live run's
 // refresh then redraws only what the viewer sees (Plotly was the page's largest CPU cost).
 const pending = new WeakMap();
@@ -80,7 +82,8 @@ function react(div, digest, chart) {
     Plotly.react(div, chart.figure.data, chart.figure.layout, chart.config);
   });
 }
-""".replace("DIGEST", str(DIGEST_CHARS))
+"""
+)
 COMPONENT = "resnet_viz_live_plotly"
 _live = components_v2.component(
     COMPONENT,
@@ -125,6 +128,14 @@ def prepare(fig: go.Figure, config: dict[str, Any]) -> LiveFigure:
 def live_chart(key: str, figure: LiveFigure) -> None:
     """Draw `figure` in the element keyed `key`, updating the plot already there (if any) in place."""
     _live(key=key, data=figure.payload, height=figure.height)
+
+
+def figure_in(component: Any) -> dict[str, Any] | None:
+    """The figure a live chart element carries, from its `BidiComponent` proto (a test's or a benchmark
+    client's view of the page); None for another component or for the script preloader."""
+    if component.component_name != COMPONENT or component.WhichOneof("data") != "bytes":
+        return None
+    return figure_of(component.bytes)
 
 
 def figure_of(payload: bytes) -> dict[str, Any]:
