@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import color, layout, positive
+from .common import axis, color, figure, layout, look, positive
 from .lab import latest
 
 _SUBLAYER = re.compile(r"layer(\d+)\.(attn|mlp)\.\w+")
@@ -43,25 +43,28 @@ def sublayer_grad_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.
     """‖∂L/∂W‖ of each encoder layer's attention and MLP sub-layer (Xiong et al. 2020, Fig. 3): post-LN's grow
     towards the output at initialisation, pre-LN's stay level."""
     table = sublayer_grads(layers)
-    fig = go.Figure()
+    traces = []
     for i, (key, label) in enumerate(labels.items()):
         part = table[table.model == key]
         step = int(part.step.max()) if len(part) else 0
         for sub, (name, dash) in SUBLAYERS.items():
             rows = part[part.sublayer == sub].sort_values("layer")
-            fig.add_trace(
-                go.Scatter(
-                    x=rows.layer,
-                    y=positive(rows.value),
-                    name=f"{label}: {name} (step {step})",
-                    mode="lines+markers",
-                    line={"color": color(key, i), "dash": dash, "width": 2},
-                    marker={"size": 6, "symbol": "circle" if sub == "attn" else "square"},
-                )
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": rows.layer,
+                    "y": positive(rows.value),
+                    "name": f"{label}: {name} (step {step})",
+                    "mode": "lines+markers",
+                    "line": {"color": color(key, i), "dash": dash, "width": 2},
+                    "marker": {"size": 6, "symbol": "circle" if sub == "attn" else "square"},
+                }
             )
-    fig = layout(fig, "Gradient norm per encoder layer: attention and MLP sub-layers", "encoder layer", "‖∂L/∂W‖ (log)")
-    fig.update_xaxes(dtick=1)
-    return fig.update_yaxes(type="log")
+    title = "Gradient norm per encoder layer: attention and MLP sub-layers"
+    return figure(
+        traces,
+        {**look(title), "xaxis": axis("encoder layer", dtick=1), "yaxis": axis("‖∂L/∂W‖ (log)", type="log")},
+    )
 
 
 def attention_figure(pictures: Mapping[str, tuple], labels: Mapping[str, str], step: int) -> go.Figure:
@@ -124,27 +127,27 @@ def attention_figure(pictures: Mapping[str, tuple], labels: Mapping[str, str], s
 def smoothing_figure(pictures: Mapping[str, tuple], labels: Mapping[str, str], step: int) -> go.Figure:
     """Normalised Dirichlet energy of the node features after every layer (log y): near 0 means every node of
     a graph carries the same features, so no layer after it can tell the communities apart."""
-    fig = go.Figure()
+    traces = []
     for i, (key, label) in enumerate(labels.items()):
         if key not in pictures:
             continue
         energies, names = pictures[key]
-        fig.add_trace(
-            go.Scatter(
-                x=list(names),
-                y=np.clip(energies, 1e-6, None),
-                name=label,
-                mode="lines+markers",
-                line={"color": color(key, i), "width": 2},
-                marker={"size": 5},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": list(names),
+                "y": np.clip(energies, 1e-6, None),
+                "name": label,
+                "mode": "lines+markers",
+                "line": {"color": color(key, i), "width": 2},
+                "marker": {"size": 5},
+            }
         )
-    fig = layout(
-        fig,
-        f"Oversmoothing: Dirichlet energy of the node features per layer, step {step}",
-        "layer (input → output)",
-        "normalised Dirichlet energy (log)",
-        log_y=True,
+    return figure(
+        traces,
+        {
+            **look(f"Oversmoothing: Dirichlet energy of the node features per layer, step {step}"),
+            "xaxis": axis("layer (input → output)", tickangle=-45),
+            "yaxis": axis("normalised Dirichlet energy (log)", type="log"),
+        },
     )
-    fig.update_xaxes(tickangle=-45)
-    return fig

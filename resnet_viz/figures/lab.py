@@ -10,9 +10,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from .common import MAX_HEATMAP_COLUMNS, color, layout, positive, thin
+from .common import (
+    MAX_HEATMAP_COLUMNS,
+    axis,
+    color,
+    figure,
+    look,
+    positive,
+    row_of_subplots,
+    subplot_axis,
+    thin,
+)
 
 
 def loss_figure(
@@ -28,30 +37,40 @@ def loss_figure(
     training rows are bin means and whose validation rows have no training loss). `fork_step` marks
     where this run was forked from a shared one.
     """
-    fig = go.Figure()
+    traces = []
     for i, (key, label) in enumerate(labels.items()):
         rows = steps[steps.model == key]
         train = thin(rows[rows.loss.notna()])
-        fig.add_trace(
-            go.Scatter(
-                x=train.step,
-                y=positive(train.loss),
-                name=f"{label}: train",
-                mode="lines",
-                line={"color": color(key, i), "width": 2},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": train.step,
+                "y": positive(train.loss),
+                "name": f"{label}: train",
+                "mode": "lines",
+                "line": {"color": color(key, i), "width": 2},
+            }
         )
         val = rows.dropna(subset=["val_loss"])
-        fig.add_trace(
-            go.Scatter(
-                x=val.step,
-                y=positive(val.val_loss),
-                name=f"{label}: validation",
-                mode="lines+markers",
-                line={"color": color(key, i), "dash": "dash", "width": 1.5},
-                marker={"size": 6},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": val.step,
+                "y": positive(val.val_loss),
+                "name": f"{label}: validation",
+                "mode": "lines+markers",
+                "line": {"color": color(key, i), "dash": "dash", "width": 1.5},
+                "marker": {"size": 6},
+            }
         )
+    fig = figure(
+        traces,
+        {
+            **look("Loss: training (solid) and validation (dashed)"),
+            "xaxis": axis("step"),
+            "yaxis": axis("cross-entropy loss (nats, log)", type="log"),
+        },
+    )
     _mark_skip_events(fig, skip_events, labels)
     if fork_step:
         fig.add_vline(
@@ -64,9 +83,7 @@ def loss_figure(
         fig.add_vline(
             x=step, line={"color": color(key), "width": 2}, annotation_text=f"{labels.get(key, key)} diverged"
         )
-    return layout(
-        fig, "Loss: training (solid) and validation (dashed)", "step", "cross-entropy loss (nats, log)", log_y=True
-    )
+    return fig
 
 
 def _mark_skip_events(fig: go.Figure, events: Sequence[tuple[str, int, float]], labels: Mapping[str, str]) -> None:
@@ -84,34 +101,41 @@ def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure
 
     The live chart table brings the 10-step mean as ``acc_smooth``; a full steps frame is smoothed here.
     """
-    fig = go.Figure()
+    traces = []
     for i, (key, label) in enumerate(labels.items()):
         rows = steps[steps.model == key]
         rows = rows[rows.acc.notna()]
         mean = rows.acc_smooth if "acc_smooth" in rows else rows.acc.rolling(10, min_periods=1).mean()
         train = thin(rows.assign(acc=mean))
-        fig.add_trace(
-            go.Scatter(
-                x=train.step,
-                y=100 * train.acc,
-                name=f"{label}: train (10-step mean)",
-                mode="lines",
-                line={"color": color(key, i), "width": 2},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": train.step,
+                "y": 100 * train.acc,
+                "name": f"{label}: train (10-step mean)",
+                "mode": "lines",
+                "line": {"color": color(key, i), "width": 2},
+            }
         )
         val = rows.dropna(subset=["val_acc"])
-        fig.add_trace(
-            go.Scatter(
-                x=val.step,
-                y=100 * val.val_acc,
-                name=f"{label}: validation",
-                mode="lines+markers",
-                line={"color": color(key, i), "dash": "dash", "width": 1.5},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": val.step,
+                "y": 100 * val.val_acc,
+                "name": f"{label}: validation",
+                "mode": "lines+markers",
+                "line": {"color": color(key, i), "dash": "dash", "width": 1.5},
+            }
         )
-    fig = layout(fig, "Accuracy: training and validation", "step", "accuracy (%)")
-    fig.update_yaxes(range=[0, 100])
-    return fig
+    return figure(
+        traces,
+        {
+            **look("Accuracy: training and validation"),
+            "xaxis": axis("step"),
+            "yaxis": axis("accuracy (%)", range=[0, 100]),
+        },
+    )
 
 
 def layer_order(layers: pd.DataFrame) -> list[str]:
@@ -136,23 +160,26 @@ def profile_figure(
 ) -> go.Figure:
     """One value per layer (network order on x) at each model's latest probed step."""
     rows = latest(layers, metric)
-    fig = go.Figure()
+    traces = []
     for i, (key, label) in enumerate(labels.items()):
         part = rows[rows.model == key].sort_values("depth_index")
         step = int(part.step.max()) if len(part) else 0
-        fig.add_trace(
-            go.Scatter(
-                x=part.layer,
-                y=positive(part.value) if log_y else part.value,
-                name=f"{label} (step {step})",
-                mode="lines+markers",
-                line={"color": color(key, i), "width": 2},
-                marker={"size": 5},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": part.layer,
+                "y": positive(part.value) if log_y else part.value,
+                "name": f"{label} (step {step})",
+                "mode": "lines+markers",
+                "line": {"color": color(key, i), "width": 2},
+                "marker": {"size": 5},
+            }
         )
-    fig = layout(fig, title, "layer (input → output)", y_title, log_y=log_y)
-    fig.update_xaxes(categoryorder="array", categoryarray=layer_order(rows) if len(rows) else [], tickangle=-45)
-    return fig
+    order = layer_order(rows) if len(rows) else []
+    x_axis = axis("layer (input → output)", categoryorder="array", categoryarray=order, tickangle=-45)
+    # Without log_y, Plotly picks the y type from the data (forcing "linear" left layer-name axes empty).
+    y_axis = axis(y_title, type="log") if log_y else axis(y_title)
+    return figure(traces, {**look(title), "xaxis": x_axis, "yaxis": y_axis})
 
 
 def grad_profile_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
@@ -177,46 +204,39 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
     # Models with the same layers (the usual pair, which differs only in its skips) share the layer
     # names on the left; otherwise each panel names its own, and needs room for them.
     same_layers = len({tuple(names) for _, names in drawn}) == 1
-    fig = make_subplots(
-        rows=1,
-        cols=len(keys),
-        shared_yaxes=False,
-        subplot_titles=[labels[k] for k in keys],
-        horizontal_spacing=0.04 if same_layers else 0.22,
-    )
+    grid_layout = row_of_subplots([labels[k] for k in keys], 0.04 if same_layers else 0.22)
     zmin = min((float(np.nanmin(g[0].values)) for g in drawn), default=0.0)
     zmax = max((float(np.nanmax(g[0].values)) for g in drawn), default=1.0)
+    traces = []
     for col, key in enumerate(keys, start=1):
+        (x_name, x_key), (y_name, y_key) = subplot_axis("x", col), subplot_axis("y", col)
+        grid_layout[x_key].update(title={"text": "step"})
+        y_axis = grid_layout[y_key]
+        y_axis.update(title={"text": "layer (input at top)" if col == 1 else ""})
         if grids[key] is None:
             continue
         grid, names = grids[key]
-        fig.add_trace(
-            go.Heatmap(
-                z=grid.values,
-                x=grid.columns,
-                y=names,
-                coloraxis="coloraxis",
-                hovertemplate="step %{x}<br>%{y}<br>log10 = %{z:.2f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
+        traces.append(
+            {
+                "type": "heatmap",
+                "z": grid.values,
+                "x": grid.columns,
+                "y": names,
+                "coloraxis": "coloraxis",
+                "hovertemplate": "step %{x}<br>%{y}<br>log10 = %{z:.2f}<extra></extra>",
+                "xaxis": x_name,
+                "yaxis": y_name,
+            }
         )
         labelled = len(names) <= 40 and (col == 1 or not same_layers)
-        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=labelled)
-        fig.update_xaxes(title_text="step", row=1, col=col)
-    fig.update_layout(
-        coloraxis={
-            "colorscale": "Viridis",
-            "cmin": zmin,
-            "cmax": zmax,
-            "colorbar": {"title": {"text": "log10 ‖∂L/∂W‖"}},
-        }
-    )
-    fig = layout(fig, "Gradient norm per layer over training (log colour, shared scale)", "step", "", height=420)
-    fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="")
-    fig.update_yaxes(title_text="layer (input at top)", row=1, col=1)
-    return fig
+        y_axis.update(autorange="reversed", showticklabels=labelled)
+    grid_layout["coloraxis"] = {
+        "colorscale": "Viridis",
+        "cmin": zmin,
+        "cmax": zmax,
+        "colorbar": {"title": {"text": "log10 ‖∂L/∂W‖"}},
+    }
+    return figure(traces, {**grid_layout, **look("Gradient norm per layer over training (log colour, shared scale)")})
 
 
 def _log_grid(part: pd.DataFrame, binned: bool) -> tuple[pd.DataFrame, np.ndarray] | None:
@@ -251,38 +271,36 @@ def _bin_columns(grid: pd.DataFrame) -> pd.DataFrame:
 
 def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
     """Two panels per block: the gradient through the block output, and the std of its response."""
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        horizontal_spacing=0.14,
-        subplot_titles=("gradient ‖∂L/∂x‖", "response std of F(x)"),
-    )
+    grid_layout = row_of_subplots(("gradient ‖∂L/∂x‖", "response std of F(x)"), 0.14)
     grads, stds = latest(layers, "block_grad_norm"), latest(layers, "act_std")
+    traces = []
     for i, (key, label) in enumerate(labels.items()):
         for col, rows in ((1, grads), (2, stds)):
             part = rows[rows.model == key].sort_values("depth_index")
-            y = positive(part.value) if col == 1 else part.value
-            fig.add_trace(
-                go.Scatter(
-                    x=part.layer,
-                    y=y,
-                    name=label,
-                    legendgroup=key,
-                    showlegend=col == 1,
-                    mode="lines+markers",
-                    line={"color": color(key, i), "width": 2},
-                ),
-                row=1,
-                col=col,
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": part.layer,
+                    "y": positive(part.value) if col == 1 else part.value,
+                    "name": label,
+                    "legendgroup": key,
+                    "showlegend": col == 1,
+                    "mode": "lines+markers",
+                    "line": {"color": color(key, i), "width": 2},
+                    "xaxis": subplot_axis("x", col)[0],
+                    "yaxis": subplot_axis("y", col)[0],
+                }
             )
-    fig = layout(fig, "Residual stream per block, now", "block", "", height=460, legend_y=1.12)
-    fig.update_yaxes(type="log", row=1, col=1, title_text="‖∂L/∂x‖ (log)")
+    order = layer_order(pd.concat([grads, stds])) if len(grads) or len(stds) else []
+    for col in (1, 2):
+        grid_layout[subplot_axis("x", col)[1]].update(
+            axis("block", categoryorder="array", categoryarray=order, tickangle=-45)
+        )
+    grid_layout["yaxis"].update(axis("‖∂L/∂x‖ (log)", type="log"))
     # Linear from 0: after BatchNorm every response starts at std 1; what matters is how it moves.
     top = float(stds.value.max()) * 1.15 if len(stds) else 1.0
-    fig.update_yaxes(type="linear", row=1, col=2, title_text="response std", range=[0, max(top, 1e-6)])
-    order = layer_order(pd.concat([grads, stds])) if len(grads) or len(stds) else []
-    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45, title_text="block")
-    return fig
+    grid_layout["yaxis2"].update(axis("response std", type="linear", range=[0, max(top, 1e-6)]))
+    return figure(traces, {**grid_layout, **look("Residual stream per block, now", height=460, legend_y=1.12)})
 
 
 def decision_boundary_figure(
@@ -293,52 +311,54 @@ def decision_boundary_figure(
 ) -> go.Figure:
     """P(class 1) over the plane for each model, with the training points on top."""
     keys = [k for k in labels if k in grids]
-    fig = make_subplots(
-        rows=1, cols=max(1, len(keys)), subplot_titles=[labels[k] for k in keys], horizontal_spacing=0.08
-    )
+    grid_layout = row_of_subplots([labels[k] for k in keys] or [""], 0.08)
+    traces = []
     for col, key in enumerate(keys, start=1):
+        (x_name, x_key), (y_name, y_key) = subplot_axis("x", col), subplot_axis("y", col)
         xs, ys, probs = grids[key]
-        fig.add_trace(
-            go.Heatmap(
-                x=xs,
-                y=ys,
-                z=probs,
-                zmin=0,
-                zmax=1,
-                colorscale="RdBu",
-                coloraxis="coloraxis",
-                hovertemplate="x %{x:.2f}, y %{y:.2f}<br>P(class 1) = %{z:.2f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
+        traces.append(
+            {
+                "type": "heatmap",
+                "x": xs,
+                "y": ys,
+                "z": probs,
+                "zmin": 0,
+                "zmax": 1,
+                "colorscale": "RdBu",
+                "coloraxis": "coloraxis",
+                "hovertemplate": "x %{x:.2f}, y %{y:.2f}<br>P(class 1) = %{z:.2f}<extra></extra>",
+                "xaxis": x_name,
+                "yaxis": y_name,
+            }
         )
         for cls, symbol in ((0, "circle"), (1, "diamond")):
             pts = points[targets == cls]
-            fig.add_trace(
-                go.Scatter(
-                    x=pts[:, 0],
-                    y=pts[:, 1],
-                    mode="markers",
-                    name=f"class {cls}",
-                    showlegend=col == 1,
-                    legendgroup=str(cls),
-                    marker={
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": pts[:, 0],
+                    "y": pts[:, 1],
+                    "mode": "markers",
+                    "name": f"class {cls}",
+                    "showlegend": col == 1,
+                    "legendgroup": str(cls),
+                    "marker": {
                         "size": 4,
                         "symbol": symbol,
                         "color": "#B2182B" if cls == 0 else "#2166AC",
                         "line": {"width": 0.5, "color": "white"},
                     },
-                ),
-                row=1,
-                col=col,
+                    "xaxis": x_name,
+                    "yaxis": y_name,
+                }
             )
-        fig.update_xaxes(title_text="x₁", row=1, col=col)
-        fig.update_yaxes(title_text="x₂" if col == 1 else "", row=1, col=col, scaleanchor=f"x{col if col > 1 else ''}")
-    fig.update_layout(
-        coloraxis={"colorscale": "RdBu", "cmin": 0, "cmax": 1, "colorbar": {"title": {"text": "P(class 1)"}}}
-    )
-    fig = layout(
-        fig, "Decision boundary: each model's P(class 1) over the plane", "x₁", "x₂", height=460, legend_y=1.12
-    )
-    fig.update_xaxes(title_text="x₁")
-    return fig
+        grid_layout[x_key].update(axis("x₁"))
+        grid_layout[y_key].update(axis("x₂", scaleanchor=x_name))  # equal units on both axes: round stays round
+    grid_layout["coloraxis"] = {
+        "colorscale": "RdBu",
+        "cmin": 0,
+        "cmax": 1,
+        "colorbar": {"title": {"text": "P(class 1)"}},
+    }
+    title = "Decision boundary: each model's P(class 1) over the plane"
+    return figure(traces, {**grid_layout, **look(title, height=460, legend_y=1.12)})

@@ -66,16 +66,16 @@ def skip_sliders(jobs: SessionJobs, run: LiveRun, view: RunView, labels: dict[st
     cols = st.columns(len(labels))
     for col, key in zip(cols, labels, strict=True):
         current = run.skip_scale(key)
-        state_key = f"lab.live.{run.id}.{key}"
-        if state_key not in st.session_state:
-            st.session_state[state_key] = current
         shared = " Others watch this run: moving it gives you your own copy from here." if view.viewers > 1 else ""
         alpha = col.slider(
             f"Live skip scale α of {labels[key]}",
             0.0,
             1.0,
+            # The run's value when this tab first draws it, the tab's own after that. Given, not read back
+            # from the session state: without it a slider scans every session key on each refresh.
+            value=current,
             step=0.05,
-            key=state_key,
+            key=f"lab.live.{run.id}.{key}",
             disabled=view.status not in ("running", "queued"),
             help="out = F(x) + α·x. Move it while training: the change is marked on the loss curve." + shared,
         )
@@ -96,6 +96,7 @@ class _Drawn:
     status: str  # its status then: a change of status (finished, diverged) is always drawn at once
     built: float  # time.perf_counter() when built
     figures: list[Panel]
+    picture_step: int = 0  # the step of the pictures the family's picture panel (the last figure) shows
 
 
 _FIGURES: OrderedDict[tuple, _Drawn] = OrderedDict()  # (run id, labels, data) -> latest figures
@@ -136,9 +137,9 @@ def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pa
                 return drawn.figures  # another tab is building newer ones: these are under a second old
         building.wait()  # nothing of this status drawn yet: wait for that tab's figures
     try:
-        figs = _build(view, labels, data)
+        figs = _build(view, labels, data, drawn)
         with _FIGURES_LOCK:
-            _FIGURES[key] = _Drawn(view.version, view.step, view.status, time.perf_counter(), figs)
+            _FIGURES[key] = _Drawn(view.version, view.step, view.status, time.perf_counter(), figs, view.picture_step)
             _FIGURES.move_to_end(key)
             while len(_FIGURES) > MAX_CACHED_FIGURES:
                 _FIGURES.popitem(last=False)
@@ -221,7 +222,9 @@ def _picture_panel(view: RunView, labels: dict[str, str], data: DataConfig) -> P
     )
 
 
-def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Panel]:
+def _build(view: RunView, labels: dict[str, str], data: DataConfig, drawn: _Drawn | None) -> list[Panel]:
+    """The panels of one redraw; the family's picture is kept from the last redraw until new pictures come
+    (an attention grid of every head takes longer to build than the other five charts)."""
     steps, layers = view.steps, view.layers
     diverged = {k: s.step for k, s in view.states.items() if s.status == "diverged"}
     transformer = data.model_fields()["family"] == "transformer"
@@ -234,6 +237,8 @@ def _build(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pane
         Panel("lab.blocks", figures.block_figure(layers, labels), BLOCKS_CAPTION),
         Panel("lab.heatmap", figures.heatmap_figure(layers, labels), HEATMAP_CAPTION),
     ]
+    if drawn is not None and len(drawn.figures) > len(panels) and drawn.picture_step == view.picture_step:
+        return panels + drawn.figures[len(panels) :]
     picture = _picture_panel(view, labels, data)
     return panels + ([picture] if picture is not None else [])
 

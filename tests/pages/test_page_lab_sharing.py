@@ -93,7 +93,7 @@ def test_tabs_watching_one_run_build_its_figures_once_per_rebuild_interval(monke
     builds: list[int] = []
     started, release = threading.Event(), threading.Event()
 
-    def build(view, labels, data):
+    def build(view, labels, data, drawn):
         builds.append(view.version)
         started.set()
         release.wait(10)
@@ -103,7 +103,7 @@ def test_tabs_watching_one_run_build_its_figures_once_per_rebuild_interval(monke
     labels, data = {"A": "A · plain 8"}, DataConfig()
 
     def view(version: int, status: str = "running", step: int = 5) -> SimpleNamespace:
-        return SimpleNamespace(id="run-1", version=version, status=status, step=step)
+        return SimpleNamespace(id="run-1", version=version, status=status, step=step, picture_step=0)
 
     got: list[list[str]] = []
     first = threading.Thread(target=lambda: got.append(run_panel._figures(view(1), labels, data)))
@@ -130,6 +130,33 @@ def test_tabs_watching_one_run_build_its_figures_once_per_rebuild_interval(monke
     assert run_panel._figures(view(2, step=1), labels, data) == ["figures of version 2"]
     assert run_panel._figures(view(3, step=2), labels, data) == ["figures of version 3"]
     assert run_panel._figures(view(4, step=3), labels, data) == ["figures of version 3"]
+
+
+def test_a_runs_picture_is_built_once_per_set_of_pictures(monkeypatch):
+    """The family's picture (an attention grid takes longer than the other charts) waits for new pictures."""
+    from types import SimpleNamespace
+
+    from resnet_viz.runs.tables import ChartTables
+    from resnet_viz.ui import run_panel
+
+    built: list[int] = []
+
+    def picture(view, labels, data):
+        built.append(view.picture_step)
+        return f"picture of step {view.picture_step}"
+
+    monkeypatch.setattr(run_panel, "_picture_panel", picture)
+    tables, labels, data = ChartTables({}, {}), {"A": "A · plain 8"}, DataConfig()
+    view = SimpleNamespace(
+        steps=tables.steps_frame(), layers=tables.layers_frame(), states={}, skip_events=[], fork_step=0, picture_step=3
+    )
+    first = run_panel._build(view, labels, data, None)
+    drawn = run_panel._Drawn(1, 5, "running", 0.0, first, picture_step=3)
+    again = run_panel._build(view, labels, data, drawn)
+    assert again[-1] == "picture of step 3" and len(again) == 6 and built == [3]
+    assert again[0] is not first[0]  # the other charts are built anew
+    view.picture_step = 6
+    assert run_panel._build(view, labels, data, drawn)[-1] == "picture of step 6" and built == [3, 6]
 
 
 def test_a_panel_serialises_its_figure_once_for_every_tab():

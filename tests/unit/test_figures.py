@@ -2,10 +2,11 @@
 
 import numpy as np
 import pandas as pd
+from plotly.subplots import make_subplots
 
 from resnet_viz import figures
 from resnet_viz.data import DataConfig
-from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS
+from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS, row_of_subplots
 from resnet_viz.figures.lab import _bin_columns
 from resnet_viz.models import ModelConfig
 from resnet_viz.training import TrainConfig, train_models
@@ -95,3 +96,15 @@ def test_decision_boundary_figure():
     fig = figures.decision_boundary_figure(grids, points, targets, LABELS)
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
     assert len(heatmaps) == 2 and fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1
+
+
+def test_subplot_layouts_are_made_as_make_subplots_does_and_never_shared():
+    made = make_subplots(rows=1, cols=2, subplot_titles=("a", "b"), horizontal_spacing=0.1).layout
+    grid = row_of_subplots(["a", "b"], 0.1)
+    assert grid["xaxis2"]["domain"] == list(made.xaxis2.domain)
+    assert [a["text"] for a in grid["annotations"]] == ["a", "b"]
+    # Each figure gets its own copy: a panel set up by one figure is not set up in the next one.
+    both = figures.heatmap_figure(LAYERS, LABELS)
+    only_a = figures.heatmap_figure(LAYERS[LAYERS.model == "A"], LABELS)
+    assert both.layout.yaxis2.autorange == "reversed" and only_a.layout.yaxis2.autorange is None
+    assert len(only_a.data) == 1
