@@ -8,7 +8,8 @@ whose CPU is reported apart). Scenarios:
 - `same` (for each N of --sessions): N tabs open the same lab URL (--query; default: the lab's
   default config, depth 20 plain vs residual on digits for 10 epochs) and click Train at once.
   Reported: click -> first drawn loss point per tab (min / median / max), trainings actually run,
-  server peak RSS and CPU seconds.
+  server peak RSS and CPU seconds (the server process's own per tab and second), and the run's own
+  training speed (its progress line) against the engine headless on the same config in this process.
 - `distinct`: --distinct tabs, each a different seed of a small config (depth 8, width 8), click
   Train one after another. Reported: the queue places each tab showed, start and finish order
   against click order (FIFO), and how long any tab stayed queued after all the work ahead of it
@@ -54,6 +55,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from benchmarks.bench_app import headless_rate
 from benchmarks.server import Server
 from benchmarks.st_client import CHART_KINDS, Event, Tab, element_text, figure_title, plotly_array, plotly_figure
 from resnet_viz.store import RunStore  # imports torch: here, not inside a measured span
@@ -67,7 +69,7 @@ GOALS = {
     "trainings_per_config": 1,
 }
 QUEUED = re.compile(r"^Queued: place (\d+) in the server's queue(?: \(about ([^)]*)\))?")
-PROGRESS = re.compile(r"^step (\d+)/(\d+) · .*?(?:· (\d+) watching)?$")
+PROGRESS = re.compile(r"^step (\d+)/(\d+) · .*?([\d.]+) steps/s.*?(?:· (\d+) watching)?$")
 FINISHED = re.compile(r"^(Finished \d+ steps|Finished \d+ steps; .*diverged\.|Stopped at step \d+)")
 
 
@@ -91,6 +93,7 @@ class Watch:
     queue_estimates: list[str] = field(default_factory=list)  # the wait estimates shown next to them
     run_ids: set[str] = field(default_factory=set)
     max_watching: int = 1
+    steps_per_s: float | None = None  # the run's own training speed, from the last progress line seen
     replayed: bool = False  # the lab opened a stored run instead of training
 
     def on_element(self, tab: Tab, ev: Event) -> None:
@@ -117,7 +120,8 @@ class Watch:
         elif m := PROGRESS.match(text):
             if int(m.group(1)) > 0 and self.started is None:
                 self.started = ev.t
-            self.max_watching = max(self.max_watching, int(m.group(3) or 1))
+            self.max_watching = max(self.max_watching, int(m.group(4) or 1))
+            self.steps_per_s = float(m.group(3))
         elif m := FINISHED.match(text):
             if self.finished is None:
                 self.finished, self.outcome = ev.t, m.group(1)
@@ -183,13 +187,15 @@ async def _close(watches: list[Watch]) -> None:
 
 async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> dict:
     watches = await open_tabs(server, n, "lab", [query] * n, args.page_timeout)
-    cpu0, client0 = server.cpu_seconds(), time.process_time()
+    cpu0, own0, client0 = server.cpu_seconds(), server.cpu_seconds(server_only=True), time.process_time()
     rss_before = server.memory_mb()["rss_mb"]
     clicks = await asyncio.gather(*(w.tab.click("Train") for w in watches))
     for w, t in zip(watches, clicks, strict=True):
         w.clicked = t
     await wait_all(watches, "first_point", args.point_timeout)
     unfinished = await wait_all(watches, "finished", args.run_timeout)
+    own = server.cpu_seconds(server_only=True) - own0
+    seconds = max((w.finished or 0) for w in watches) - min(clicks) if not unfinished else None
     out = {
         "sessions": n,
         "query": query or "(default lab config)",
@@ -198,10 +204,13 @@ async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> 
         "stored_runs_after": len(RunStore(server.data_dir).list_runs()),
         "server_rss_before_click_mb": round(rss_before, 1),
         "server_cpu_s_click_to_finish": round(server.cpu_seconds() - cpu0, 2),
+        # The server process alone (its tabs' script runs, the run's figures, websockets), per tab and
+        # second: an upper bound of what one watching tab costs (it includes the clicks and the figures).
+        "server_process_cpu_s_click_to_finish": round(own, 2),
+        "server_process_cpu_pct_of_a_core_per_tab": round(100 * own / (n * seconds), 2) if seconds else None,
+        "run_steps_per_s": statistics.median(w.steps_per_s for w in watches if w.steps_per_s is not None),
         "clients_cpu_s": round(time.process_time() - client0, 2),
-        "seconds_click_to_last_finish": round(max((w.finished or 0) for w in watches) - min(clicks), 2)
-        if not unfinished
-        else None,
+        "seconds_click_to_last_finish": round(seconds, 2) if seconds else None,
     }
     await _close(watches)
     return out
@@ -333,7 +342,7 @@ def main() -> None:
     sessions = [int(s) for s in args.sessions.split(",") if s.strip()]
 
     started, load = time.perf_counter(), os.getloadavg()[0]
-    results = []
+    results: list[dict] = []
     for name in scenarios:
         if name == "same":
             for n in sessions:
@@ -343,6 +352,12 @@ def main() -> None:
         else:
             query = "" if name == "visit-first" else OTHER
             results.append(run_scenario(name, lambda s, q=query: visit_first(s, q, args), args.warm))
+    headless = None
+    if "same" in scenarios:  # the same config trained by the engine in this process, after the app runs
+        headless = round(headless_rate(dict(_params(args.query))), 2)
+        for r in results:
+            if r["scenario"] == "same" and r.get("run_steps_per_s"):
+                r["run_speed_in_app_to_headless"] = round(r["run_steps_per_s"] / headless, 3)
     print(
         json.dumps(
             {
@@ -350,6 +365,7 @@ def main() -> None:
                 "cpu_count": os.cpu_count(),
                 "load_avg_1min_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
                 "goals": GOALS,
+                "headless_steps_per_s": headless,
                 "results": results,
                 "seconds": round(time.perf_counter() - started, 1),
             },

@@ -86,13 +86,15 @@ class Server:
                     pids.extend(int(child) for child in children.read_text().split())
         return pids
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the server and its workers, those still running and those it has reaped."""
+    def cpu_seconds(self, server_only: bool = False) -> float:
+        """CPU time of the server and its workers, those still running and those it has reaped; with
+        `server_only`, of the server process alone (script runs, figures, websockets: no training)."""
         total = 0
-        for pid in self.pids():
+        for pid in self.pids()[:1] if server_only else self.pids():
             with contextlib.suppress(OSError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+                own = fields[11:13] if server_only else fields[11:15]  # utime, stime (+ cutime, cstime)
+                total += sum(int(f) for f in own)
         return total / CLK_TCK
 
     def memory_mb(self) -> dict[str, float]:
