@@ -50,7 +50,8 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### resnet-viz")
         st.caption("Why skip connections matter, trained live.")
-        sidebar_status()
+        if page.url_path != "lab":  # the lab shows its run itself: its tabs need no second timer for it
+            sidebar_status()
         teacher_login()
         live_chart.preload()  # every page: a student's first run draws without waiting for the script
     with shell():

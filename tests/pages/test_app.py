@@ -42,6 +42,9 @@ def test_train_draws_both_models_on_every_chart():
     train_a = next(t for t in figs[0].data if t.name == "A · plain 8: train")
     assert trace_array(train_a.x).tolist() == list(range(1, job.trainer.total_steps + 1))
     assert any("Finished" in s.value for s in at.success)
+    # The sidebar's run line (a timer of its own in every tab) is for the other pages (a browser test checks
+    # it on Home); the lab shows the run itself.
+    assert [c.value for c in at.sidebar.caption] == ["Why skip connections matter, trained live."]
     assert [b.label for b in at.get("download_button")] == [
         "Download script",
         "Download model (zip)",
