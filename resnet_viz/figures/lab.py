@@ -212,7 +212,9 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
         (x_name, x_key), (y_name, y_key) = subplot_axis("x", col), subplot_axis("y", col)
         grid_layout[x_key].update(title={"text": "step"})
         y_axis = grid_layout[y_key]
-        y_axis.update(title={"text": "layer (input at top)" if col == 1 else ""})
+        # Reversed from the first (maybe empty) draw on: a live chart keeps its axes' autorange through
+        # Plotly.react, so an axis first drawn unreversed stayed so, input at the bottom.
+        y_axis.update(title={"text": "layer (input at top)" if col == 1 else ""}, autorange="reversed")
         if grids[key] is None:
             continue
         grid, names = grids[key]
@@ -229,7 +231,7 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
             }
         )
         labelled = len(names) <= 40 and (col == 1 or not same_layers)
-        y_axis.update(autorange="reversed", showticklabels=labelled)
+        y_axis.update(showticklabels=labelled)
     grid_layout["coloraxis"] = {
         "colorscale": "Viridis",
         "cmin": zmin,

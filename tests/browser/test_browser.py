@@ -36,6 +36,9 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     assert "A · plain 56" in legend and "B · residual 56" in legend
     heatmap = seen_chart(page, "Gradient norm per layer over training")
     expect(heatmap.locator(".heatmaplayer image")).to_have_count(2)  # each net's gradient heatmap
+    # Input at the top, as its axis says: the y range runs down (first drawn before any gradient came).
+    low, high = heatmap.evaluate("el => el._fullLayout.yaxis.range")
+    assert low > high, (low, high)
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
     before = _step(page)
     # The loss chart is updated in place (Plotly.react), not rebuilt: the same plot, with a longer line.

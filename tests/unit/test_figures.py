@@ -67,6 +67,14 @@ def test_heatmap_shares_one_log_colour_scale():
     assert fig.layout.yaxis.showticklabels and fig.layout.yaxis2.showticklabels is False
 
 
+def test_heatmap_puts_the_input_at_the_top_from_its_first_empty_draw_on():
+    # A live chart keeps an axis's autorange through Plotly.react: an axis first drawn empty and
+    # unreversed stayed unreversed (input at the bottom) once the gradients came.
+    for layers in (LAYERS, LAYERS.iloc[0:0]):
+        fig = figures.heatmap_figure(layers, LABELS)
+        assert fig.layout.yaxis.autorange == "reversed" and fig.layout.yaxis2.autorange == "reversed"
+
+
 def test_heatmap_of_models_with_different_layers_names_each_panels_rows():
     deeper = LAYERS[LAYERS.model == "B"].assign(layer=lambda f: f.layer + ".x")
     fig = figures.heatmap_figure(pd.concat([LAYERS[LAYERS.model == "A"], deeper]), LABELS)
@@ -106,5 +114,5 @@ def test_subplot_layouts_are_made_as_make_subplots_does_and_never_shared():
     # Each figure gets its own copy: a panel set up by one figure is not set up in the next one.
     both = figures.heatmap_figure(LAYERS, LABELS)
     only_a = figures.heatmap_figure(LAYERS[LAYERS.model == "A"], LABELS)
-    assert both.layout.yaxis2.autorange == "reversed" and only_a.layout.yaxis2.autorange is None
+    assert both.layout.yaxis2.showticklabels is False and only_a.layout.yaxis2.showticklabels is None
     assert len(only_a.data) == 1
