@@ -196,6 +196,7 @@ async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> 
     unfinished = await wait_all(watches, "finished", args.run_timeout)
     own = server.cpu_seconds(server_only=True) - own0
     seconds = max((w.finished or 0) for w in watches) - min(clicks) if not unfinished else None
+    rates = [w.steps_per_s for w in watches if w.steps_per_s]  # none when every tab replayed a stored run
     out = {
         "sessions": n,
         "query": query or "(default lab config)",
@@ -208,7 +209,7 @@ async def same(server: Server, n: int, query: str, args: argparse.Namespace) -> 
         # second: an upper bound of what one watching tab costs (it includes the clicks and the figures).
         "server_process_cpu_s_click_to_finish": round(own, 2),
         "server_process_cpu_pct_of_a_core_per_tab": round(100 * own / (n * seconds), 2) if seconds else None,
-        "run_steps_per_s": statistics.median(w.steps_per_s for w in watches if w.steps_per_s is not None),
+        "run_steps_per_s": statistics.median(rates) if rates else None,
         "clients_cpu_s": round(time.process_time() - client0, 2),
         "seconds_click_to_last_finish": round(seconds, 2) if seconds else None,
     }

@@ -90,7 +90,7 @@ class Server:
         """CPU time of the server and its workers, those still running and those it has reaped; with
         `server_only`, of the server process alone (script runs, figures, websockets: no training)."""
         total = 0
-        for pid in self.pids()[:1] if server_only else self.pids():
+        for pid in [self.proc.pid] if server_only else self.pids():
             with contextlib.suppress(OSError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 own = fields[11:13] if server_only else fields[11:15]  # utime, stime (+ cutime, cstime)

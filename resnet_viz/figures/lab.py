@@ -279,6 +279,7 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
     for i, (key, label) in enumerate(labels.items()):
         for col, rows in ((1, grads), (2, stds)):
             part = rows[rows.model == key].sort_values("depth_index")
+            (x_name, _), (y_name, _) = subplot_axis("x", col), subplot_axis("y", col)
             traces.append(
                 {
                     "type": "scatter",
@@ -289,8 +290,8 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
                     "showlegend": col == 1,
                     "mode": "lines+markers",
                     "line": {"color": color(key, i), "width": 2},
-                    "xaxis": subplot_axis("x", col)[0],
-                    "yaxis": subplot_axis("y", col)[0],
+                    "xaxis": x_name,
+                    "yaxis": y_name,
                 }
             )
     order = layer_order(pd.concat([grads, stds])) if len(grads) or len(stds) else []
@@ -313,7 +314,7 @@ def decision_boundary_figure(
 ) -> go.Figure:
     """P(class 1) over the plane for each model, with the training points on top."""
     keys = [k for k in labels if k in grids]
-    grid_layout = row_of_subplots([labels[k] for k in keys] or [""], 0.08)
+    grid_layout = row_of_subplots([labels[k] for k in keys] or [""], 0.08)  # no pictures yet: one empty panel
     traces = []
     for col, key in enumerate(keys, start=1):
         (x_name, x_key), (y_name, y_key) = subplot_axis("x", col), subplot_axis("y", col)
