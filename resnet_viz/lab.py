@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .data import DataConfig
+from .data import DATASETS, FILE_DATASETS, GRAPH_DATASETS, IMAGE_DATASETS, SEQUENCE_DATASETS, UPLOAD, DataConfig
 from .models import FAMILY_NORMS, ConfigError, ModelConfig
 from .options import OPTIONS, OptionError, describe_depths
 from .training import TrainConfig, fit_model
@@ -79,6 +79,70 @@ class LabConfig:
             except ConfigError as err:
                 raise ConfigError(f"{key}.{err.field}", err.message) from None
         return self
+
+
+def _model_rows(a: ModelConfig, b: ModelConfig) -> list[tuple[str, str, str]]:
+    """(setting, A's value, B's value) for the settings the lab form shows for this family."""
+
+    def skip(m: ModelConfig) -> str:
+        return f"on, α = {m.skip_scale:g}" if m.skip else "off"
+
+    rows = [("Skip connections", skip(a), skip(b))]
+    family = a.family
+    names = [("Block", "block")] if family == "cnn" else []
+    names += [("Depth (weighted layers)", "depth"), ("Width", "width")]
+    names += [("Attention heads", "heads")] if family == "transformer" else []
+    names += [("Shortcut", "shortcut")] if family in ("cnn", "mlp") else []
+    order = "LayerNorm position" if family == "transformer" else "Block order"
+    names += [("Normalisation", "norm"), (order, "order"), ("Init", "init"), ("Zero-init last layer", "zero_init_last")]
+    for label, name in names:
+        values = [getattr(m, name) for m in (a, b)]
+        rows.append((label, *("yes" if v is True else "no" if v is False else str(v) for v in values)))
+    return rows
+
+
+def _data_details(data: DataConfig) -> list[str]:
+    """What the lab form shows of a built-in or file data set: size, count, noise, colour."""
+    if data.name in SEQUENCE_DATASETS:
+        details = [f"length {data.input_size}", f"{data.n_samples} sequences"]
+    elif data.name in GRAPH_DATASETS:
+        details = [f"{data.input_size} nodes per graph", f"{data.n_samples} graphs"]
+    elif data.name in FILE_DATASETS:
+        details = [f"{data.input_size} px", data.color, f"{data.n_samples} examples"]
+    else:
+        details = [f"{data.input_size} px"] if data.name in IMAGE_DATASETS else []
+    return details + (
+        [f"noise {data.noise:g}"] if data.name in DATASETS and data.name not in ("digits", "sort") else []
+    )
+
+
+def setup_markdown(cfg: LabConfig) -> str:
+    """The setup of a run as one Markdown table and two lines: what the lab shows in place of its locked form.
+
+    While a run trains, the form's ~40 widgets cannot be changed, yet drawing them cost about a
+    quarter of the server's CPU for each Train click (each radio, number input and slider scans the
+    session's keys): a class clicking Train at once queued thirty of them. Values are ours (checked
+    choices and numbers, an upload's hex digest), so nothing here needs escaping.
+    """
+    fit = cfg.normalized()
+    lines = ["| | Model A | Model B |", "| --- | --- | --- |"]
+    lines += [f"| {label} | {a} | {b} |" for label, a, b in _model_rows(fit.a, fit.b)]
+    data, train = cfg.data, cfg.train
+    if data.name == UPLOAD:
+        shown = f"uploaded data set {data.upload[:8]}"
+    else:
+        shown = f"{data.name} ({', '.join(_data_details(data))})"
+    optimizer = (
+        f"SGD, lr {train.lr:g}, momentum {train.momentum:g}" if train.optimizer == "sgd" else f"Adam, lr {train.lr:g}"
+    )
+    lines += [
+        "",
+        f"**Data**: {shown}",
+        "",
+        f"**Training**: {train.epochs} epochs · batch {train.batch_size} · {optimizer} · weight decay "
+        f"{train.weight_decay:g} · warm-up {train.warmup_steps} steps · {train.schedule} schedule · seed {train.seed}",
+    ]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

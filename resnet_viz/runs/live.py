@@ -233,6 +233,11 @@ class LiveRun(Task):
             return self.trainer.skip_scale(model)
         return self._alphas.get(model, self.request.models[model].alpha)
 
+    def skip_events(self) -> list[tuple[str, int, float]]:
+        """(model, step, alpha) of the live skip changes so far, without copying the chart tables as `view` does."""
+        trainer = self.trainer
+        return list(trainer.skip_events) if trainer else []
+
     def fork_seed(self, timeout: float = 30.0) -> ForkSeed:
         """The state a fork starts from, taken between two steps by the training thread."""
         if self.trainer is None and not self.done:
@@ -314,7 +319,7 @@ class LiveRun(Task):
             queue_position=position,
             queue_wait_seconds=wait,
             states=states,
-            skip_events=list(trainer.skip_events) if trainer else [],
+            skip_events=self.skip_events(),
             steps=steps,
             layers=layers,
             viewers=len(self.viewers),

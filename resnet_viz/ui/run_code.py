@@ -24,7 +24,7 @@ from .text import safe_text
 
 
 def _skip_events(run: LiveRun | Replay) -> list[tuple[str, int, float]]:
-    return list(run.run.skip_events) if isinstance(run, Replay) else list(run.view().skip_events)
+    return list(run.run.skip_events) if isinstance(run, Replay) else run.skip_events()
 
 
 @functools.lru_cache(maxsize=64)

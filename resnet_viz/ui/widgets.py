@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
-from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from
+from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from, setup_markdown
 from resnet_viz.models import FAMILY_NORMS, ModelConfig
 from resnet_viz.options import OPTIONS, Range
 from resnet_viz.training import TrainConfig
@@ -20,6 +20,13 @@ from .text import safe_text
 
 STATE_KEY = "lab.config"  # the LabConfig the widgets currently show
 URL_ERRORS_KEY = "lab.url_errors"  # (config decoded from the URL, issues about values it did not use)
+SEEN_KEY = "lab.form_seen"  # (config, widget states) as the form last drew them
+# Every widget key of the lab form (and the non-widget config keys it seeds beside them).
+FORM_KEYS = tuple(
+    f"lab.{part}.{name}"
+    for part, fields in (("data", DataConfig()), ("train", TrainConfig()), ("a", ModelConfig()), ("b", ModelConfig()))
+    for name in fields.to_dict()
+) + ("lab.linked",)
 WIDTHS = list(OPTIONS["width"].ticks)  # the width slider's stops (any width in range is allowed)
 DATASET_HELP = {
     "digits": "scikit-learn's 8x8 handwritten digits, 10 classes",
@@ -338,8 +345,42 @@ def _train_form(cfg: TrainConfig, disabled: bool) -> TrainConfig:
     return replace(cfg, **v)
 
 
+def _form_values() -> dict[str, Any]:
+    """The lab form's widget states as they are now (those the session has)."""
+    state = st.session_state
+    return {key: state[key] for key in FORM_KEYS if key in state}
+
+
+def _edits(cfg: LabConfig) -> dict[str, Any] | None:
+    """The form's widget values the browser sent that differ from what the form last drew for
+    `cfg` (a number typed, then Train at once, come in one rerun); None when it has not drawn `cfg`.
+
+    A widget state that is gone was not edited: a locked run does not draw the form, Streamlit drops
+    the state of widgets it does not draw, and the form seeds them from `cfg` when it is drawn again.
+    """
+    seen = st.session_state.get(SEEN_KEY)
+    if seen is None or seen[0] != cfg:
+        return None
+    state = st.session_state
+    return {key: state[key] for key, value in seen[1].items() if state.get(key, value) != value}
+
+
 def lab_form(cfg: LabConfig, disabled: bool) -> LabConfig:
-    """The whole lab setup in three columns (A, B, data and training); returns the edited config."""
+    """The whole lab setup in three columns (A, B, data and training); returns the edited config.
+
+    Locked (`disabled`: a run trains, or Train was just clicked), the setup is shown as a table
+    (`lab.setup_markdown`), not as ~40 disabled widgets: each radio, number input and slider scans
+    every session key, and the form was about a quarter of a Train click's server CPU, thirty times
+    over when a class clicks Train at once.
+    """
+    if disabled:
+        edits = _edits(cfg)
+        if edits == {}:
+            st.markdown(setup_markdown(cfg))
+            st.caption("Locked while this run trains: Stop it, or Reset, to change the setup.")
+            return cfg
+        for key, value in (edits or {}).items():  # a disabled widget drops what the browser sent; set, it counts
+            st.session_state[key] = value
     col_a, col_b, col_t = st.columns(3, gap="medium")
     with col_t:
         st.markdown("**Data and training** (shared)")
@@ -367,4 +408,5 @@ def lab_form(cfg: LabConfig, disabled: bool) -> LabConfig:
             b = _model_form("b", fit.b, skip_only=False, disabled=disabled)
     new = LabConfig(a=a, b=b, train=train, data=data, linked=linked).normalized()
     st.session_state[STATE_KEY] = new
+    st.session_state[SEEN_KEY] = (new, _form_values())
     return new

@@ -110,6 +110,36 @@ def test_stop_and_reset():
     assert at.session_state[SESSION_KEY].lab is None
 
 
+def _setup_table(at) -> str | None:
+    return next((m.value for m in at.markdown if m.value.startswith("| | Model A | Model B |")), None)
+
+
+def test_a_running_setup_is_a_table_and_its_widgets_come_back_with_their_values():
+    """While a run trains the setup is a table, not ~40 disabled widgets (their session key scans were a
+    quarter of a Train click's server CPU); a value typed just before Train still counts; after the run
+    the widgets are back with the values it was trained with."""
+    at = open_page("pages/lab.py", {"a.depth": "8", "a.width": "8", "epochs": "200", "seed": "13"})
+    assert _setup_table(at) is None
+    at.number_input(key="lab.train.epochs").set_value(150)  # typed, then Train, in one rerun
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[SESSION_KEY].lab
+    assert job.request.train.epochs == 150
+    assert at.number_input(key="lab.train.epochs").disabled  # that click's run read (and drew) the widgets
+    at.run()  # any later rerun while it trains: the table
+    table = _setup_table(at)
+    assert table is not None and "| Depth (weighted layers) | 8 | 8 |" in table and "**Training**: 150 epochs" in table
+    assert not [w for w in at.number_input if w.key == "lab.train.epochs"]
+    next(b for b in at.button if b.label == "Stop").click().run()
+    job.join(60)
+    at.run()
+    assert _setup_table(at) is None
+    assert at.number_input(key="lab.train.epochs").value == 150 and not at.number_input(key="lab.train.epochs").disabled
+    assert at.select_slider(key="lab.a.depth").value == 8 and at.select_slider(key="lab.a.width").value == 8
+    next(b for b in at.button if b.label == "Train").click().run()  # nothing edited: this click draws the table
+    assert _setup_table(at) is not None and at.session_state[SESSION_KEY].lab.request.train.epochs == 150
+    next(b for b in at.button if b.label == "Stop").click().run()
+
+
 def test_lab_charts_are_live_elements_that_keep_their_identity_as_the_run_goes_on():
     """One element per chart key whose figure changes in place (the page calls Plotly.react):
     `st.plotly_chart` put the figure in the element's id, so every refresh was a new plot in Chromium."""

@@ -1,8 +1,10 @@
 """Lab config: presets, URL codec round trips, lenient decoding of bad values."""
 
+from dataclasses import replace
+
 import pytest
 
-from resnet_viz.lab import PRESETS, LabConfig, decode, encode
+from resnet_viz.lab import PRESETS, LabConfig, decode, encode, setup_markdown
 from resnet_viz.models import ConfigError, ModelConfig
 from resnet_viz.training import TrainConfig
 
@@ -62,3 +64,20 @@ def test_validate_prefixes_model_fields():
     assert err.value.field == "A.depth"
     with pytest.raises(ConfigError, match="lr"):
         LabConfig(train=TrainConfig(lr=0)).validate()
+
+
+def test_setup_markdown_shows_what_the_form_shows_for_each_family():
+    """The locked lab shows its setup as this table: every setting the form has, per model, and no other."""
+    text = setup_markdown(replace(LabConfig(), b=ModelConfig(skip_scale=0.5), linked=True))
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["Skip connections"] == "| Skip connections | off | on, α = 0.5 |"
+    assert rows["Depth (weighted layers)"] == "| Depth (weighted layers) | 20 | 20 |"
+    assert {"Block", "Shortcut", "Block order"} <= rows.keys() and "Attention heads" not in rows
+    assert "**Data**: digits (8 px)" in text
+    assert "**Training**: 10 epochs · batch 128 · SGD, lr 0.1, momentum 0.9" in text
+    transformer = setup_markdown(PRESETS["transformer"].config)
+    assert "| Attention heads | 4 | 4 |" in transformer and "| LayerNorm position | pre | pre |" in transformer
+    assert "| Block |" not in transformer and "| Shortcut |" not in transformer
+    assert "**Data**: sort (length 8, 2000 sequences)" in transformer and "Adam, lr 0.001" in transformer
+    graphs = setup_markdown(PRESETS["oversmooth"].config)
+    assert "**Data**: sbm (24 nodes per graph, 700 graphs, noise 0.1)" in graphs
