@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 from benchmarks.bench_app import headless_rate
 from benchmarks.server import Server
-from benchmarks.st_client import CHART_KINDS, Event, Tab, element_text, figure_title, plotly_array, plotly_figure
+from benchmarks.st_client import CHART_KINDS, Event, Tab, element_text, figure_title, plotly_array, plotly_figures
 from resnet_viz.store import RunStore  # imports torch: here, not inside a measured span
 
 SMALL = "a.depth=8&a.width=8"  # the distinct scenario's config (seeds differ); digits, linked B
@@ -103,11 +103,11 @@ class Watch:
         el = ev.element
         kind = el.WhichOneof("type")
         if kind in CHART_KINDS and self.first_point is None:
-            fig = plotly_figure(el)
-            if figure_title(fig).startswith("Loss"):
-                train = [t for t in fig.get("data", []) if str(t.get("name", "")).endswith(": train")]
-                if len(train) >= 2 and all(len(plotly_array(t.get("x"))) >= 2 for t in train):
-                    self.first_point = ev.t
+            for fig in plotly_figures(el):
+                if figure_title(fig).startswith("Loss"):
+                    train = [t for t in fig.get("data", []) if str(t.get("name", "")).endswith(": train")]
+                    if len(train) >= 2 and all(len(plotly_array(t.get("x"))) >= 2 for t in train):
+                        self.first_point = ev.t
             return
         text = element_text(el)
         if not text:

@@ -68,12 +68,12 @@ def plotly_array(values: Any) -> np.ndarray:
 CHART_KINDS = ("plotly_chart", "bidi_component")  # st.plotly_chart, and the lab's live charts
 
 
-def plotly_figure(el: Element) -> dict[str, Any]:
-    """The figure (data and layout) a chart element carries: a plotly_chart, or a live chart
-    (`resnet_viz.ui.live_chart`); {} for another component."""
+def plotly_figures(el: Element) -> list[dict[str, Any]]:
+    """The figures (data and layout) a chart element carries: a plotly_chart's one, or the charts of a live
+    board (`resnet_viz.ui.live_chart`); none for another component."""
     if el.WhichOneof("type") == "bidi_component":
-        return live_chart.figure_in(el.bidi_component) or {}
-    return json.loads(el.plotly_chart.spec)
+        return [chart["figure"] for chart in live_chart.charts_in(el.bidi_component) or []]
+    return [json.loads(el.plotly_chart.spec)]
 
 
 def figure_title(fig: dict[str, Any]) -> str:

@@ -86,14 +86,19 @@ def run_to_the_end(at: AppTest, button: str, task: str, timeout: float = 300) ->
 
 def plotly_figures(at: AppTest) -> list[go.Figure]:
     """The page's Plotly figures, decoded from the JSON the page ships: its `st.plotly_chart`s, then the
-    live charts a run redraws in place (`resnet_viz.ui.live_chart`)."""
+    charts of the live boards a run redraws in place (`resnet_viz.ui.live_chart`)."""
     charts = [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
-    return charts + [go.Figure(live_chart.figure_in(el.proto)) for el in live_charts(at)]
+    return charts + [go.Figure(chart["figure"]) for chart in board_charts(at)]
 
 
-def live_charts(at: AppTest) -> list[Any]:
-    """The page's live chart elements in page order (not the sidebar's script preloader)."""
-    return [el for el in at.get("bidi_component") if live_chart.figure_in(el.proto) is not None]
+def live_boards(at: AppTest) -> list[Any]:
+    """The page's live board elements in page order (not the sidebar's script preloader)."""
+    return [el for el in at.get("bidi_component") if live_chart.charts_in(el.proto) is not None]
+
+
+def board_charts(at: AppTest) -> list[dict[str, Any]]:
+    """The charts of the page's live boards in page order: {"key", "caption", "wide", "figure", ...} each."""
+    return [chart for el in live_boards(at) for chart in live_chart.charts_in(el.proto)]
 
 
 def trace_array(value: Any) -> np.ndarray:

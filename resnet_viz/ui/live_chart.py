@@ -1,12 +1,16 @@
-"""A Plotly chart that a live run redraws in place (`Plotly.react`) instead of building anew.
+"""A live board: a run's Plotly charts and their captions in one element, redrawn in place (`Plotly.react`).
 
 Why not `st.plotly_chart`: Streamlit 1.67 folds the figure into the chart element's identity
 (`key_as_main_identity=False`), so each refresh of a live run with a changed figure is a new
 element, and Chromium builds the plot from scratch: about 0.4 s of renderer CPU per chart per
 refresh, on the two cores the run trains on (measured with `benchmarks/bench_app.py`; the browser,
 not the server, was the bottleneck of in-app training). A `st.components.v2` component keyed by
-the chart's key keeps its element, and its script hands each new figure to `Plotly.react`, which
-diffs it against the drawn one (16-35 ms per lab figure in Chromium).
+the board's key keeps its element, and its script hands each changed figure to `Plotly.react`,
+which diffs it against the drawn one (16-35 ms per lab figure in Chromium).
+
+Why one element for all charts: a chart element, its caption and the two column blocks around
+each pair were a dozen deltas per refresh, each with its own cost in the server (enqueueing,
+hashing, widget registration). Thirty tabs refresh every second; the board is one delta.
 
 The script is the `plotly.min.js` that the `plotly` package ships (no download, same version as
 the figures), served by Streamlit's component file handler from the package's own folder and
@@ -15,8 +19,10 @@ loaded once per page.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,15 +57,44 @@ const text = new TextDecoder();
 export default function (component) {
   const { data, parentElement } = component;
   if (!(data instanceof Uint8Array)) { if (data && data.preload) plotly(data.lib); return; }
-  const div = parentElement.querySelector(".rv-live-plot");
+  const board = parentElement.querySelector(".rv-board");
   const digest = text.decode(data.subarray(0, DIGEST));
-  if (!div || div.dataset.digest === digest) return;  // a refresh that brought the same figure
-  div.dataset.digest = digest;
-  const chart = JSON.parse(text.decode(data.subarray(DIGEST + 1)));
-  div.style.height = chart.height + "px";
-  if (!inView.has(div)) { inView.set(div, true); watcher.observe(div); }  // drawn once, then when seen
-  const draw = () => react(div, digest, chart);
-  if (inView.get(div)) draw(); else pending.set(div, draw);
+  if (!board || board.dataset.digest === digest) return;  // a refresh that brought the same charts
+  board.dataset.digest = digest;
+  const { lib, config, charts } = JSON.parse(text.decode(data.subarray(DIGEST + 1)));
+  const cells = new Map([...board.children].map((cell) => [cell.dataset.key, cell]));
+  charts.forEach((chart, index) => {
+    let cell = cells.get(chart.key);
+    cells.delete(chart.key);
+    if (!cell) cell = newCell(chart.key);
+    if (board.children[index] !== cell) board.insertBefore(cell, board.children[index] || null);
+    cell.classList.toggle("rv-wide", chart.wide);
+    const [div, caption] = cell.children;
+    if (caption.textContent !== chart.caption) caption.textContent = chart.caption;  // text, never HTML
+    if (div.dataset.digest === chart.digest) return;  // this chart did not change
+    div.dataset.digest = chart.digest;
+    div.style.height = chart.height + "px";
+    if (!inView.has(div)) { inView.set(div, true); watcher.observe(div); }  // drawn once, then when seen
+    const draw = () => react(div, chart.digest, lib, chart.figure, config);
+    if (inView.get(div)) draw(); else pending.set(div, draw);
+  });
+  for (const cell of cells.values()) {  // a chart the run no longer has (another family's picture)
+    watcher.unobserve(cell.firstChild);
+    if (window.Plotly) window.Plotly.purge(cell.firstChild);
+    cell.remove();
+  }
+}
+
+function newCell(key) {
+  const cell = document.createElement("div");
+  cell.className = "rv-cell";
+  cell.dataset.key = key;
+  const div = document.createElement("div");
+  div.className = "rv-live-plot";
+  const caption = document.createElement("div");
+  caption.className = "rv-caption";
+  cell.append(div, caption);
+  return cell;
 }
 
 function plotly(lib) {
@@ -76,18 +111,29 @@ function plotly(lib) {
   return window.__rvPlotly;
 }
 
-function react(div, digest, chart) {
-  plotly(chart.lib).then((Plotly) => {
+function react(div, digest, lib, figure, config) {
+  plotly(lib).then((Plotly) => {
     if (div.dataset.digest !== digest) return;  // a newer figure arrived while the script loaded
-    Plotly.react(div, chart.figure.data, chart.figure.layout, chart.config);
+    Plotly.react(div, figure.data, figure.layout, config);
   });
 }
 """
 )
+# Two columns as the page's st.columns(2) had them, wide charts across both; one column on a phone.
+# Captions as st.caption draws them, in the theme's text colour (components get it as --st-text-color).
+_CSS = """
+.rv-board { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1rem; width: 100%; }
+.rv-board > .rv-wide { grid-column: 1 / -1; }
+@media (max-width: 640px) { .rv-board { grid-template-columns: minmax(0, 1fr); } }
+.rv-live-plot { width: 100%; }
+.rv-caption { font-family: var(--st-font); font-size: 0.875rem; line-height: 1.6; color: var(--st-text-color);
+  opacity: 0.6; margin-top: 0.25rem; overflow-wrap: break-word; }
+"""
 COMPONENT = "resnet_viz_live_plotly"
 _live = components_v2.component(
     COMPONENT,
-    html='<div class="rv-live-plot" style="width: 100%"></div>',
+    html='<div class="rv-board"></div>',
+    css=_CSS,
     js=_JS,
     isolate_styles=False,  # Plotly puts its styles in the document's head: a shadow root would hide them
 )
@@ -103,41 +149,58 @@ def preload() -> None:
 
 
 @dataclass(frozen=True)
-class LiveFigure:
-    """What a live chart element carries: made once per figure, sent as it is to every tab watching.
+class Chart:
+    """One chart of a live board, serialised once: thirty tabs watching one run send the same text.
 
-    `payload` is bytes, a digest of the chart then its JSON, {"lib", "height", "config", "figure"}:
-    Streamlit forwards bytes as they are, where a dict is JSON-encoded twice per tab and refresh
-    (once for the element, once for its identity), the figure's JSON escaped inside. The page skips
-    a payload whose digest it has drawn.
+    `json` is {"key", "digest", "height", "wide", "caption", "figure"}: the figure with its arrays as
+    base64 typed arrays (which plotly.js decodes), and a digest of figure and caption, by which the
+    page skips a chart it has drawn.
     """
 
-    payload: bytes
-    height: int  # px
+    key: str  # the chart's name on the page ("lab.loss")
+    json: str
 
 
-def prepare(fig: go.Figure, config: dict[str, Any]) -> LiveFigure:
-    """The figure (arrays as base64 typed arrays, which plotly.js decodes) and Plotly's options, ready to send."""
+def chart(key: str, fig: go.Figure, caption: str, wide: bool = False) -> Chart:
+    """A chart for `live_board`: `fig` with its 'what to look for' caption, across the board if `wide`."""
+    figure = fig.to_json(validate=False)
+    digest = hashlib.blake2b(f"{figure}{caption}".encode(), digest_size=DIGEST_CHARS // 2).hexdigest()
     height = int(fig.layout.height or DEFAULT_HEIGHT)
-    head = json.dumps({"lib": _PLOTLY_JS.name, "height": height, "config": config})
-    body = f'{head[:-1]}, "figure": {fig.to_json(validate=False)}}}'.encode()
-    digest = hashlib.blake2b(body, digest_size=DIGEST_CHARS // 2).hexdigest().encode()
-    return LiveFigure(digest + b"\n" + body, height)
+    head = json.dumps({"key": key, "digest": digest, "height": height, "wide": wide, "caption": caption})
+    return Chart(key, f'{head[:-1]}, "figure": {figure}}}')
 
 
-def live_chart(key: str, figure: LiveFigure) -> None:
-    """Draw `figure` in the element keyed `key`, updating the plot already there (if any) in place."""
-    _live(key=key, data=figure.payload, height=figure.height)
+@functools.lru_cache(maxsize=64)
+def _payload(charts: tuple[Chart, ...], config: str) -> bytes:
+    """Digest, newline, then {"lib", "config", "charts"}: bytes, which Streamlit forwards as they are
+    (a dict is JSON-encoded twice per tab and refresh, once for the element and once for its identity).
+    Made once per set of charts: every tab showing them gets the same bytes."""
+    listed = ", ".join(c.json for c in charts)
+    body = f'{{"lib": {json.dumps(_PLOTLY_JS.name)}, "config": {config}, "charts": [{listed}]}}'
+    digest = hashlib.blake2b(body.encode(), digest_size=DIGEST_CHARS // 2).hexdigest()
+    return f"{digest}\n{body}".encode()
 
 
-def figure_in(component: Any) -> dict[str, Any] | None:
-    """The figure a live chart element carries, from its `BidiComponent` proto (a test's or a benchmark
-    client's view of the page); None for another component or for the script preloader."""
+def live_board(key: str, charts: Sequence[Chart], config: dict[str, Any]) -> None:
+    """Draw `charts` (two to a row, wide ones across) with their captions in one element keyed `key`,
+    updating the plots already there in place (`Plotly.react`).
+
+    One element for all of a run's charts, not one per chart plus a caption and two column blocks:
+    each element costs the server its own delta, and a live run's page is redrawn every second in
+    each of thirty tabs.
+    """
+    _live(key=key, data=_payload(tuple(charts), json.dumps(config, sort_keys=True)), height="content")
+
+
+def charts_in(component: Any) -> list[dict[str, Any]] | None:
+    """The charts a live board element carries ({"key", "caption", "wide", "figure", ...} each), from its
+    `BidiComponent` proto (a test's or a benchmark client's view of the page); None for another component
+    or for the script preloader."""
     if component.component_name != COMPONENT or component.WhichOneof("data") != "bytes":
         return None
-    return figure_of(component.bytes)
+    return charts_of(component.bytes)
 
 
-def figure_of(payload: bytes) -> dict[str, Any]:
-    """The Plotly figure (data and layout) in a live chart element's payload."""
-    return json.loads(payload[DIGEST_CHARS + 1 :])["figure"]
+def charts_of(payload: bytes) -> list[dict[str, Any]]:
+    """The charts in a live board's payload, in page order."""
+    return json.loads(payload[DIGEST_CHARS + 1 :])["charts"]

@@ -151,17 +151,18 @@ def _figures(view: RunView, labels: dict[str, str], data: DataConfig) -> list[Pa
 
 @dataclass(frozen=True)
 class Panel:
-    """One lab chart: its figure, its 'what to look for' caption, and its widget key."""
+    """One lab chart: its figure, its 'what to look for' caption, its key, and whether it spans the page."""
 
     key: str
     figure: go.Figure
     caption: str
+    wide: bool = False  # across the page (the heatmap, the family's picture); else half of a row
     # What the page gets, made once: thirty tabs watching one run share these figures, and
     # serialising one (arrays base64-encoded) per tab was about 40% of the server's CPU at N = 30.
-    live: live_chart.LiveFigure = field(init=False, compare=False)
+    live: live_chart.Chart = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "live", live_chart.prepare(self.figure, CHART_CONFIG))
+        object.__setattr__(self, "live", live_chart.chart(self.key, self.figure, self.caption, self.wide))
 
 
 LOSS_CAPTION = (
@@ -203,6 +204,7 @@ def _picture_panel(view: RunView, labels: dict[str, str], data: DataConfig) -> P
             f"What to look for: the attention of one test sequence at step {step}. To sort, each position must "
             "find the digit of its rank: trained heads look at a few positions (dark cells); a net that fails "
             "to train spreads its attention evenly (pale, uniform rows).",
+            wide=True,
         )
     if what == "smoothing":
         return Panel(
@@ -212,6 +214,7 @@ def _picture_panel(view: RunView, labels: dict[str, str], data: DataConfig) -> P
             "tell the communities apart (oversmoothing, Li et al. 2018). At initialisation both nets smooth "
             "with depth; trained, the residual net keeps its energy up through every layer (Li et al. 2019), "
             "the plain one cannot.",
+            wide=True,
         )
     ds = load_dataset(data)
     return Panel(
@@ -219,6 +222,7 @@ def _picture_panel(view: RunView, labels: dict[str, str], data: DataConfig) -> P
         figures.decision_boundary_figure(view.pictures, ds.x_train.numpy(), ds.y_train.numpy(), labels),
         f"What to look for: the boundary at step {step}. A model that has learned the task bends its boundary "
         "along the arms of the data.",
+        wide=True,
     )
 
 
@@ -235,7 +239,7 @@ def _build(view: RunView, labels: dict[str, str], data: DataConfig, drawn: _Draw
         if transformer
         else Panel("lab.gradprofile", figures.grad_profile_figure(layers, labels), PROFILE_CAPTION),
         Panel("lab.blocks", figures.block_figure(layers, labels), BLOCKS_CAPTION),
-        Panel("lab.heatmap", figures.heatmap_figure(layers, labels), HEATMAP_CAPTION),
+        Panel("lab.heatmap", figures.heatmap_figure(layers, labels), HEATMAP_CAPTION, wide=True),
     ]
     if drawn is not None and len(drawn.figures) > len(panels) and drawn.picture_step == view.picture_step:
         return panels + drawn.figures[len(panels) :]
@@ -243,21 +247,10 @@ def _build(view: RunView, labels: dict[str, str], data: DataConfig, drawn: _Draw
     return panels + ([picture] if picture is not None else [])
 
 
-def _draw(panel: Panel) -> None:
-    """One chart, updated in place on the page at each refresh (see `live_chart`), and its caption."""
-    live_chart.live_chart(panel.key, panel.live)
-    st.caption(panel.caption)
-
-
 def charts(view: RunView, labels: dict[str, str], data: DataConfig) -> None:
-    """The first four charts in two columns, then the heatmap and the family's picture at full width."""
-    panels = _figures(view, labels, data)
-    for pair in (panels[0:2], panels[2:4]):
-        for column, panel in zip(st.columns(2), pair, strict=True):
-            with column:
-                _draw(panel)
-    for panel in panels[4:]:
-        _draw(panel)
+    """The lab's charts with their captions: the first four two to a row, then the heatmap and the family's
+    picture across the page, all in one live board (see `live_chart`)."""
+    live_chart.live_board("lab.charts", [panel.live for panel in _figures(view, labels, data)], CHART_CONFIG)
 
 
 def replay_view(replay: Replay) -> RunView:

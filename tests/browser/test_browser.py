@@ -40,6 +40,21 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     low, high = heatmap.evaluate("el => el._fullLayout.yaxis.range")
     assert low > high, (low, high)
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
+    # One live board: the first four charts two to a row, the heatmap across both, a caption under each.
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('.rv-board > .rv-cell')].map((cell) => {
+            const plot = cell.querySelector('.rv-live-plot').getBoundingClientRect();
+            return [plot.x, plot.width, cell.querySelector('.rv-caption').textContent];
+        })"""
+    )
+    assert len(boxes) == 5 and all(caption.startswith("What to look for") for *_, caption in boxes), boxes
+    (x0, w0, _), (x1, w1, _), (x4, w4, _) = boxes[0], boxes[1], boxes[4]
+    assert x1 > x0 + w0 - 1 and abs(w0 - w1) < 1 and abs(x4 - x0) < 1 and w4 > 1.9 * w0, boxes
+    # While it trains the setup is a table of what it trains, not locked widgets.
+    main(page).get_by_text("Setup: models, data and training").click()
+    expect(main(page).get_by_role("table")).to_contain_text("Depth (weighted layers)")
+    expect(main(page).get_by_role("table")).to_contain_text("56")
+    expect(page.get_by_label("Epochs")).to_have_count(0)
     before = _step(page)
     # The loss chart is updated in place (Plotly.react), not rebuilt: the same plot, with a longer line.
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()

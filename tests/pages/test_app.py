@@ -1,10 +1,11 @@
 """AppTest: every page renders; the lab trains, restores its config from the URL, explains bad input."""
 
 import pytest
-from harness import live_charts, open_page, plotly_figures, trace_array
+from harness import live_boards, open_page, plotly_figures, trace_array
 
 from resnet_viz.lab import PRESETS
 from resnet_viz.runs import Replay
+from resnet_viz.ui import live_chart
 from resnet_viz.ui.session import SESSION_KEY
 from resnet_viz.ui.store import run_store
 
@@ -140,19 +141,27 @@ def test_a_running_setup_is_a_table_and_its_widgets_come_back_with_their_values(
     next(b for b in at.button if b.label == "Stop").click().run()
 
 
-def test_lab_charts_are_live_elements_that_keep_their_identity_as_the_run_goes_on():
-    """One element per chart key whose figure changes in place (the page calls Plotly.react):
-    `st.plotly_chart` put the figure in the element's id, so every refresh was a new plot in Chromium."""
+def test_lab_charts_are_one_live_board_that_keeps_its_identity_as_the_run_goes_on():
+    """One element, keyed "lab.charts", holds the five charts and their captions, and its figures change in
+    place (the page calls Plotly.react). `st.plotly_chart` put the figure in the element's id, so every refresh
+    was a new plot in Chromium; an element per chart, caption and column was a dozen deltas per refresh."""
     at = open_page("pages/lab.py", {**TINY, "seed": "12"})
     next(b for b in at.button if b.label == "Train").click().run()
-    first = {el.proto.id: el.proto.bytes for el in live_charts(at)}
-    keys = ("lab.loss", "lab.acc", "lab.gradprofile", "lab.blocks", "lab.heatmap")
-    assert len(first) == len(keys) and all(any(i.endswith(k) for i in first) for k in keys)
+    (board,) = live_boards(at)
+    first_id, first = board.proto.id, board.proto.bytes
+    charts = live_chart.charts_of(first)
+    assert first_id.endswith("lab.charts")
+    assert [c["key"] for c in charts] == ["lab.loss", "lab.acc", "lab.gradprofile", "lab.blocks", "lab.heatmap"]
+    assert [c["wide"] for c in charts] == [False, False, False, False, True]  # two to a row, the heatmap across
+    assert all(c["caption"].startswith("What to look for") for c in charts)
+    assert not [c for c in at.caption if c.value.startswith("What to look for")]  # in the board, not elements
     job = at.session_state[SESSION_KEY].lab
     assert job.join(120) and job.status == "finished"
     at.run()
-    last = {el.proto.id: el.proto.bytes for el in live_charts(at)}
-    assert last.keys() == first.keys() and all(last[i] != first[i] for i in first)
+    (board,) = live_boards(at)
+    assert board.proto.id == first_id and board.proto.bytes != first
+    last = live_chart.charts_of(board.proto.bytes)
+    assert all(a["digest"] != b["digest"] for a, b in zip(charts, last, strict=True))
     loss = plotly_figures(at)[0]
     assert trace_array(loss.data[0].x).tolist() == list(range(1, 11))  # the whole run, drawn in the same element
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import open_page, plotly_figures, run_to_the_end, trace_array
+from harness import board_charts, open_page, plotly_figures, run_to_the_end, trace_array
 
 from resnet_viz.lab import BEYOND, PRESETS
 from resnet_viz.runs import Replay
@@ -44,7 +44,7 @@ def test_transformer_run_draws_sublayer_gradients_and_attention_maps():
     heatmaps = [t for t in attention.data if t.type == "heatmap"]
     assert len(heatmaps) == 2 * 2 * 2  # two models x first and last layer x two heads
     assert all(np.allclose(trace_array(h.z).sum(1), 1, atol=1e-4) for h in heatmaps)  # each query's weights sum to 1
-    assert any(c.value.startswith("What to look for: the attention") for c in at.caption)
+    assert any(c["caption"].startswith("What to look for: the attention") for c in board_charts(at))
     # stored, and reopened from the store: the attention maps are drawn again from the stored weights
     stored = next(r for r in run_store().list_runs() if r.dataset == "sort")
     at.selectbox(key="lab.stored").set_value(stored.key).run()

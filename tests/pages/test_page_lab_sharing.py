@@ -160,6 +160,8 @@ def test_a_runs_picture_is_built_once_per_set_of_pictures(monkeypatch):
 
 
 def test_a_panel_serialises_its_figure_once_for_every_tab():
+    import json
+
     import numpy as np
     import plotly.graph_objects as go
     import plotly.io as pio
@@ -176,9 +178,18 @@ def test_a_panel_serialises_its_figure_once_for_every_tab():
     fig.to_json = lambda **kw: calls.append(kw) or real(**kw)
     panel = Panel("lab.loss", fig, "caption")
     assert panel.live is panel.live and len(calls) == 1  # made once, read by every tab
-    decoded = go.Figure(live_chart.figure_of(panel.live.payload))
+    sent = json.loads(panel.live.json)
+    decoded = go.Figure(sent["figure"])
     assert decoded.layout.title.text == "Loss" and decoded.data[0].name == "A: train"
     assert decoded.to_json() == pio.from_json(real(validate=False)).to_json()  # the figure, as st.plotly_chart sent it
-    other = Panel("lab.loss", loss(), "caption").live.payload
-    assert other[:32] == panel.live.payload[:32]  # same figure, same digest: the page draws it once
-    assert Panel("lab.acc", go.Figure(), "caption").live.payload[:32] != panel.live.payload[:32]
+    assert (sent["key"], sent["caption"], sent["wide"]) == ("lab.loss", "caption", False)
+
+    def digest(p: Panel) -> str:
+        return json.loads(p.live.json)["digest"]
+
+    assert digest(Panel("lab.loss", loss(), "caption")) == sent["digest"]  # same chart, same digest: drawn once
+    assert digest(Panel("lab.acc", go.Figure(), "caption")) != sent["digest"]
+    assert digest(Panel("lab.loss", loss(), "another caption")) != sent["digest"]
+    board = live_chart._payload((panel.live,), "{}")
+    assert live_chart._payload((panel.live,), "{}") is board  # one board's bytes for every tab
+    assert live_chart.charts_of(board) == [sent]
