@@ -52,11 +52,16 @@ def reattach(jobs: SessionJobs, cfg: LabConfig) -> None:
         )
 
 
+def labels_of(run: LiveRun | Replay) -> dict[str, str]:
+    """Each model's name on the charts and sliders ("A · plain 20")."""
+    return {k: model_label(k, c) for k, c in run.request.models.items()}
+
+
 def live_panel(jobs: SessionJobs) -> None:
     """Everything that moves while training: redrawn by its fragment timer, the rest of the page stays."""
     run = jobs.lab
     view = view_of(run)
-    labels = {k: model_label(k, c) for k, c in run.request.models.items()}
+    labels = labels_of(run)
     if isinstance(run, Replay):
         stored = run.run
         st.info(
@@ -67,8 +72,6 @@ def live_panel(jobs: SessionJobs) -> None:
     # their place in the page, so their plots are updated, not built again, when the run ends.
     with st.container():
         status_line(view, labels)
-    if isinstance(run, LiveRun):
-        skip_sliders(jobs, run, view, labels)
     charts(view, labels, run.request.data)
     if run.done and st.session_state.get("lab.watching") == run.id:
         del st.session_state["lab.watching"]
@@ -198,6 +201,8 @@ def main() -> None:
         st.caption("The charts show the last run; the setup above has changed since. Train again to compare.")
     if running:
         st.session_state["lab.watching"] = run.id
+    if isinstance(run, LiveRun):
+        skip_sliders(jobs, run, labels_of(run))
     st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(jobs)
     if run.done:
         downloads(run)

@@ -60,13 +60,16 @@ def status_line(view: RunView, labels: dict[str, str]) -> None:
         st.warning(f"This run could not be stored (its charts and downloads stay here): {safe_text(view.save_error)}")
 
 
-def skip_sliders(jobs: SessionJobs, run: LiveRun, view: RunView, labels: dict[str, str]) -> None:
+def skip_sliders(jobs: SessionJobs, run: LiveRun, labels: dict[str, str]) -> None:
     """Live skip scale: applied at the next step and marked on the loss curve. On a run that other tabs
-    also watch, moving it forks the run for this tab only: the others keep theirs."""
+    also watch, moving it forks the run for this tab only: the others keep theirs.
+
+    Drawn with the page, not with each refresh of the charts: nothing on them changes while the run
+    trains but by this tab's own hand (a fork, or the run's end, reruns the page), and two sliders and
+    their columns were a fifth of a refresh's server CPU in each tab."""
     cols = st.columns(len(labels))
     for col, key in zip(cols, labels, strict=True):
         current = run.skip_scale(key)
-        shared = " Others watch this run: moving it gives you your own copy from here." if view.viewers > 1 else ""
         alpha = col.slider(
             f"Live skip scale α of {labels[key]}",
             0.0,
@@ -76,8 +79,9 @@ def skip_sliders(jobs: SessionJobs, run: LiveRun, view: RunView, labels: dict[st
             value=current,
             step=0.05,
             key=f"lab.live.{run.id}.{key}",
-            disabled=view.status not in ("running", "queued"),
-            help="out = F(x) + α·x. Move it while training: the change is marked on the loss curve." + shared,
+            disabled=run.done,
+            help="out = F(x) + α·x. Move it while training: the change is marked on the loss curve. On a run "
+            "others watch too, moving it gives you your own copy of the run from here.",
         )
         if alpha != current:
             mine = jobs.service.set_skip_scale(run, jobs.viewer, key, alpha)

@@ -102,11 +102,13 @@ def test_stop_and_reset():
     at = open_page("pages/lab.py", {"a.depth": "8", "a.width": "8", "epochs": "200"})
     next(b for b in at.button if b.label == "Train").click().run()
     job = at.session_state[SESSION_KEY].lab
+    assert not at.slider(key=f"lab.live.{job.id}.B").disabled  # live: drawn with the page, not each refresh
     next(b for b in at.button if b.label == "Stop").click().run()
     job.join(60)
     assert job.status in ("stopped", "finished") and job.view().step < job.trainer.total_steps
     at.run()
     assert any("Stopped" in w.value for w in at.warning)
+    assert at.slider(key=f"lab.live.{job.id}.B").disabled  # the rerun that shows the end locks it
     next(b for b in at.button if b.label == "Reset").click().run()
     assert at.session_state[SESSION_KEY].lab is None
 
