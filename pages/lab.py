@@ -175,7 +175,6 @@ def main() -> None:
         running = isinstance(run, LiveRun) and not run.done
         if not running:  # refused, or a stored run opened at once: draw the setup unlocked
             st.rerun()
-        run.wait_for_step(2, FIRST_POINTS_WAIT_SECONDS)  # this run draws the first points (two make a line)
     write_url(cfg, preset, run.id if running else None)
     b1, b2, b3, _ = st.columns([1, 1, 1, 4])
     b1.button("Train", key=TRAIN_KEY, type="primary", icon=":material/play_arrow:", disabled=running)
@@ -203,6 +202,10 @@ def main() -> None:
         st.session_state["lab.watching"] = run.id
     if isinstance(run, LiveRun):
         skip_sliders(jobs, run, labels_of(run))
+    if clicked:
+        # This run draws the first points (two make a line). It waits here, with the rest of the page sent:
+        # thirty tabs whose clicks all wake at step 2 then have only the charts left to draw (one GIL).
+        run.wait_for_step(2, FIRST_POINTS_WAIT_SECONDS)
     st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(jobs)
     if run.done:
         downloads(run)
