@@ -81,22 +81,42 @@ class LabConfig:
         return self
 
 
+def setting_label(name: str, family: str) -> str:
+    """The lab form's label of model setting `name` (the setup table names the settings the same way)."""
+    if name == "order":
+        return "LayerNorm position" if family == "transformer" else "Block order"
+    return MODEL_LABELS[name]
+
+
+# The labels of the model settings in the lab form and its setup table ("order" depends on the family).
+MODEL_LABELS = {
+    "block": "Block",
+    "depth": "Depth (weighted layers)",
+    "width": "Width",
+    "heads": "Attention heads",
+    "skip": "Skip connections",
+    "skip_scale": "Skip scale α",
+    "shortcut": "Shortcut",
+    "norm": "Normalisation",
+    "init": "Init",
+    "zero_init_last": "Zero-init last layer of each block",
+}
+
+
 def _model_rows(a: ModelConfig, b: ModelConfig) -> list[tuple[str, str, str]]:
     """(setting, A's value, B's value) for the settings the lab form shows for this family."""
 
     def skip(m: ModelConfig) -> str:
         return f"on, α = {m.skip_scale:g}" if m.skip else "off"
 
-    rows = [("Skip connections", skip(a), skip(b))]
+    rows = [(MODEL_LABELS["skip"], skip(a), skip(b))]
     family = a.family
-    names = [("Block", "block")] if family == "cnn" else []
-    names += [("Depth (weighted layers)", "depth"), ("Width", "width")]
-    names += [("Attention heads", "heads")] if family == "transformer" else []
-    names += [("Shortcut", "shortcut")] if family in ("cnn", "mlp") else []
-    order = "LayerNorm position" if family == "transformer" else "Block order"
-    names += [("Normalisation", "norm"), (order, "order"), ("Init", "init"), ("Zero-init last layer", "zero_init_last")]
-    for label, name in names:
+    names = ["block"] if family == "cnn" else []
+    names += ["depth", "width"] + (["heads"] if family == "transformer" else [])
+    names += ["shortcut"] if family in ("cnn", "mlp") else []
+    for name in names + ["norm", "order", "init", "zero_init_last"]:
         values = [getattr(m, name) for m in (a, b)]
+        label = setting_label(name, family)
         rows.append((label, *("yes" if v is True else "no" if v is False else str(v) for v in values)))
     return rows
 
@@ -117,12 +137,9 @@ def _data_details(data: DataConfig) -> list[str]:
 
 
 def setup_markdown(cfg: LabConfig) -> str:
-    """The setup of a run as one Markdown table and two lines: what the lab shows in place of its locked form.
-
-    While a run trains, the form's ~40 widgets cannot be changed, yet drawing them cost about a
-    quarter of the server's CPU for each Train click (each radio, number input and slider scans the
-    session's keys): a class clicking Train at once queued thirty of them. Values are ours (checked
-    choices and numbers, an upload's hex digest), so nothing here needs escaping.
+    """The setup of a run as one Markdown table (a row per model setting the lab form shows, a column per
+    model) and a line each for data and training: what the lab shows in place of its locked form.
+    Values are ours (checked choices and numbers, an upload's hex digest), so nothing here needs escaping.
     """
     fit = cfg.normalized()
     lines = ["| | Model A | Model B |", "| --- | --- | --- |"]

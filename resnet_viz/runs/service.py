@@ -52,6 +52,9 @@ class Replay:
     def skip_scale(self, model: str) -> float:
         return self.run.final_skip_scale(model)
 
+    def skip_events(self) -> list[tuple[str, int, float]]:
+        return list(self.run.skip_events)
+
     @cached_property
     def _view(self) -> RunView:
         run = self.run
@@ -71,7 +74,7 @@ class Replay:
             queue_position=0,
             queue_wait_seconds=0.0,
             states=states,
-            skip_events=list(run.skip_events),
+            skip_events=self.skip_events(),
             steps=tables.steps_frame(),
             layers=tables.layers_frame(),
             viewers=0,

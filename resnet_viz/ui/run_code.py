@@ -23,10 +23,6 @@ from resnet_viz.training import TrainConfig
 from .text import safe_text
 
 
-def _skip_events(run: LiveRun | Replay) -> list[tuple[str, int, float]]:
-    return list(run.run.skip_events) if isinstance(run, Replay) else run.skip_events()
-
-
 @functools.lru_cache(maxsize=64)
 def _script(
     models: tuple[tuple[str, ModelConfig], ...],
@@ -43,7 +39,7 @@ def _script(
 def python_panel(cfg: LabConfig, run: LiveRun | Replay | None) -> None:
     """The script for the shown run (or the current setup), with copy (on the code) and download buttons."""
     if run is not None:
-        request, events = run.request, _skip_events(run)
+        request, events = run.request, run.skip_events()
         st.caption(
             "Retrains the run shown below with the library: same configs, data and seed, so the same "
             "losses on a CPU with as many threads as the server gave it."

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
-from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from, setup_markdown
+from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from, setting_label, setup_markdown
 from resnet_viz.models import FAMILY_NORMS, ModelConfig
 from resnet_viz.options import OPTIONS, Range
 from resnet_viz.training import TrainConfig
@@ -182,7 +182,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
     if not skip_only:
         if cfg.family == "cnn":
             values["block"] = st.radio(
-                "Block",
+                setting_label("block", family),
                 OPTIONS["block"].values,
                 key=k + "block",
                 horizontal=True,
@@ -194,10 +194,10 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
         _nearest(k + "depth", depths)  # the block changed: the nearest depth its rule allows
         depth_help = {"transformer": "2 per encoder layer (attention, MLP) plus embedding and head"}.get(family)
         values["depth"] = st.select_slider(
-            "Depth (weighted layers)", depths, key=k + "depth", disabled=disabled, help=depth_help
+            setting_label("depth", family), depths, key=k + "depth", disabled=disabled, help=depth_help
         )
         values["width"] = st.select_slider(
-            "Width",
+            setting_label("width", family),
             _stops(k + "width", "width"),
             key=k + "width",
             disabled=disabled,
@@ -207,11 +207,15 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
             heads = [h for h in range(1, int(OPTIONS["heads"].high) + 1) if values["width"] % h == 0]
             _valid(k + "heads", heads, max(heads))
             values["heads"] = st.select_slider(
-                "Attention heads", heads, key=k + "heads", disabled=disabled, help="each head sees width/heads features"
+                setting_label("heads", family),
+                heads,
+                key=k + "heads",
+                disabled=disabled,
+                help="each head sees width/heads features",
             )
-    values["skip"] = st.toggle("Skip connections", key=k + "skip", disabled=disabled)
+    values["skip"] = st.toggle(setting_label("skip", family), key=k + "skip", disabled=disabled)
     values["skip_scale"] = st.slider(
-        "Skip scale α",
+        setting_label("skip_scale", family),
         0.0,
         1.0,
         step=0.05,
@@ -223,7 +227,7 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
         return replace(cfg, **values)
     if family in ("cnn", "mlp"):  # the width never changes in Transformers and GCNs: identity only
         values["shortcut"] = st.radio(
-            "Shortcut",
+            setting_label("shortcut", family),
             OPTIONS["shortcut"].values,
             key=k + "shortcut",
             horizontal=True,
@@ -235,18 +239,20 @@ def _model_form(part: str, cfg: ModelConfig, *, skip_only: bool, disabled: bool)
             st.caption("A plain net has no shortcuts, so the shortcut type has no effect.")
     norms = list(FAMILY_NORMS[family])
     _valid(k + "norm", norms, cfg.norm)  # `cfg` is fitted to the data: its norm is one of its family's
-    values["norm"] = st.radio("Normalisation", norms, key=k + "norm", horizontal=True, disabled=disabled)
+    values["norm"] = st.radio(setting_label("norm", family), norms, key=k + "norm", horizontal=True, disabled=disabled)
     values["order"] = st.radio(
-        "LayerNorm position" if family == "transformer" else "Block order",
+        setting_label("order", family),
         OPTIONS["order"].values,
         key=k + "order",
         horizontal=True,
         disabled=disabled,
         help=ORDER_HELP[family],
     )
-    values["init"] = st.selectbox("Init", OPTIONS["init"].values, key=k + "init", disabled=disabled)
+    values["init"] = st.selectbox(
+        setting_label("init", family), OPTIONS["init"].values, key=k + "init", disabled=disabled
+    )
     values["zero_init_last"] = st.checkbox(
-        "Zero-init last layer of each block",
+        setting_label("zero_init_last", family),
         key=k + "zero_init_last",
         disabled=disabled,
         help="each residual block starts as the identity (Goyal et al. 2017)",
