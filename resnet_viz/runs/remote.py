@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import torch
 
@@ -174,8 +175,12 @@ class RemoteTrainer(Lockstep):
                     raise RuntimeError(message[1])
                 if message[0] == "done":
                     ended = True
-                    _, mirror, self._final = message
+                    _, mirror, final = message
                     self._update(mirror)
+                    self._final = self._with_snapshots(final)
+                    for key, weights in final.models.items():
+                        set_skip_scale(self.models[key], final.alphas[key])
+                        self.models[key].load_state_dict(weights)
                     return
                 _, records, mirror = message
                 self._update(mirror)
@@ -196,9 +201,10 @@ class RemoteTrainer(Lockstep):
         self.skip_events = mirror.skip_events
         self._alpha.update(mirror.alphas)
         self.pictures.update(mirror.pictures or {})
-        for key, weights in (mirror.weights or {}).items():
-            set_skip_scale(self.models[key], mirror.alphas[key])
-            self.models[key].load_state_dict(weights)
+
+    def _with_snapshots(self, state: TrainerState) -> TrainerState:
+        """A worker's state (sent without snapshots) with the snapshots mirrored here up to the same step."""
+        return replace(state, snapshots={k: list(v) for k, v in self.snapshots.items()})
 
     # ---- what a LiveRun asks between two steps
 
@@ -209,7 +215,7 @@ class RemoteTrainer(Lockstep):
         if self._worker is None:
             raise RuntimeError("capture() before run(): nothing trained yet")
         self._worker.put(("capture",))
-        return self._worker.get()[1]
+        return self._with_snapshots(self._worker.get()[1])
 
     def set_skip_scale(self, key: str, alpha: float) -> None:
         """Change a model's skip scale from the worker's next step on (thread-safe, checked like Trainer's)."""

@@ -1,5 +1,6 @@
 """Training in a child process (runs/remote.py): the same run as in-process, forks, stops and failures."""
 
+import io
 import os
 import signal
 import threading
@@ -7,11 +8,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import safetensors.torch
+import torch
 
 from resnet_viz import pictures
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
-from resnet_viz.runs import LiveRun, RunRequest, RunService, Scheduler
+from resnet_viz.runs import LiveRun, RunRequest, RunService, Scheduler, worker
 from resnet_viz.runs.remote import POOL, RemoteTrainer
 from resnet_viz.store import RunStore
 from resnet_viz.training import StepRecord, TrainConfig, Trainer
@@ -70,7 +73,46 @@ def test_skip_changes_and_captures_land_between_the_same_two_steps():
     for key in PAIR:
         a, b = states[there].models[key], states[here].models[key]
         assert all(a[n].equal(b[n]) for n in b)
-    assert there.capture().step == here.step  # after the end: the final state
+        # the worker sends a state without its snapshots; the server's mirror puts back the same ones
+        assert [s.step for s in states[there].snapshots[key]] == [s.step for s in states[here].snapshots[key]]
+        assert len(states[here].snapshots[key]) >= 2
+    final = there.capture()
+    assert final.step == here.step  # after the end: the final state, with every snapshot
+    assert [s.step for s in final.snapshots["A"]] == [s.step for s in here.snapshots["A"]]
+    last = final.snapshots["B"][-1].state
+    assert all(last[n].equal(t) for n, t in here.snapshots["B"][-1].state.items())
+
+
+def test_a_message_carries_its_tensors_as_one_flat_tensor_per_dtype():
+    """A snapshot of a pair is hundreds of tensors; safetensors' cost is per tensor, so a message has one per
+    dtype. What comes back is equal, of the same dtype and shape, and owns its memory (no view that would keep
+    a whole message alive)."""
+    sent = {
+        "w": torch.randn(3, 4).t(),  # not contiguous
+        "n": torch.tensor(7),  # 0-d int64 (BatchNorm's num_batches_tracked)
+        "mask": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 5),
+        "b": torch.arange(6, dtype=torch.float32),
+        "picture": np.linspace(0, 1, 12).reshape(3, 4),  # a picture's array: back as an array
+    }
+    stream = io.BytesIO()
+    worker.put(stream, ("step", [sent], (1, None)))
+    blob = stream.getvalue()
+    text_size, blob_size = worker.HEADER.unpack(blob[: worker.HEADER.size])
+    assert set(safetensors.torch.load(blob[worker.HEADER.size + text_size :])) == {
+        "torch.float32",
+        "torch.int64",
+        "torch.bool",
+        "torch.float64",
+    }
+    stream.seek(0)
+    kind, [got], rest = worker.get(stream)
+    assert (kind, rest) == ("step", (1, None))
+    assert isinstance(got["picture"], np.ndarray) and np.array_equal(got["picture"], sent["picture"])
+    for name in ("w", "n", "mask", "empty", "b"):
+        t = got[name]
+        assert t.dtype == sent[name].dtype and t.shape == sent[name].shape and t.equal(sent[name])
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
 @pytest.mark.parametrize(
