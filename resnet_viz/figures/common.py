@@ -8,9 +8,11 @@ magnitudes span decades, and the same colour per model everywhere (`COLORS`). Fi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -67,14 +69,52 @@ def axis(title: str, **props: object) -> dict:
     return {"title": {"text": title}, **props}
 
 
+_BARE: ContextVar[bool] = ContextVar("bare", default=False)  # see `bare`
+
+
 def figure(traces: list[dict], layout: dict) -> go.Figure:
     """A figure made in one step from plain trace and layout dicts (each trace names its "type").
 
-    Plotly checks the whole figure once here, where each `add_trace` or `update_layout` call walks
-    and checks it again: built call by call, a redraw of the live lab's five charts took 190-250 ms
-    of the server's CPU (one each 0.8 s while anyone watches a run); built this way, 57-81 ms.
+    Plotly checks the whole figure once here (unless `bare`), where each `add_trace` or
+    `update_layout` call walks and checks it again: built call by call, a redraw of the live lab's
+    five charts took 190-250 ms of the server's CPU (one each 0.8 s while anyone watches a run);
+    built this way, 57-81 ms. Pandas columns go in as NumPy arrays: Plotly's own conversion of a
+    Series (through narwhals) cost more than the rest of a trace.
     """
-    return go.Figure({"data": traces, "layout": layout})
+    data = [{k: v.to_numpy() if isinstance(v, pd.Series | pd.Index) else v for k, v in t.items()} for t in traces]
+    if _BARE.get():
+        return go.Figure({"data": data, "layout": {**layout, "template": {}}}, _validate=False)
+    return go.Figure({"data": data, "layout": layout})
+
+
+@contextlib.contextmanager
+def bare() -> Iterator[None]:
+    """Figures that `figure` makes in this block (in this thread) skip Plotly's checks of each property and
+    carry an empty template: for a page that supplies the shared look itself (a live board sends
+    `TEMPLATE` once and fills it in).
+
+    Why: the live lab rebuilds its charts every 0.8 s while a run trains, in the server process, on
+    the cores the run trains on. Of a rebuild's 87 ms of CPU the checks were about 10 and the
+    template about 14 (Plotly copies its 3.7 kB into each figure, then into each figure's JSON).
+    What the checks would change is done in the figure code instead (named colour scales are
+    expanded with `colorscale`), and a test asserts that the lab's figures serialise the same
+    either way, once the template is put back.
+    """
+    token = _BARE.set(True)
+    try:
+        yield
+    finally:
+        _BARE.reset(token)
+
+
+TEMPLATE = pio.templates[pio.templates.default].to_plotly_json()  # the look `bare` figures leave out
+
+
+@functools.cache
+def colorscale(name: str) -> tuple[tuple[float, str], ...]:
+    """A named Plotly colour scale as the (position, colour) pairs Plotly's checks expand it to. A name left
+    as it is in an unchecked figure would be read by plotly.js, whose scales of the same names differ."""
+    return tuple(go.layout.Coloraxis(colorscale=name).colorscale)
 
 
 @functools.lru_cache(maxsize=64)

@@ -15,6 +15,7 @@ from .common import (
     MAX_HEATMAP_COLUMNS,
     axis,
     color,
+    colorscale,
     figure,
     look,
     positive,
@@ -233,7 +234,7 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
         labelled = len(names) <= 40 and (col == 1 or not same_layers)
         y_axis.update(showticklabels=labelled)
     grid_layout["coloraxis"] = {
-        "colorscale": "Viridis",
+        "colorscale": colorscale("Viridis"),
         "cmin": zmin,
         "cmax": zmax,
         "colorbar": {"title": {"text": "log10 ‖∂L/∂W‖"}},
@@ -327,7 +328,7 @@ def decision_boundary_figure(
                 "z": probs,
                 "zmin": 0,
                 "zmax": 1,
-                "colorscale": "RdBu",
+                "colorscale": colorscale("RdBu"),
                 "coloraxis": "coloraxis",
                 "hovertemplate": "x %{x:.2f}, y %{y:.2f}<br>P(class 1) = %{z:.2f}<extra></extra>",
                 "xaxis": x_name,
@@ -358,7 +359,7 @@ def decision_boundary_figure(
         grid_layout[x_key].update(axis("x₁"))
         grid_layout[y_key].update(axis("x₂", scaleanchor=x_name))  # equal units on both axes: round stays round
     grid_layout["coloraxis"] = {
-        "colorscale": "RdBu",
+        "colorscale": colorscale("RdBu"),
         "cmin": 0,
         "cmax": 1,
         "colorbar": {"title": {"text": "P(class 1)"}},

@@ -32,10 +32,13 @@ import plotly.graph_objects as go
 import streamlit.components.v1 as components_v1
 import streamlit.components.v2 as components_v2
 
+from ..figures.common import TEMPLATE
+
 # The folder of the plotly package's `plotly.min.js`, served at /component/<name>/plotly.min.js.
 _PLOTLY_JS = components_v1.declare_component("plotly_js", path=str(Path(plotly.__file__).parent / "package_data"))
 DEFAULT_HEIGHT = 450  # Plotly's own default when a figure sets no height
 DIGEST_CHARS = 32  # hex digits of a payload's digest, which starts it
+_TEMPLATE = json.dumps(TEMPLATE)  # the shared look, sent once per board for the bare figures in it
 
 _JS = (
     f"const DIGEST = {DIGEST_CHARS};  // bytes of a payload's digest, then a newline, then its JSON\n"
@@ -61,7 +64,7 @@ export default function (component) {
   const digest = text.decode(data.subarray(0, DIGEST));
   if (!board || board.dataset.digest === digest) return;  // a refresh that brought the same charts
   board.dataset.digest = digest;
-  const { lib, config, charts } = JSON.parse(text.decode(data.subarray(DIGEST + 1)));
+  const { lib, config, template, charts } = JSON.parse(text.decode(data.subarray(DIGEST + 1)));
   const cells = new Map([...board.children].map((cell) => [cell.dataset.key, cell]));
   charts.forEach((chart, index) => {
     let cell = cells.get(chart.key);
@@ -75,6 +78,8 @@ export default function (component) {
     div.dataset.digest = chart.digest;
     div.style.height = chart.height + "px";
     if (!inView.has(div)) { inView.set(div, true); watcher.observe(div); }  // drawn once, then when seen
+    const layout = chart.figure.layout;
+    if (layout.template && Object.keys(layout.template).length === 0) layout.template = template;  // a bare figure
     const draw = () => react(div, chart.digest, lib, chart.figure, config);
     if (inView.get(div)) draw(); else pending.set(div, draw);
   });
@@ -172,11 +177,14 @@ def chart(key: str, fig: go.Figure, caption: str, wide: bool = False) -> Chart:
 
 @functools.lru_cache(maxsize=64)
 def _payload(charts: tuple[Chart, ...], config: str) -> bytes:
-    """Digest, newline, then {"lib", "config", "charts"}: bytes, which Streamlit forwards as they are
-    (a dict is JSON-encoded twice per tab and refresh, once for the element and once for its identity).
-    Made once per set of charts: every tab showing them gets the same bytes."""
+    """Digest, newline, then {"lib", "config", "template", "charts"}: bytes, which Streamlit forwards as they
+    are (a dict is JSON-encoded twice per tab and refresh, once for the element and once for its identity).
+    Made once per set of charts: every tab showing them gets the same bytes. `template` is the shared look,
+    which the page puts into each figure made `bare` (figures.common), once per board instead of per chart."""
     listed = ", ".join(c.json for c in charts)
-    body = f'{{"lib": {json.dumps(_PLOTLY_JS.name)}, "config": {config}, "charts": [{listed}]}}'
+    body = (
+        f'{{"lib": {json.dumps(_PLOTLY_JS.name)}, "config": {config}, "template": {_TEMPLATE}, "charts": [{listed}]}}'
+    )
     digest = hashlib.blake2b(body.encode(), digest_size=DIGEST_CHARS // 2).hexdigest()
     return f"{digest}\n{body}".encode()
 
@@ -202,5 +210,9 @@ def charts_in(component: Any) -> list[dict[str, Any]] | None:
 
 
 def charts_of(payload: bytes) -> list[dict[str, Any]]:
-    """The charts in a live board's payload, in page order."""
-    return json.loads(payload[DIGEST_CHARS + 1 :])["charts"]
+    """The charts in a live board's payload, in page order, each figure with the template the page gives it."""
+    board = json.loads(payload[DIGEST_CHARS + 1 :])
+    for chart in board["charts"]:
+        if chart["figure"]["layout"].get("template") == {}:  # a bare figure (see the script)
+            chart["figure"]["layout"]["template"] = board["template"]
+    return board["charts"]

@@ -232,7 +232,14 @@ def _picture_panel(view: RunView, labels: dict[str, str], data: DataConfig) -> P
 
 def _build(view: RunView, labels: dict[str, str], data: DataConfig, drawn: _Drawn | None) -> list[Panel]:
     """The panels of one redraw; the family's picture is kept from the last redraw until new pictures come
-    (an attention grid of every head takes longer to build than the other five charts)."""
+    (an attention grid of every head takes longer to build than the other five charts). Built `bare` (no
+    Plotly checks, the template sent once by the board): a rebuild every 0.8 s is the server's largest cost
+    while one tab watches a run."""
+    with figures.common.bare():
+        return _panels(view, labels, data, drawn)
+
+
+def _panels(view: RunView, labels: dict[str, str], data: DataConfig, drawn: _Drawn | None) -> list[Panel]:
     steps, layers = view.steps, view.layers
     diverged = {k: s.step for k, s in view.states.items() if s.status == "diverged"}
     transformer = data.model_fields()["family"] == "transformer"

@@ -8,6 +8,8 @@ from pathlib import Path
 from browser_utils import ARTIFACTS, main, new_page, no_exception, seen_chart, wait_for_loss_lines
 from playwright.sync_api import Page, expect
 
+from resnet_viz.figures.common import TEMPLATE
+
 
 def _step(page: Page) -> int:
     text = page.get_by_text(re.compile(r"step \d+/\d+ · epoch")).first.inner_text()
@@ -39,6 +41,13 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     # Input at the top, as its axis says: the y range runs down (first drawn before any gradient came).
     low, high = heatmap.evaluate("el => el._fullLayout.yaxis.range")
     assert low > high, (low, high)
+    # Each chart has the shared look, though a live board sends the template once, not with each figure.
+    looks = page.evaluate(
+        """() => [...document.querySelectorAll('.rv-board .js-plotly-plot')].map(
+            (el) => [el._fullLayout.plot_bgcolor, el._fullLayout.xaxis.gridcolor])"""
+    )
+    template = TEMPLATE["layout"]
+    assert looks == [[template["plot_bgcolor"], template["xaxis"]["gridcolor"]]] * 5, looks
     page.screenshot(path=str(ARTIFACTS / "lab_training.png"), full_page=True)
     # One live board: the first four charts two to a row, the heatmap across both, a caption under each.
     boxes = page.evaluate(

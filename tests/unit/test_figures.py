@@ -1,14 +1,17 @@
 """Figure builders: pure functions of tidy data, with both models, titles, axes and log scales."""
 
+import json
+
 import numpy as np
 import pandas as pd
 from plotly.subplots import make_subplots
 
 from resnet_viz import figures
 from resnet_viz.data import DataConfig
-from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS, row_of_subplots
+from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS, TEMPLATE, bare, row_of_subplots
 from resnet_viz.figures.lab import _bin_columns
 from resnet_viz.models import ModelConfig
+from resnet_viz.runs.tables import ChartTables
 from resnet_viz.training import TrainConfig, train_models
 
 LABELS = {"A": "A · plain 8", "B": "B · residual 8"}
@@ -116,3 +119,33 @@ def test_subplot_layouts_are_made_as_make_subplots_does_and_never_shared():
     only_a = figures.heatmap_figure(LAYERS[LAYERS.model == "A"], LABELS)
     assert both.layout.yaxis2.showticklabels is False and only_a.layout.yaxis2.showticklabels is None
     assert len(only_a.data) == 1
+
+
+def test_bare_figures_serialise_as_checked_ones_once_the_template_is_back():
+    """The live lab builds its figures `bare` (no Plotly checks, no template: the board sends it once). What the
+    checks would have changed must already be in the figure code, so each bare figure's JSON, with the template
+    put back as the page does, is the checked figure's JSON: for the full history's frames and for the live
+    chart tables' (binned, smoothed) frames, with skip marks, a divergence and a fork."""
+    tables = ChartTables.of(HISTORY)
+    xs = ys = np.linspace(-1, 1, 5)
+    grids = {"A": (xs, ys, np.full((5, 5), 0.2)), "B": (xs, ys, np.full((5, 5), 0.8))}
+    makers = []
+    for steps, layers in ((STEPS, LAYERS), (tables.steps_frame(), tables.layers_frame())):
+        makers += [
+            lambda s=steps: figures.loss_figure(s, LABELS, [("B", 7, 0.5)], {"A": 12}, fork_step=5),
+            lambda s=steps: figures.accuracy_figure(s, LABELS),
+            lambda la=layers: figures.grad_profile_figure(la, LABELS),
+            lambda la=layers: figures.block_figure(la, LABELS),
+            lambda la=layers: figures.heatmap_figure(la, LABELS),
+            lambda la=layers: figures.families.sublayer_grad_figure(la, LABELS),
+        ]
+    makers.append(lambda: figures.decision_boundary_figure(grids, np.zeros((2, 2)), np.array([0, 1]), LABELS))
+    for make in makers:
+        checked = json.loads(make().to_json())
+        with bare():
+            fig = make()
+        drawn = json.loads(fig.to_json())
+        assert drawn["layout"]["template"] == {}
+        drawn["layout"]["template"] = TEMPLATE
+        assert drawn == checked
+        assert fig._validate is False  # built without the checks (what makes it cheaper)
