@@ -27,6 +27,9 @@ from ..training import History, StepRecord
 
 SCALARS = ("step", "epoch", "lr", "loss", "acc", "skip_scale", "seconds", "val_loss", "val_acc")
 SMOOTH_STEPS = 10  # the accuracy chart's training curve is a 10-step mean
+# Name columns of the chart frames as categories: the figures filter and group by them at every redraw, and on
+# pandas' default (Arrow) strings that was a fifth of a redraw of the lab's charts (60 -> 48 ms at step 290).
+_NAMES = {"model": "category", "layer": "category", "metric": "category"}
 
 
 class _Grow:
@@ -278,7 +281,9 @@ class ChartTables:
                 )
         columns = ["model", "step", "loss", "acc", "acc_smooth", "val_loss", "val_acc"]
         frames = [f for f in frames if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)).astype(
+            {"model": _NAMES["model"]}
+        )
 
     def layers_frame(self) -> pd.DataFrame:
         """Chart rows in `History.layers_frame()` form: every metric at each model's latest probed step,
@@ -305,6 +310,7 @@ class ChartTables:
                 metric += ["grad_norm_binned"] * len(names)
                 value += row.tolist()
                 index += list(range(len(names)))
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {"model": model, "step": step, "layer": layer, "metric": metric, "value": value, "depth_index": index}
         )
+        return frame.astype(_NAMES)
