@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from pandas import DataFrame
@@ -58,8 +59,7 @@ class RunView:
     queue_wait_seconds: float  # estimated wait before it starts (queued runs)
     states: dict[str, ModelState]  # per model: finished / stopped / diverged and why
     skip_events: list[tuple[str, int, float]]  # (model, step, alpha) of live skip changes
-    steps: DataFrame  # chart rows (ChartTables.steps_frame)
-    layers: DataFrame  # chart rows (ChartTables.layers_frame)
+    frames: Callable[[], tuple[DataFrame, DataFrame]]  # the chart rows (`steps`, `layers`), made when first read
     viewers: int = 1  # sessions watching it
     fork_step: int = 0  # the step this run was forked from a shared run at (0: not a fork)
     pictures: dict[str, tuple] = field(default_factory=dict)  # model -> its picture (`pictures.picture`)
@@ -67,6 +67,20 @@ class RunView:
     saved: bool | None = None  # stored when it finished (None while training or when not complete)
     save_error: str = ""  # why a finished run could not be stored
     version: int = 0  # grows with every drawn change: views of one run with equal versions draw the same
+
+    @cached_property
+    def _rows(self) -> tuple[DataFrame, DataFrame]:
+        return self.frames()
+
+    @property
+    def steps(self) -> DataFrame:
+        """Chart rows (`ChartTables.steps_frame`): of this view's version or, read later, of a newer one."""
+        return self._rows[0]
+
+    @property
+    def layers(self) -> DataFrame:
+        """Chart rows (`ChartTables.layers_frame`), as `steps`."""
+        return self._rows[1]
 
 
 @dataclass
@@ -287,13 +301,20 @@ class LiveRun(Task):
             self._stepped.wait_for(lambda: reached() or self.done, timeout)
             return reached()
 
+    def _chart_frames(self) -> tuple[DataFrame, DataFrame]:
+        """The chart tables as frames, made once per version for every tab. Made when a view's rows are first
+        read, not with the view: thirty tabs each see a new version at their refresh (the run steps several
+        times a second), but the lab redraws a run's charts at most every 0.8 s, and 15-25 ms of frames per
+        version, under the lock the training thread needs after every step, mostly went undrawn."""
+        with self._lock:
+            if self._frames[0] != self._version:
+                tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
+                self._frames = (self._version, tables.steps_frame(), tables.layers_frame())
+            return self._frames[1], self._frames[2]
+
     def view(self) -> RunView:
         with self._lock:
             version = self._version
-            if self._frames[0] != version:  # thirty tabs watching one run copy its tables once per change
-                tables = self._tables or ChartTables({}, {})  # nothing drawn yet: empty tables with their columns
-                self._frames = (version, tables.steps_frame(), tables.layers_frame())
-            _, steps, layers = self._frames
             taken, picture_step = dict(self._pictures), self._picture_step
         trainer = self.trainer
         step = trainer.step if trainer else self.fork_step
@@ -320,8 +341,7 @@ class LiveRun(Task):
             queue_wait_seconds=wait,
             states=states,
             skip_events=self.skip_events(),
-            steps=steps,
-            layers=layers,
+            frames=self._chart_frames,
             viewers=len(self.viewers),
             fork_step=self.fork_step,
             pictures=taken,

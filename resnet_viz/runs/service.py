@@ -75,8 +75,7 @@ class Replay:
             queue_wait_seconds=0.0,
             states=states,
             skip_events=self.skip_events(),
-            steps=tables.steps_frame(),
-            layers=tables.layers_frame(),
+            frames=lambda: (tables.steps_frame(), tables.layers_frame()),
             viewers=0,
             saved=True,
         )

@@ -325,12 +325,19 @@ def test_wait_for_step_returns_once_the_steps_are_drawn_and_not_for_a_queued_run
     service.release(queued, "tab-1")
 
 
-def test_views_of_one_version_share_their_chart_tables(service):
-    """Thirty tabs watching one run copy its chart tables once per drawn change, not once per tab."""
+def test_views_of_one_version_share_their_chart_tables_made_when_read(service, monkeypatch):
+    """Thirty tabs watching one run copy its chart tables once per drawn change, not once per tab, and only when
+    one of them reads the rows (the lab redraws at most every 0.8 s; a tab sees a new version at each refresh)."""
     run = service.request(RunRequest(PAIR, TrainConfig(epochs=1, warmup_steps=0, seed=7), DataConfig()), "tab-1")
     assert run.join(WAIT) and run.status == "finished"
-    first, second = run.view(), run.view()
+    made = []
+    frame = ChartTables.layers_frame
+    monkeypatch.setattr(ChartTables, "layers_frame", lambda self: made.append(1) or frame(self))
+    views = [run.view() for _ in range(30)]
+    assert made == []  # thirty views, no rows read: no frames made
+    first, second = views[0], views[-1]
     assert first.version == second.version and first.steps is second.steps and first.layers is second.layers
+    assert all(v.layers is first.layers for v in views) and made == [1]
     assert len(first.steps) > 0 and set(first.steps.model) == {"A", "B"}
 
 
