@@ -45,7 +45,8 @@ class RunRequest:
 
 @dataclass
 class RunView:
-    """A consistent copy of a run for drawing; the same for a live run and a stored one."""
+    """A copy of a run for drawing; the same for a live run and a stored one. Its chart rows (`steps`, `layers`)
+    are made when first read, and may then be of a newer version than the rest (never an older one)."""
 
     id: str  # the run's id (live runs) or store key prefix (stored runs)
     status: str  # queued, running, finished, stopped, failed

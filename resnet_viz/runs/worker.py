@@ -81,21 +81,21 @@ class _Parts:
         return [dtype, offset, list(tensor.shape)]
 
 
-def _pack(obj: Any, tensors: _Parts) -> Any:
+def _pack(obj: Any, parts: _Parts) -> Any:
     """JSON-able form of a message: tensors as [dtype, offset, shape] in their group's flat tensor, dataclasses by
     (allowed) type name, tuples and dicts with non-string keys tagged so they come back as they were."""
     if isinstance(obj, torch.Tensor):
-        return {"$t": tensors.add(obj)}
+        return {"$t": parts.add(obj)}
     if isinstance(obj, np.ndarray):  # a picture's arrays: sent as tensors, read back as arrays
-        return {"$n": tensors.add(torch.from_numpy(np.ascontiguousarray(obj)))}
+        return {"$n": parts.add(torch.from_numpy(np.ascontiguousarray(obj)))}
     if is_dataclass(obj):
-        return {"$d": type(obj).__name__, "f": {f.name: _pack(getattr(obj, f.name), tensors) for f in fields(obj)}}
+        return {"$d": type(obj).__name__, "f": {f.name: _pack(getattr(obj, f.name), parts) for f in fields(obj)}}
     if isinstance(obj, tuple):
-        return {"$u": [_pack(v, tensors) for v in obj]}
+        return {"$u": [_pack(v, parts) for v in obj]}
     if isinstance(obj, list):
-        return [_pack(v, tensors) for v in obj]
+        return [_pack(v, parts) for v in obj]
     if isinstance(obj, dict):
-        return {"$m": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+        return {"$m": [[_pack(k, parts), _pack(v, parts)] for k, v in obj.items()]}
     if isinstance(obj, np.generic):
         return obj.item()
     if obj is None or isinstance(obj, str | int | float):
