@@ -282,7 +282,7 @@ class ChartTables:
         columns = ["model", "step", "loss", "acc", "acc_smooth", "val_loss", "val_acc"]
         frames = [f for f in frames if len(f)]
         return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)).astype(
-            {"model": _NAMES["model"]}
+            {"model": "category"}
         )
 
     def layers_frame(self) -> pd.DataFrame:
