@@ -152,10 +152,16 @@ def thin(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Every row for short traces; evenly spaced rows (first and last kept) for long ones."""
     if len(frame) <= max_points:
         return frame
-    idx = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
-    return frame.iloc[idx]
+    return frame.iloc[thin_positions(np.arange(len(frame)), max_points)]
 
 
-def positive(values: pd.Series) -> pd.Series:
+def thin_positions(positions: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
+    """`thin` for an array of row positions: all of them, or evenly spaced ones (first and last kept)."""
+    if len(positions) <= max_points:
+        return positions
+    return positions[np.unique(np.linspace(0, len(positions) - 1, max_points).round().astype(int))]
+
+
+def positive(values: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
     """Log axes cannot show 0: clamp to a tiny floor so a vanished gradient is still drawn."""
-    return values.clip(lower=1e-12)
+    return np.clip(values, 1e-12, None)

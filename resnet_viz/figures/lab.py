@@ -21,7 +21,7 @@ from .common import (
     positive,
     row_of_subplots,
     subplot_axis,
-    thin,
+    thin_positions,
 )
 
 
@@ -38,26 +38,28 @@ def loss_figure(
     training rows are bin means and whose validation rows have no training loss). `fork_step` marks
     where this run was forked from a shared one.
     """
+    model, step = _arrays(steps, "model", "step")
+    loss, val_loss = _arrays(steps, "loss", "val_loss", dtype=float)
     traces = []
     for i, (key, label) in enumerate(labels.items()):
-        rows = steps[steps.model == key]
-        train = thin(rows[rows.loss.notna()])
+        mine = model == key
+        train = thin_positions(np.flatnonzero(mine & ~np.isnan(loss)))
         traces.append(
             {
                 "type": "scatter",
-                "x": train.step,
-                "y": positive(train.loss),
+                "x": step[train],
+                "y": positive(loss[train]),
                 "name": f"{label}: train",
                 "mode": "lines",
                 "line": {"color": color(key, i), "width": 2},
             }
         )
-        val = rows.dropna(subset=["val_loss"])
+        val = np.flatnonzero(mine & ~np.isnan(val_loss))
         traces.append(
             {
                 "type": "scatter",
-                "x": val.step,
-                "y": positive(val.val_loss),
+                "x": step[val],
+                "y": positive(val_loss[val]),
                 "name": f"{label}: validation",
                 "mode": "lines+markers",
                 "line": {"color": color(key, i), "dash": "dash", "width": 1.5},
@@ -101,29 +103,33 @@ def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure
     """Training accuracy (smoothed over 10 steps) and validation accuracy, in percent.
 
     The live chart table brings the 10-step mean as ``acc_smooth``; a full steps frame is smoothed here.
+    Validation points are every row with a validation accuracy (the live table's have no training values).
     """
+    model, step = _arrays(steps, "model", "step")
+    acc, val_acc = _arrays(steps, "acc", "val_acc", dtype=float)
+    smooth = _arrays(steps, "acc_smooth", dtype=float)[0] if "acc_smooth" in steps else None
     traces = []
     for i, (key, label) in enumerate(labels.items()):
-        rows = steps[steps.model == key]
-        rows = rows[rows.acc.notna()]
-        mean = rows.acc_smooth if "acc_smooth" in rows else rows.acc.rolling(10, min_periods=1).mean()
-        train = thin(rows.assign(acc=mean))
+        mine = model == key
+        rows = np.flatnonzero(mine & ~np.isnan(acc))
+        mean = smooth[rows] if smooth is not None else pd.Series(acc[rows]).rolling(10, min_periods=1).mean().to_numpy()
+        train = thin_positions(np.arange(len(rows)))
         traces.append(
             {
                 "type": "scatter",
-                "x": train.step,
-                "y": 100 * train.acc,
+                "x": step[rows][train],
+                "y": 100 * mean[train],
                 "name": f"{label}: train (10-step mean)",
                 "mode": "lines",
                 "line": {"color": color(key, i), "width": 2},
             }
         )
-        val = rows.dropna(subset=["val_acc"])
+        val = np.flatnonzero(mine & ~np.isnan(val_acc))
         traces.append(
             {
                 "type": "scatter",
-                "x": val.step,
-                "y": 100 * val.val_acc,
+                "x": step[val],
+                "y": 100 * val_acc[val],
                 "name": f"{label}: validation",
                 "mode": "lines+markers",
                 "line": {"color": color(key, i), "dash": "dash", "width": 1.5},
@@ -139,44 +145,90 @@ def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure
     )
 
 
+def _arrays(frame: pd.DataFrame, *names: str, dtype: type | None = None) -> list[np.ndarray]:
+    """Columns as NumPy arrays. Why: the figures select rows with NumPy masks; each pandas filter, sort
+    or group-by costs 0.1-0.5 ms whatever the number of rows, and the live lab's five charts made
+    dozens of them per redraw (about 40 of a redraw's 60 ms, at the live tables' few thousand rows)."""
+    return [frame[name].to_numpy(dtype=dtype) for name in names]
+
+
+def _order(model: np.ndarray, layer: np.ndarray, index: np.ndarray) -> list[str]:
+    """`layer_order` on columns: names by their mean relative depth in their models, then by their largest
+    depth index; names in the same place keep the order they first appear in."""
+    if not len(layer):
+        return []
+    names, first, of_name = np.unique(layer, return_index=True, return_inverse=True)
+    models, of_model = np.unique(model, return_inverse=True)
+    deepest = np.zeros(len(models))
+    np.maximum.at(deepest, of_model, index)
+    relative = index / np.where(deepest == 0, 1, deepest)[of_model]
+    position = np.bincount(of_name, weights=relative) / np.bincount(of_name)
+    ranked = np.full(len(names), -1)
+    np.maximum.at(ranked, of_name, index)
+    appearance = np.argsort(first, kind="stable")
+    return [str(names[i]) for i in sorted(appearance, key=lambda i: (position[i], ranked[i]))]
+
+
 def layer_order(layers: pd.DataFrame) -> list[str]:
     """Layer/block names in network order, for a category axis shared by models of different depth."""
-    ranked = layers.groupby("layer", sort=False).depth_index.max()
-    relative = layers.groupby("model").depth_index.transform("max")
-    position = (layers.depth_index / relative.replace(0, 1)).groupby(layers.layer).mean()
-    return sorted(ranked.index, key=lambda name: (position[name], ranked[name]))
+    return _order(*_arrays(layers, "model", "layer", "depth_index"))
+
+
+def _latest(model: np.ndarray, step: np.ndarray, metric: np.ndarray, name: str) -> np.ndarray:
+    """Positions of the rows of metric `name` at each model's latest probed step, in their order."""
+    rows = metric == name
+    keep = np.zeros(len(rows), dtype=bool)
+    for key in np.unique(model[rows]):
+        mine = rows & (model == key)
+        keep |= mine & (step == step[mine].max())
+    return np.flatnonzero(keep)
 
 
 def latest(layers: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows of `metric` at each model's latest probed step."""
-    rows = layers[layers.metric == metric]
-    if rows.empty:
-        return rows
-    last = rows.groupby("model").step.transform("max")
-    return rows[rows.step == last]
+    return layers.iloc[_latest(*_arrays(layers, "model", "step", "metric"), metric)]
+
+
+class _Latest:
+    """The rows of one metric at each model's latest probed step, as arrays: what the "now" charts draw."""
+
+    def __init__(self, layers: pd.DataFrame, metric: str) -> None:
+        columns = ("model", "step", "metric", "layer", "value", "depth_index")
+        model, step, kind, layer, value, index = _arrays(layers, *columns)
+        rows = _latest(model, step, kind, metric)
+        self.model, self.step, self.layer = model[rows], step[rows], layer[rows]
+        self.value, self.index = value[rows].astype(float), index[rows]
+
+    def __len__(self) -> int:
+        return len(self.model)
+
+    def of(self, key: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """(layer names, values) of model `key` in network order, and its step (0 when it has none)."""
+        mine = np.flatnonzero(self.model == key)
+        mine = mine[np.argsort(self.index[mine], kind="stable")]
+        return self.layer[mine], self.value[mine], int(self.step[mine].max()) if len(mine) else 0
 
 
 def profile_figure(
     layers: pd.DataFrame, labels: Mapping[str, str], metric: str, title: str, y_title: str, *, log_y: bool = True
 ) -> go.Figure:
     """One value per layer (network order on x) at each model's latest probed step."""
-    rows = latest(layers, metric)
+    rows = _Latest(layers, metric)
     traces = []
     for i, (key, label) in enumerate(labels.items()):
-        part = rows[rows.model == key].sort_values("depth_index")
-        step = int(part.step.max()) if len(part) else 0
+        names, values, step = rows.of(key)
         traces.append(
             {
                 "type": "scatter",
-                "x": part.layer,
-                "y": positive(part.value) if log_y else part.value,
+                "x": names,
+                "y": positive(values) if log_y else values,
                 "name": f"{label} (step {step})",
                 "mode": "lines+markers",
                 "line": {"color": color(key, i), "width": 2},
                 "marker": {"size": 5},
             }
         )
-    order = layer_order(rows) if len(rows) else []
+    order = _order(rows.model, rows.layer, rows.index)
     x_axis = axis("layer (input → output)", categoryorder="array", categoryarray=order, tickangle=-45)
     # Without log_y, Plotly picks the y type from the data (forcing "linear" left layer-name axes empty).
     y_axis = axis(y_title, type="log") if log_y else axis(y_title)
@@ -193,14 +245,14 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
     Rows of metric ``<metric>_binned`` (the live chart table: log10 values already binned over steps)
     are used when present; otherwise the raw rows are logged and binned here.
     """
-    binned = layers[layers.metric == f"{metric}_binned"]
+    model, kind = _arrays(layers, "model", "metric")
+    binned = kind == f"{metric}_binned"
     keys = list(labels)
-    grids = {
-        k: _log_grid(binned[binned.model == k], True)
-        if len(binned)
-        else _log_grid(layers[(layers.metric == metric) & (layers.model == k)], False)
-        for k in keys
-    }
+    if binned.any():
+        columns = _arrays(layers, "depth_index", "step", "layer", "value")
+        grids = {k: _binned_grid(np.flatnonzero(binned & (model == k)), *columns) for k in keys}
+    else:
+        grids = {k: _log_grid(layers[(kind == metric) & (model == k)]) for k in keys}
     drawn = [g for g in grids.values() if g is not None]
     # Models with the same layers (the usual pair, which differs only in its skips) share the layer
     # names on the left; otherwise each panel names its own, and needs room for them.
@@ -242,19 +294,23 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
     return figure(traces, {**grid_layout, **look("Gradient norm per layer over training (log colour, shared scale)")})
 
 
-def _log_grid(part: pd.DataFrame, binned: bool) -> tuple[pd.DataFrame, np.ndarray] | None:
-    """(layer x step grid of log10 values, layer names) of one model; None when it has no rows.
+def _binned_grid(
+    rows: np.ndarray, index: np.ndarray, step: np.ndarray, layer: np.ndarray, value: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """(layer x step grid, layer names) of one model's binned chart-table rows (log10 values already), or
+    None when it has none. They come step by step with every layer in network order: the grid is a reshape."""
+    if not len(rows):
+        return None
+    layers = int(index[rows].max()) + 1
+    grid = pd.DataFrame(value[rows].reshape(-1, layers).T, columns=step[rows][::layers])
+    return grid, layer[rows][:layers]
 
-    Binned chart-table rows come step by step with every layer in network order, so the grid is a
-    reshape; raw history rows are logged, pivoted and binned to at most MAX_HEATMAP_COLUMNS columns.
-    """
+
+def _log_grid(part: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """(layer x step grid of log10 values, layer names) of one model's raw history rows, binned to at most
+    MAX_HEATMAP_COLUMNS columns; None when it has no rows."""
     if part.empty:
         return None
-    if binned:
-        layers = int(part.depth_index.max()) + 1
-        values = part.value.to_numpy().reshape(-1, layers).T
-        steps = part.step.to_numpy()[::layers]
-        return pd.DataFrame(values, columns=steps), part.layer.to_numpy()[:layers]
     grid = part.assign(log=np.log10(part.value.clip(lower=1e-12))).pivot_table(
         index="depth_index", columns="step", values="log"
     )
@@ -275,17 +331,17 @@ def _bin_columns(grid: pd.DataFrame) -> pd.DataFrame:
 def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
     """Two panels per block: the gradient through the block output, and the std of its response."""
     grid_layout = row_of_subplots(("gradient ‖∂L/∂x‖", "response std of F(x)"), 0.14)
-    grads, stds = latest(layers, "block_grad_norm"), latest(layers, "act_std")
+    grads, stds = _Latest(layers, "block_grad_norm"), _Latest(layers, "act_std")
     traces = []
     for i, (key, label) in enumerate(labels.items()):
         for col, rows in ((1, grads), (2, stds)):
-            part = rows[rows.model == key].sort_values("depth_index")
+            names, values, _ = rows.of(key)
             (x_name, _), (y_name, _) = subplot_axis("x", col), subplot_axis("y", col)
             traces.append(
                 {
                     "type": "scatter",
-                    "x": part.layer,
-                    "y": positive(part.value) if col == 1 else part.value,
+                    "x": names,
+                    "y": positive(values) if col == 1 else values,
                     "name": label,
                     "legendgroup": key,
                     "showlegend": col == 1,
@@ -295,7 +351,8 @@ def block_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:
                     "yaxis": y_name,
                 }
             )
-    order = layer_order(pd.concat([grads, stds])) if len(grads) or len(stds) else []
+    both = [np.concatenate([getattr(grads, c), getattr(stds, c)]) for c in ("model", "layer", "index")]
+    order = _order(*both)
     for col in (1, 2):
         grid_layout[subplot_axis("x", col)[1]].update(
             axis("block", categoryorder="array", categoryarray=order, tickangle=-45)

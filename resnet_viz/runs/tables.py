@@ -27,9 +27,6 @@ from ..training import History, StepRecord
 
 SCALARS = ("step", "epoch", "lr", "loss", "acc", "skip_scale", "seconds", "val_loss", "val_acc")
 SMOOTH_STEPS = 10  # the accuracy chart's training curve is a 10-step mean
-# Name columns of the chart frames as categories: the figures filter and group by them at every redraw, and on
-# pandas' default (Arrow) strings that was a fifth of a redraw of the lab's charts (60 -> 48 ms at step 290).
-_NAMES = {"model": "category", "layer": "category", "metric": "category"}
 
 
 class _Grow:
@@ -218,6 +215,10 @@ class ChartTables:
 
     def __init__(self, layer_names: dict[str, list[str]], block_names: dict[str, list[str]]) -> None:
         self.layer_names, self.block_names = layer_names, block_names
+        # Every layer and block name of every model, once: the categories of the layers frame's name column.
+        every = (n for table in (layer_names, block_names) for names in table.values() for n in names)
+        self._layer_categories = list(dict.fromkeys(every))
+        self._layer_code = {n: i for i, n in enumerate(self._layer_categories)}
         self._models = {
             k: _ModelTables(_Bins(3, MAX_POINTS), _Bins(len(layer_names[k]), MAX_HEATMAP_COLUMNS), [], None, [])
             for k in layer_names
@@ -248,69 +249,72 @@ class ChartTables:
         val_loss, val_acc) plus ``acc_smooth``; training rows have NaN validation values and
         validation rows NaN training values.
         """
-        frames = []
-        for key, t in self._models.items():
+        model, step, train, val = [], [], [], []
+        for code, t in enumerate(self._models.values()):
             steps, means = t.curve.means()
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "model": key,
-                        "step": steps,
-                        "loss": means[:, 0],
-                        "acc": means[:, 1],
-                        "acc_smooth": means[:, 2],
-                        "val_loss": np.nan,
-                        "val_acc": np.nan,
-                    }
-                )
-            )
-            if t.val:
-                val = np.array(t.val, dtype=np.float64)
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "model": key,
-                            "step": val[:, 0].astype(int),
-                            "loss": np.nan,
-                            "acc": np.nan,
-                            "acc_smooth": np.nan,
-                            "val_loss": val[:, 2],
-                            "val_acc": val[:, 3],
-                        }
-                    )
-                )
-        columns = ["model", "step", "loss", "acc", "acc_smooth", "val_loss", "val_acc"]
-        frames = [f for f in frames if len(f)]
-        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)).astype(
-            {"model": "category"}
+            points = np.array(t.val, dtype=np.float64).reshape(-1, 4)
+            model += [np.full(len(steps) + len(points), code)]
+            step += [steps, points[:, 0].astype(np.int64)]
+            train += [means, np.full((len(points), 3), np.nan)]
+            val += [np.full((len(steps), 2), np.nan), points[:, 2:]]
+        train_values, val_values = (
+            np.concatenate(train or [np.empty((0, 3))]),
+            np.concatenate(val or [np.empty((0, 2))]),
+        )
+        return pd.DataFrame(
+            {
+                "model": self._codes(model, list(self._models)),
+                "step": np.concatenate(step or [np.empty(0, np.int64)]),
+                "loss": train_values[:, 0],
+                "acc": train_values[:, 1],
+                "acc_smooth": train_values[:, 2],
+                "val_loss": val_values[:, 0],
+                "val_acc": val_values[:, 1],
+            }
         )
 
     def layers_frame(self) -> pd.DataFrame:
         """Chart rows in `History.layers_frame()` form: every metric at each model's latest probed step,
-        plus the binned ``grad_norm`` heatmap columns (metric ``grad_norm_binned``, value in log10)."""
+        plus the binned ``grad_norm`` heatmap columns (metric ``grad_norm_binned``, value in log10).
+
+        Made from NumPy columns, names as categorical codes: a redraw reads them every 0.8 s, and lists of
+        a few thousand names cost more than the charts drawn from them."""
         model, step, layer, metric, value, index = [], [], [], [], [], []
-        for key, t in self._models.items():
+
+        def rows(code: int, at: np.ndarray, names: list[str], kind: int, values: np.ndarray) -> None:
+            width = len(names)
+            model.append(np.full(values.size, code))
+            step.append(np.repeat(at, width)[: values.size])
+            layer.append(np.tile(self._layer_codes(names), len(at))[: values.size])
+            metric.append(np.full(values.size, kind))
+            value.append(values.ravel())
+            index.append(np.tile(np.arange(width), len(at))[: values.size])
+
+        for code, (key, t) in enumerate(self._models.items()):
             r = t.latest
             if r is not None and r.probes:
-                for name in METRICS:
-                    values = r.probes.get(name) or []
+                for kind, name in enumerate(METRICS):
+                    values = np.asarray(r.probes.get(name) or [], dtype=np.float64)
                     names = (self.layer_names if name in LAYER_METRICS else self.block_names)[key]
-                    model += [key] * len(values)
-                    step += [r.step] * len(values)
-                    layer += names[: len(values)]
-                    metric += [name] * len(values)
-                    value += list(values)
-                    index += list(range(len(values)))
+                    rows(code, np.array([r.step]), names[: values.size], kind, values)
             steps, means = t.heat.means()
-            names = self.layer_names[key]
-            for s, row in zip(steps, means, strict=True):
-                model += [key] * len(names)
-                step += [int(s)] * len(names)
-                layer += names
-                metric += ["grad_norm_binned"] * len(names)
-                value += row.tolist()
-                index += list(range(len(names)))
-        frame = pd.DataFrame(
-            {"model": model, "step": step, "layer": layer, "metric": metric, "value": value, "depth_index": index}
+            rows(code, steps, self.layer_names[key], len(METRICS), means)
+        return pd.DataFrame(
+            {
+                "model": self._codes(model, list(self._models)),
+                "step": np.concatenate(step or [np.empty(0, np.int64)]).astype(np.int64),
+                "layer": self._codes(layer, self._layer_categories),
+                "metric": self._codes(metric, [*METRICS, "grad_norm_binned"]),
+                "value": np.concatenate(value or [np.empty(0)]),
+                "depth_index": np.concatenate(index or [np.empty(0, np.int64)]).astype(np.int64),
+            }
         )
-        return frame.astype(_NAMES)
+
+    def _layer_codes(self, names: list[str]) -> np.ndarray:
+        return np.array([self._layer_code[n] for n in names], dtype=np.int64)
+
+    @staticmethod
+    def _codes(parts: list[np.ndarray], categories: list[str]) -> pd.Categorical:
+        """A name column from its codes: the figures filter and group by names at every redraw (on pandas'
+        Arrow strings that was a fifth of a redraw), and codes spare hashing every row's name."""
+        return pd.Categorical.from_codes(np.concatenate(parts or [np.empty(0, np.int64)]), categories=categories)

@@ -149,3 +149,34 @@ def test_bare_figures_serialise_as_checked_ones_once_the_template_is_back():
         drawn["layout"]["template"] = TEMPLATE
         assert drawn == checked
         assert fig._validate is False  # built without the checks (what makes it cheaper)
+
+
+def test_live_chart_tables_draw_what_the_full_history_draws():
+    """Below the bin limits (600 points, 240 heatmap columns) a live run's chart tables hold every step, so
+    each lab chart drawn from them shows the stored run's chart: the same traces with the same points.
+    The live accuracy chart once showed no validation points (the table's validation rows have no
+    training accuracy, and the figure took validation points only from rows with one)."""
+    tables = ChartTables.of(HISTORY)
+    live_steps, live_layers = tables.steps_frame(), tables.layers_frame()
+    pairs = [
+        (figures.loss_figure(live_steps, LABELS), figures.loss_figure(STEPS, LABELS)),
+        (figures.accuracy_figure(live_steps, LABELS), figures.accuracy_figure(STEPS, LABELS)),
+        (figures.grad_profile_figure(live_layers, LABELS), figures.grad_profile_figure(LAYERS, LABELS)),
+        (figures.block_figure(live_layers, LABELS), figures.block_figure(LAYERS, LABELS)),
+        (figures.heatmap_figure(live_layers, LABELS), figures.heatmap_figure(LAYERS, LABELS)),
+    ]
+    for live, full in pairs:
+        assert _names(live) == _names(full)
+        for a, b in zip(live.data, full.data, strict=True):
+            assert len(b.x) > 0 and list(a.x) == list(b.x)
+            if a.type == "heatmap":
+                np.testing.assert_allclose(np.asarray(a.z), np.asarray(b.z), rtol=1e-6)
+                assert list(a.y) == list(b.y)
+            else:
+                np.testing.assert_allclose(np.asarray(a.y, dtype=float), np.asarray(b.y, dtype=float), rtol=1e-6)
+        for axis in ("xaxis", "xaxis2"):
+            if axis in full.layout:
+                assert live.layout[axis].categoryarray == full.layout[axis].categoryarray
+    validation = [t for t in pairs[1][0].data if t.name.endswith("validation")]
+    validated = [r.step for r in HISTORY.records if r.model == "A" and r.val_acc is not None]
+    assert len(validated) >= 2 and [list(t.x) for t in validation] == [validated, validated]
