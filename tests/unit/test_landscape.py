@@ -325,10 +325,15 @@ def test_cli_landscape_refuses_an_even_grid(capsys):
 
 
 def test_trained_plain_net_is_rougher_and_less_convex_than_its_residual_twin():
-    """Li et al. 2018, Fig. 5: without shortcuts the deep net's surface is chaotic, with them smooth; Fig. 7 /
-    Sec. 6: the plain net has larger |lambda_min / lambda_max|. Here at depth 32 (the deepest pair that trains
-    in a few seconds on digits; measured: the plain net degrades to a training loss of ~1.4, the residual one
-    reaches ~0.1), one fixed seed."""
+    """Li et al. 2018, Fig. 5: without shortcuts the deep net's surface is chaotic, with them smooth; Sec. 6: the
+    plain net's minimum is far sharper. Here at depth 32 (the deepest pair that trains in a few seconds on digits;
+    measured: the plain net degrades to a training loss of ~1.4, the residual one reaches ~0.1), one fixed seed.
+
+    Li et al.'s Fig. 7 maps |lambda_min / lambda_max| over the plane: the plain net's map has large non-convex
+    regions, but both maps are near-convex at the centre, the trained point, which is where this ratio is
+    measured. There both ratios are small and their order is not stable: 0.032 (plain) against 0.045
+    (residual) on an AVX-512 Xeon, converged (16, 32 and 64 Lanczos steps agree), while another machine's
+    kernels gave the plain net the larger one. So only "near-convex at the minimum" is asserted of it."""
     models = {"plain": ModelConfig(depth=32, width=8, skip=False), "residual": ModelConfig(depth=32, width=8)}
     trainer, _ = train_models(
         models, TrainConfig(epochs=5, warmup_steps=5, probe_every=0, max_snapshots=2), DataConfig()
@@ -339,6 +344,6 @@ def test_trained_plain_net_is_rougher_and_less_convex_than_its_residual_twin():
     plain, residual = results["plain"], results["residual"]
     assert plain.surface.trained_loss > 5 * residual.surface.trained_loss  # the degradation (He et al. Fig. 1)
     assert plain.surface.local_minima > residual.surface.local_minima == 1
-    assert plain.curvature.ratio > residual.curvature.ratio
+    assert plain.curvature.ratio < 0.2 and residual.curvature.ratio < 0.2  # the centre of Fig. 7's maps
     assert plain.curvature.lambda_max > 3 * residual.curvature.lambda_max  # and far sharper
     assert not math.isnan(plain.surface.non_quadratic)
