@@ -119,6 +119,8 @@ class LiveRun(Task):
         self.on_step = on_step
         self.picture_every = picture_every if pictures.kind(request.data) else 0
         self.viewers: dict[str, int] = {}  # viewer -> priority it asked with
+        self.forks: dict[str, LiveRun] = {}  # viewer -> the copy it forked off this run (while it has not come back)
+        self.fork_gates: dict[str, threading.Lock] = {}  # viewer -> held while it forks this run (see the service)
         self.fork_step = seed.state.step if seed and seed.state else 0
         self.saved: bool | None = None
         self.save_error = ""
@@ -143,6 +145,7 @@ class LiveRun(Task):
 
     def attach(self, viewer: str, priority: int) -> None:
         self.viewers[viewer] = min(priority, self.viewers.get(viewer, priority))
+        self.forks.pop(viewer, None)  # back on this run: moving its slider forks it anew
         self.ticket.priority = min(self.viewers.values())
 
     def detach(self, viewer: str) -> None:
@@ -240,13 +243,16 @@ class LiveRun(Task):
         self.key = None
         if self.trainer is not None:
             self.trainer.set_skip_scale(model, alpha)
-        else:
-            self._alphas[model] = alpha
+        self._alphas[model] = alpha
 
     def skip_scale(self, model: str) -> float:
+        """The skip scale last asked for (in force from the next step on), else the one in force: a slider
+        that showed the trainer's value until the next step jumped back for a moment after each move."""
+        if model in self._alphas:
+            return self._alphas[model]
         if self.trainer is not None:
             return self.trainer.skip_scale(model)
-        return self._alphas.get(model, self.request.models[model].alpha)
+        return self.request.models[model].alpha
 
     def skip_events(self) -> list[tuple[str, int, float]]:
         """(model, step, alpha) of the live skip changes so far, without copying the chart tables as `view` does."""

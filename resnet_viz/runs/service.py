@@ -248,23 +248,32 @@ class RunService:
     def set_skip_scale(self, run: LiveRun, viewer: str, model: str, alpha: float) -> LiveRun:
         """Change a model's skip scale for `viewer`: in place if nobody else watches, else in a fork.
 
-        Returns the run `viewer` watches from now on.
+        Returns the run `viewer` watches from now on. A viewer forks a run once: a change it asks of a run
+        it has already forked goes to its copy. A tab's page can run twice at once (Streamlit starts a
+        rerun while the last one still waits here for the fork's step), and each moved slider forked
+        the shared run again, until the tab's run limit refused it with a traceback.
         """
         with self._lock:
-            shared = any(v != viewer for v in run.viewers)
-            if not shared:
-                if run.key is not None and self._by_key.get(run.key) is run:
-                    del self._by_key[run.key]  # no longer what a plain request for its config trains
-                run.set_skip_scale(model, alpha)
-                return run
-        seed = run.fork_seed()  # waits for the training thread to reach the end of its step
-        alphas = {} if seed.state is not None else {k: run.skip_scale(k) for k in run.request.models}
-        with self._lock:
-            fork = self._new(run.request, run.estimate, viewer, WATCHED, seed=seed, alphas=alphas or None)
-            fork.set_skip_scale(model, alpha)
-        self.release(run, viewer)
-        self.executor.submit(fork)
-        return fork
+            gate = run.fork_gates.setdefault(viewer, threading.Lock())
+        with gate:
+            with self._lock:
+                copy = run.forks.get(viewer)
+                if copy is None and not any(v != viewer for v in run.viewers):
+                    if run.key is not None and self._by_key.get(run.key) is run:
+                        del self._by_key[run.key]  # no longer what a plain request for its config trains
+                    run.set_skip_scale(model, alpha)
+                    return run
+            if copy is not None:
+                return self.set_skip_scale(copy, viewer, model, alpha)
+            seed = run.fork_seed()  # waits for the training thread to reach the end of its step
+            alphas = {} if seed.state is not None else {k: run.skip_scale(k) for k in run.request.models}
+            with self._lock:
+                fork = self._new(run.request, run.estimate, viewer, WATCHED, seed=seed, alphas=alphas or None)
+                fork.set_skip_scale(model, alpha)
+                run.forks[viewer] = fork
+            self.release(run, viewer)
+            self.executor.submit(fork)
+            return fork
 
     # ---- waiting for a run (sweeps, warm-up, CLI)
 

@@ -17,6 +17,7 @@ import streamlit as st
 from resnet_viz import figures, pictures
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.runs import Handle, LiveRun, Replay, RunView
+from resnet_viz.runs.budget import RunRefused
 
 from . import live_chart
 from .session import SessionJobs, session_jobs
@@ -84,11 +85,14 @@ def skip_sliders(jobs: SessionJobs, run: LiveRun, labels: dict[str, str]) -> Non
             "others watch too, moving it gives you your own copy of the run from here.",
         )
         if alpha != current:
-            mine = jobs.service.set_skip_scale(run, jobs.viewer, key, alpha)
+            try:
+                mine = jobs.service.set_skip_scale(run, jobs.viewer, key, alpha)
+            except RunRefused as err:  # a copy of a shared run is a new run: the server's limits hold
+                st.warning(f"Your own copy of this run could not start: {safe_text(err)}")
+                continue
             if mine is not run:
                 jobs.watch_lab(mine, jobs.lab_config)
-                st.session_state[f"lab.live.{mine.id}.{key}"] = alpha
-                st.rerun()
+                st.rerun()  # the copy's sliders start from its skip scales, this move's included
 
 
 @dataclass

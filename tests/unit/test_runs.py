@@ -60,6 +60,38 @@ def test_a_stored_run_trains_nothing(service):
     assert again.view().step == 20 and again.view().saved
 
 
+def test_a_tab_forks_a_shared_run_once_though_its_page_runs_twice_at_once(service):
+    """Streamlit can start a tab's next page run while the last one still waits for a fork's step: each of
+    them moved the slider of the shared run and forked it, until the tab's run limit raised (a traceback)."""
+    reached = threading.Event()
+    shared = service.request(REQUEST, "tab-1", on_step=lambda run, records: reached.set())
+    assert service.request(REQUEST, "tab-2") is shared and reached.wait(WAIT)
+    results, go = [], threading.Barrier(3)
+
+    def move(alpha: float) -> None:
+        go.wait()
+        results.append(service.set_skip_scale(shared, "tab-2", "B", alpha))
+
+    threads = [threading.Thread(target=move, args=(a,)) for a in (0.5, 0.25, 0.75)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    fork = results[0]
+    assert fork is not shared and all(r is fork for r in results) and service.trainings == 2
+    assert fork.skip_scale("B") in (0.5, 0.25, 0.75) and set(shared.viewers) == {"tab-1"}
+    # a change the tab still asks of the shared run goes to its copy, at once (the value it will train with)
+    assert service.set_skip_scale(shared, "tab-2", "B", 0.1) is fork and fork.skip_scale("B") == 0.1
+    assert shared.skip_scale("B") == 1.0
+    # back on the shared run (its link opened again), a move forks it anew
+    assert service.attach(shared.id, "tab-2") is shared
+    again = service.set_skip_scale(shared, "tab-2", "B", 0.3)
+    assert again is not fork and service.trainings == 3
+    for run in (shared, fork, again):
+        run.stop()
+        assert run.join(WAIT)
+
+
 def test_fork_keeps_history_and_state(service):
     reached = threading.Event()
 
