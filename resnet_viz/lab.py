@@ -173,16 +173,23 @@ class UrlIssue:
     problem: str  # what the key accepts, e.g. "must be one of basic, bottleneck"
     value: str  # the value as given (untrusted), cut to MAX_ECHO characters
     used: str  # the value the lab uses instead (the default)
+    length: int = 0  # characters of the value as given, when `value` is cut (0: it is whole)
+
+    @classmethod
+    def of(cls, key: str, problem: str, text: str, used: str) -> UrlIssue:
+        """The issue of a value as given: cut to MAX_ECHO characters, its full length kept for the message."""
+        return cls(key, problem, text[:MAX_ECHO], used, len(text) if len(text) > MAX_ECHO else 0)
+
+    @property
+    def cut(self) -> str:
+        """' … (5,000 characters)' when the value shown is cut, else empty."""
+        return f" … ({self.length:,} characters)" if self.length else ""
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.problem}; got {self.value!r}; using {self.used}"
+        return f"{self.key}: {self.problem}; got {self.value!r}{self.cut}; using {self.used}"
 
 
 MAX_ECHO = 200  # characters of a URL value quoted back in a message
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + f"… ({len(text):,} characters)"
 
 
 def _fmt(value: Any) -> str:
@@ -240,36 +247,38 @@ def decode(
     Values the URL does not set come from `base` (the defaults, or the preset the URL names).
     Every value is checked against the same table as the widgets (`options.OPTIONS`; depth against
     its family/block rule once the dataset is known). A value given more than once, or out of
-    range, or malformed is reported and the base's value used: nothing is clamped. Keys of other
-    pages are ignored. Lists are repeated keys (``st.query_params.get_all``).
+    range, or malformed is reported and the base's value used: nothing is clamped. A model setting
+    without its model ("depth" for "a.depth") is reported; other keys (other pages') are ignored.
+    Lists are repeated keys (``st.query_params.get_all``).
     """
     default = base or LabConfig()
     issues: list[UrlIssue] = []
     given: dict[str, dict[str, Any]] = {"data": {}, "train": {}, "a": {}, "b": {}, "lab": {}}
     depths: dict[str, str] = {}  # checked once the model's family and block are known
     for key, raw in params.items():
+        values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
         if key not in URL_KEYS:
+            if f"a.{key}" in URL_KEYS:  # "depth=56": a model's setting without the model
+                problem = f"is a setting of each model: write a.{key} (model A) or b.{key} (model B)"
+                issues.append(UrlIssue.of(key, problem, ", ".join(values), "each model's own"))
             continue
         part, name = URL_KEYS[key]
         fallback = _fmt(_default_of(default, part, name))
-        values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
         if len(values) != 1:
-            issues.append(
-                UrlIssue(key, f"must be given once, not {len(values)} times", _clip(", ".join(values)), fallback)
-            )
+            issues.append(UrlIssue.of(key, f"must be given once, not {len(values)} times", ", ".join(values), fallback))
         elif name == "depth":
             depths[part] = values[0]
         else:
             try:
                 given[part][name] = OPTIONS[_option_name(name)].parse(values[0])
             except OptionError as err:
-                issues.append(UrlIssue(key, err.problem, _clip(values[0]), fallback))
+                issues.append(UrlIssue.of(key, err.problem, values[0], fallback))
     data = replace(default.data, **given["data"])
     try:
         data.validate()  # the values passed one by one; an upload's hash must also name a stored data set
     except ConfigError as err:
         value = str(getattr(data, "name" if err.field == "dataset" else err.field, ""))
-        issues.append(UrlIssue(err.field, err.message, _clip(value), f"{default.data.name} data"))
+        issues.append(UrlIssue.of(err.field, err.message, value, f"{default.data.name} data"))
         data = default.data
     models = {part: _fit(replace(getattr(default, part), **given[part]), data) for part in ("a", "b")}
     for part, text in depths.items():
@@ -281,7 +290,7 @@ def decode(
         else:
             used = model.depth if model.depth in allowed else allowed[0]
             problem = "must be " + describe_depths(model.family, model.block)
-            issues.append(UrlIssue(f"{part}.depth", problem, _clip(text), str(used)))
+            issues.append(UrlIssue.of(f"{part}.depth", problem, text, str(used)))
             models[part] = replace(model, depth=used)
     cfg = LabConfig(
         a=models["a"],
@@ -449,4 +458,4 @@ def preset_from(params: Mapping[str, str | Sequence[str]]) -> tuple[str | None, 
     values = [raw] if isinstance(raw, str) else [str(v) for v in raw]
     if len(values) == 1 and values[0] in PRESETS:
         return values[0], []
-    return None, [UrlIssue("preset", "must be one of " + ", ".join(PRESETS), _clip(", ".join(values)), "none")]
+    return None, [UrlIssue.of("preset", "must be one of " + ", ".join(PRESETS), ", ".join(values), "none")]

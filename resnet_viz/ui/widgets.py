@@ -117,7 +117,7 @@ def sync_from_url() -> tuple[LabConfig, list[UrlIssue], str | None]:
 
 def url_issue(issue: UrlIssue) -> None:
     """One ignored URL value as a warning: key, problem and default are ours, the value is shown as literal text."""
-    got = safe_text(issue.value)
+    got = safe_text(issue.value) + issue.cut
     st.warning(f"Ignored a value in the URL: {issue.key} {issue.problem}; got {got}, using {issue.used}.")
 
 
@@ -158,11 +158,20 @@ def _stops(key: str, name: str) -> list[float]:
 
 def number(label: str, key: str, name: str, **kwargs: Any) -> Any:
     """A number input with the range of setting `name` from the options table (whole numbers for
-    integer settings); every form uses it, so a widget never allows what the validators refuse."""
+    integer settings); every form uses it, so a widget never allows what the validators refuse.
+
+    A box the user empties keeps its last number, and says so: Streamlit's own number input put its
+    minimum in an emptied box (a learning rate of 1e-05, one epoch) without a word."""
     option = OPTIONS[name]
     assert isinstance(option, Range)
     low, high = (int(option.low), int(option.high)) if option.integer else (option.low, option.high)
-    return st.number_input(label, min_value=low, max_value=high, key=key, **kwargs)
+    value = st.number_input(label, min_value=low, max_value=high, value=None, key=key, **kwargs)
+    last = f"{key}.last"
+    if value is None:
+        value = st.session_state.get(last, low)
+        st.caption(f"{label} is empty: {value:g} is used. Type a number from {low:g} to {high:g}.")
+    st.session_state[last] = value
+    return value
 
 
 def _valid(key: str, options: list[Any], fallback: Any) -> None:

@@ -148,6 +148,18 @@ def test_other_keys_are_ignored_however_large():
     assert (cfg, issues) == (DEFAULT, [])
 
 
+def test_a_model_setting_without_its_model_is_named_with_both_spellings():
+    cfg, issues = decode({"depth": "56", "skip": "0"})
+    assert cfg == DEFAULT and [i.key for i in issues] == ["depth", "skip"]
+    assert "a.depth (model A) or b.depth (model B)" in str(issues[0])
+
+
+def test_a_long_value_is_cut_with_its_full_length():
+    _, issues = decode({"a.depth": "9" * 5_000})
+    assert issues[0].value == "9" * 200 and issues[0].length == 5_000
+    assert str(issues[0]).endswith("'9999' … (5,000 characters); using 20".replace("'9999'", repr("9" * 200)))
+
+
 def test_a_preset_alone_loads_its_config_and_an_unknown_one_is_named():
     assert preset_from({"preset": "depth"}) == ("depth", [])
     cfg, issues = decode({"a.depth": "oops"}, PRESETS["depth"].config)
@@ -241,6 +253,8 @@ def test_the_lab_page_works_and_names_each_bad_value(params):
     value = params[key] if isinstance(params[key], str) else ", ".join(params[key])
     assert safe_text(value[:200]) in warnings[0] or value[:200] in warnings[0]
     assert len(warnings[0]) < 600
+    if len(value) > 200:  # the length of the value given, not of the cut one
+        assert f"… ({len(value):,} characters)" in warnings[0]
 
 
 def test_widgets_accept_exactly_the_url_ranges():
@@ -254,3 +268,15 @@ def test_widgets_accept_exactly_the_url_ranges():
     epochs = at.number_input(key="lab.train.epochs")
     assert (epochs.min, epochs.max) == (OPTIONS["epochs"].low, OPTIONS["epochs"].high)
     assert at.select_slider(key="lab.a.depth").options == [str(d) for d in allowed_depths("cnn", "basic")]
+
+
+def test_an_emptied_number_box_keeps_its_last_number_and_says_so():
+    """Streamlit's number input put its minimum into a box the user emptied: a learning rate of 1e-05 in the
+    URL and the next run, without a word."""
+    at = _open_lab({"lr": "0.05"})
+    at.number_input(key="lab.train.lr").set_value(None).run()
+    _working(at)
+    assert at.query_params["lr"] == "0.05"  # what the next run trains with, and the link shares
+    assert any("Learning rate is empty: 0.05 is used" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.number_input(key="lab.train.lr").set_value(0.2).run()
+    assert at.query_params["lr"] == "0.2" and not any("is empty" in c.value for c in at.caption)
