@@ -65,7 +65,10 @@ def look(title: str, *, height: int = 420, legend_y: float = 1.03) -> dict:
 
 
 def axis(title: str, **props: object) -> dict:
-    """An axis with its title and any other axis properties (type="log", range=..., ...)."""
+    """An axis with its title and any other axis properties (type="log", range=..., ...). Log axes write
+    powers of ten as such (10⁻⁴, not Plotly's SI "100μ", which reads as micro-something)."""
+    if props.get("type") == "log":
+        props.setdefault("exponentformat", "power")
     return {"title": {"text": title}, **props}
 
 
@@ -139,12 +142,15 @@ def subplot_axis(letter: str, col: int) -> tuple[str, str]:
 def layout(
     fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 420, legend_y: float = 1.03
 ) -> go.Figure:
-    """The shared look, set on a figure built call by call (see `figure` for the faster way)."""
+    """The shared look, set on a figure built call by call (see `figure` for the faster way). A figure with
+    subplot titles gets its legend in a higher band: at the usual height it covered the first title."""
+    if any(a.yref == "paper" and a.y is not None and a.y >= 0.99 for a in fig.layout.annotations):
+        legend_y = max(legend_y, 1.12)
     fig.update_layout(look(title, height=height, legend_y=legend_y))
     fig.update_xaxes(title_text=x)
     fig.update_yaxes(title_text=y)
     if log_y:  # else Plotly picks the type from the data: forcing "linear" left layer-name axes (heatmaps) empty
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", exponentformat="power")
     return fig
 
 

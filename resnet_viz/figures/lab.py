@@ -119,7 +119,7 @@ def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure
                 "type": "scatter",
                 "x": step[rows][train],
                 "y": 100 * mean[train],
-                "name": f"{label}: train (10-step mean)",
+                "name": f"{label}: train",
                 "mode": "lines",
                 "line": {"color": color(key, i), "width": 2},
             }
@@ -138,7 +138,7 @@ def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure
     return figure(
         traces,
         {
-            **look("Accuracy: training and validation"),
+            **look("Accuracy: training (10-step mean) and validation"),
             "xaxis": axis("step"),
             "yaxis": axis("accuracy (%)", range=[0, 100]),
         },

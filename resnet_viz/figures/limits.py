@@ -43,6 +43,8 @@ def lesion_single_figure(single: pd.DataFrame, base_error: dict[str, float], lab
             line={"color": c, "dash": "dash", "width": 1},
             annotation_text=f"{_label(labels, key)}: intact",
             annotation_font_color=c,
+            # at opposite ends and sides of their lines: two intact nets' errors are often almost equal
+            annotation_position="top left" if i % 2 == 0 else "bottom right",
         )
     fig.update_yaxes(range=[0, 1])
     return layout(
@@ -95,6 +97,7 @@ def paths_figure(paths: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
         rows=1,
         cols=3,
         subplot_titles=("paths of each length (share)", "gradient norm per path (log)", "share of the total gradient"),
+        horizontal_spacing=0.1,  # room for each panel's own y title
     )
     for i, (key, rows) in enumerate(paths.groupby("model", sort=False)):
         c, name = color(key, i), _label(labels, key)
@@ -117,14 +120,13 @@ def paths_figure(paths: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
             1,
             3,
         )
-    fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_xaxes(title_text="path length (residual branches on the path)")
-    return layout(
-        fig,
-        "Paths through the residual net: how many, and how much gradient each length carries",
-        "path length",
-        "share",
+    fig = layout(
+        fig, "Paths through the residual net: how many, and how much gradient each length carries", "path length", ""
     )
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    for col, title in enumerate(("share of paths", "‖∂L/∂x‖ per path (log)", "share of the gradient"), start=1):
+        fig.update_yaxes(title_text=title, row=1, col=col)
+    return fig.update_xaxes(title_text="path length (residual branches on the path)")
 
 
 def reliability_figure(reliability: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
@@ -217,7 +219,7 @@ def cost_figure(cost: pd.DataFrame) -> go.Figure:
                 n // 3 + 1,
                 n % 3 + 1,
             )
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(title_text="depth (weighted layers)")
     return layout(fig, "What depth costs: size, compute, latency and memory per image (CPU)", "depth", "", height=640)
 

@@ -440,7 +440,10 @@ class NetAnalysis:
             if self.target.step == 0:
                 why = "a net at its initialisation has no training path"
             elif not self.target.snapshots:
-                why = "no weight snapshots come with these weights (a stored run keeps its final weights only)"
+                why = (
+                    "no weight snapshots come with these weights (a stored run keeps its final weights only; "
+                    "a run trained in the Training lab has them while this tab watches it: choose its lab run)"
+                )
             else:
                 why = f"it needs at least {MIN_POINTS} weight snapshots up to this step; there are {len(self.path) + 1}"
             self.result.notes["trajectory"] = f"No training path: {why}."
