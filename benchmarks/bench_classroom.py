@@ -69,7 +69,8 @@ GOALS = {
     "trainings_per_config": 1,
 }
 QUEUED = re.compile(r"^Queued: place (\d+) in the server's queue(?: \(about ([^)]*)\))?")
-PROGRESS = re.compile(r"^step (\d+)/(\d+) · .*?([\d.]+) steps/s.*?(?:· (\d+) watching)?$")
+# speed and ETA are left out while a run has none (queued, or a stored run replayed)
+PROGRESS = re.compile(r"^step (\d+)/(\d+) · epoch [^·]*(?:· ([\d.]+) steps/s)?.*?(?:· (\d+) watching)?$")
 FINISHED = re.compile(r"^(Finished \d+ steps|Finished \d+ steps; .*diverged\.|Stopped at step \d+)")
 
 
@@ -121,7 +122,7 @@ class Watch:
             if int(m.group(1)) > 0 and self.started is None:
                 self.started = ev.t
             self.max_watching = max(self.max_watching, int(m.group(4) or 1))
-            self.steps_per_s = float(m.group(3))
+            self.steps_per_s = float(m.group(3) or 0.0)
         elif m := FINISHED.match(text):
             if self.finished is None:
                 self.finished, self.outcome = ev.t, m.group(1)

@@ -47,7 +47,8 @@ def reattach(jobs: SessionJobs, cfg: LabConfig) -> None:
         jobs.watch_lab(run, cfg)
     else:
         st.info(
-            "The run this link named is no longer training. Its setup is loaded: press Train (a finished run "
+            "No run with this link's id is training now: it has finished or stopped, or the link is not whole. "
+            "Its setup is loaded: press Train (a finished run "
             "opens from the store at once)."
         )
 

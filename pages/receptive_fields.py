@@ -122,7 +122,8 @@ def growth_section(results: dict[str, dict[str, ERFResult]], labels: dict[str, s
     rows = {key: growth_rows(per_layer) for key, per_layer in results.items()}
     chart(
         figs.growth_figure(rows, labels, log_y=log_y),
-        "What to look for: the dashed theoretical lines of A and B coincide and grow linearly with depth, "
+        "What to look for: the dashed theoretical lines of A and B coincide and grow linearly with depth, twice "
+        "as fast after each downsampling, "
         "while the effective radii grow far slower (about as √depth, Luo et al. 2016).",
         K + "growth",
     )

@@ -60,7 +60,7 @@ def sublayer_grad_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.
                     "marker": {"size": 6, "symbol": "circle" if sub == "attn" else "square"},
                 }
             )
-    title = "Gradient norm per encoder layer: attention and MLP sub-layers"
+    title = "Gradient norm: attention and MLP sub-layers"  # half a row wide: a longer one was cut
     return figure(
         traces,
         {**look(title), "xaxis": axis("encoder layer", dtick=1), "yaxis": axis("‖∂L/∂W‖ (log)", type="log")},

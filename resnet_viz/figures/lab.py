@@ -285,6 +285,8 @@ def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str 
         )
         labelled = len(names) <= 40 and (col == 1 or not same_layers)
         y_axis.update(showticklabels=labelled)
+        if labelled and len(names) <= 24:  # every layer named (Plotly's own ticks skipped every other one)
+            y_axis.update(dtick=1)
     grid_layout["coloraxis"] = {
         "colorscale": colorscale("Viridis"),
         "cmin": zmin,

@@ -39,10 +39,12 @@ def status_line(view: RunView, labels: dict[str, str]) -> None:
     epochs = view.total_steps // view.steps_per_epoch if view.steps_per_epoch else 0
     epoch = view.step / view.steps_per_epoch if view.steps_per_epoch else 0.0
     watchers = f" · {view.viewers} watching" if view.viewers > 1 else ""
+    # speed and ETA while it trains or waits; a stored run's replay has neither
+    speed, eta = view.steps_per_second, fmt_seconds(view.eta_seconds)
+    pace = f" · {speed:.1f} steps/s · ETA {eta}" if speed else ""
     st.progress(
         min(1.0, fraction),
-        text=f"step {view.step}/{view.total_steps} · epoch {epoch:.1f}/{epochs} · "
-        f"{view.steps_per_second:.1f} steps/s · ETA {fmt_seconds(view.eta_seconds)}{watchers}",
+        text=f"step {view.step}/{view.total_steps} · epoch {epoch:.1f}/{epochs}{pace}{watchers}",
     )
     diverged = [k for k, s in view.states.items() if s.status == "diverged"]
     for key in diverged:

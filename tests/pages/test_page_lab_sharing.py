@@ -77,7 +77,7 @@ def test_a_reloaded_tab_reattaches_to_its_run():
         assert reloaded.session_state[SESSION_KEY].lab is run and len(run.viewers) == 2
         gone = _session({**params, "run": "not-a-run"})
         assert gone.session_state[SESSION_KEY].lab is None
-        assert any("no longer training" in i.value for i in gone.info)
+        assert any("is training now" in i.value for i in gone.info)
     finally:
         for ticket in held:
             service.scheduler.release(ticket)
