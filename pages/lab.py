@@ -122,7 +122,8 @@ def _describe(info: RunInfo) -> str:
         for k in info.depths
     )
     when = format_time(info.created, "%m-%d %H:%M")
-    return f"{when} · {info.dataset} · {info.epochs} ep · seed {info.seed} · {models}"
+    changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""  # not what its config alone gives
+    return f"{when} · {info.dataset} · {info.epochs} ep · seed {info.seed}{changed} · {models}"
 
 
 def stored_runs(jobs: SessionJobs, running: bool) -> None:

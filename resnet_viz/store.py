@@ -595,6 +595,7 @@ class RunInfo:
     status: dict[str, str]  # model -> finished / diverged
     final_train_loss: dict[str, float]  # model -> mean training loss over the last epoch
     final_val_loss: dict[str, float]  # model -> last validation loss
+    skip_changes: int = 0  # live skip-scale changes while it trained (runs stored before it was listed: 0)
     imported: bool = False  # True: imported from a file (keyed by its content), not trained by this server
 
 
@@ -653,7 +654,7 @@ def short_key(key: str) -> str:
     return key[: len(IMPORTED_PREFIX) + 12] if key.startswith(IMPORTED_PREFIX) else key[:12]
 
 
-def _info(config: dict, summaries: dict[str, dict[str, object]]) -> dict[str, object]:
+def _info(config: dict, summaries: dict[str, dict[str, object]], skip_changes: int) -> dict[str, object]:
     models = config["models"]
     return {
         "dataset": config["data"]["name"],
@@ -664,6 +665,7 @@ def _info(config: dict, summaries: dict[str, dict[str, object]]) -> dict[str, ob
         "status": {k: s["status"] for k, s in summaries.items()},
         "final_train_loss": {k: s["final_train_loss"] for k, s in summaries.items()},
         "final_val_loss": {k: s["final_val_loss"] for k, s in summaries.items()},
+        "skip_changes": skip_changes,
     }
 
 
@@ -913,7 +915,7 @@ class RunStore:
         summaries = trained_summaries(trainer, history)
         blob = zlib.compress(history_json(history, events).encode(), 6)
         try:
-            self._write(run_key_, time.time(), config, summaries, blob, model_weights(trainer), "trained")
+            self._write(run_key_, time.time(), config, summaries, blob, model_weights(trainer), "trained", len(events))
         except StoreError as err:
             raise StoreError(f"The run was not saved. {err}", err.kind) from err
         return run_key_
@@ -927,6 +929,7 @@ class RunStore:
         history: bytes,
         weights: Mapping[str, bytes],
         origin: Literal["trained", "imported"],
+        skip_changes: int,
     ) -> None:
         with self._open() as conn, self._transaction(conn):
             conn.execute("DELETE FROM runs WHERE key = ?", (key,))  # cascades to its weights
@@ -936,7 +939,7 @@ class RunStore:
                 (
                     key,
                     created,
-                    json.dumps(_info(config, summaries)),
+                    json.dumps(_info(config, summaries, skip_changes)),
                     json.dumps(config),
                     json.dumps(summaries),
                     history,
@@ -1294,7 +1297,8 @@ class RunStore:
         text = history_json(history, events)
         key = _content_key(config, summaries, text, weights)
         if not self.has(key):  # the same content imported before: nothing to change
-            self._write(key, float(created), config, summaries, zlib.compress(text.encode(), 6), weights, "imported")
+            blob = zlib.compress(text.encode(), 6)
+            self._write(key, float(created), config, summaries, blob, weights, "imported", len(events))
         return key
 
 

@@ -138,7 +138,8 @@ def _stored(page: str) -> Replay | None:
     def describe(key: str) -> str:
         info = by_key[key]
         models = ", ".join(f"{k}: {'residual' if info.skips[k] else 'plain'} {info.depths[k]}" for k in info.depths)
-        return f"{format_time(info.created, '%m-%d %H:%M')} · {info.dataset} · {models}"
+        changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""
+        return f"{format_time(info.created, '%m-%d %H:%M')} · {info.dataset}{changed} · {models}"
 
     key = st.selectbox("Stored run", list(by_key), format_func=describe, key=f"{page}.stored")
     try:

@@ -85,6 +85,10 @@ def test_skip_events_are_part_of_the_key_and_restore_alpha(store, trained):
     run = store.get(key)
     assert run.skip_events == events and run.final_skip_scale("residual") == 0.25
     assert run.model("residual").stage1.block1.alpha == 0.25
+    # the listing says which runs had their skips moved live (two such runs looked the same as a clean one)
+    clean = store.save(trainer, history)
+    listed = {info.key: info.skip_changes for info in store.list_runs()}
+    assert listed == {key: 1, clean: 0}
 
 
 def test_a_stopped_run_is_not_stored(store):
