@@ -138,7 +138,8 @@ class LiveRun(Task):
         self._version = 0  # drawn changes so far (RunView.version)
         self._frames: tuple[int, DataFrame | None, DataFrame | None] = (-1, None, None)  # version, chart frames
         self._forks: list[tuple[threading.Event, list[ForkSeed]]] = []
-        self._started = 0.0
+        self._started = 0.0  # perf_counter() when its trainer started
+        self._ended = 0.0  # ... when its training ended (0 while it trains): its speed stops there
         self._start_step = self.fork_step
 
     # ---- viewers (the service holds the lock that orders these)
@@ -161,6 +162,8 @@ class LiveRun(Task):
         try:
             self._train()
         finally:
+            if self._started and not self._ended:  # failed: its speed stops where it did
+                self._ended = time.perf_counter()
             self.scheduler.release(self.ticket)
             self._serve_forks()  # a fork asked for as it ended starts from where it got to
 
@@ -203,6 +206,7 @@ class LiveRun(Task):
             if granted and granted != threads:
                 threads = granted
                 trainer.set_threads(self._cap(threads) if self.in_worker else threads)
+        self._ended = time.perf_counter()
         if not self.stop_event.is_set():
             self._save()
 
@@ -325,7 +329,7 @@ class LiveRun(Task):
             taken, picture_step = dict(self._pictures), self._picture_step
         trainer = self.trainer
         step = trainer.step if trainer else self.fork_step
-        elapsed = time.perf_counter() - self._started if self._started else 0.0
+        elapsed = (self._ended or time.perf_counter()) - self._started if self._started else 0.0
         rate = (step - self._start_step) / elapsed if elapsed > 0 and step > self._start_step else 0.0
         total = self.estimate.steps
         position, wait = self.scheduler.position(self.ticket)

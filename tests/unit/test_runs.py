@@ -1,6 +1,7 @@
 """The run service: one training per distinct run, viewers, forks, scheduling, budgets, bounded history."""
 
 import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -8,7 +9,18 @@ import pytest
 
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
-from resnet_viz.runs import BACKGROUND, WATCHED, Limits, LiveRun, Replay, RunRefused, RunRequest, RunService, Scheduler
+from resnet_viz.runs import (
+    BACKGROUND,
+    WATCHED,
+    Limits,
+    LiveRun,
+    Replay,
+    RunRefused,
+    RunRequest,
+    RunService,
+    Scheduler,
+    live,
+)
 from resnet_viz.runs.budget import estimate
 from resnet_viz.runs.tables import ChartTables, CompactHistory
 from resnet_viz.store import RunStore
@@ -90,6 +102,19 @@ def test_a_tab_forks_a_shared_run_once_though_its_page_runs_twice_at_once(servic
     for run in (shared, fork, again):
         run.stop()
         assert run.join(WAIT)
+
+
+def test_a_finished_runs_speed_is_that_of_its_training(service, monkeypatch):
+    """The progress line's steps/s divided by the time since the run started, also after it ended: read a
+    second after the end of a 100-step run, it said 10% less than the run trained at (and so did the
+    classroom benchmark, which reads it)."""
+    run = service.request(REQUEST, "tab")
+    assert run.join(WAIT) and run.status == "finished"
+    rate = run.view().steps_per_second
+    assert rate > 0
+    later = time.perf_counter() + 100.0
+    monkeypatch.setattr(live.time, "perf_counter", lambda: later)
+    assert run.view().steps_per_second == rate
 
 
 def test_fork_keeps_history_and_state(service):
