@@ -15,7 +15,7 @@ import streamlit as st
 from resnet_viz.data import IMAGE_DATASETS, DataConfig
 from resnet_viz.figures.common import model_label
 from resnet_viz.lab import LabConfig
-from resnet_viz.models import ModelConfig, build_model
+from resnet_viz.models import FAMILY_NORMS, ModelConfig, build_model
 from resnet_viz.options import OPTIONS, allowed_depths
 
 from .analysis_cache import AnalysisCache
@@ -57,7 +57,8 @@ def quick_pair(prefix: str, note: str | None = None) -> Pair:
     data = setup.data if setup.data.is_image else DataConfig()
     _default(k + "depth", setup.a.depth if setup.a.family == "cnn" and setup.a.depth in DEPTHS else 20)
     _default(k + "width", setup.a.width if setup.a.width in WIDTHS else 16)
-    _default(k + "norm", setup.a.norm)
+    # a CNN's norms only: a Transformer setup's LayerNorm made the page raise (CNNs take BatchNorm or none)
+    _default(k + "norm", setup.a.norm if setup.a.norm in FAMILY_NORMS["cnn"] else "batch")
     _default(k + "dataset", data.name)
     _default(k + "size", data.input_size if data.input_size in SIZES else 8)
     if note:
@@ -65,7 +66,7 @@ def quick_pair(prefix: str, note: str | None = None) -> Pair:
     cols = st.columns(5)
     depth = cols[0].select_slider("Depth (6n+2 layers)", DEPTHS, key=k + "depth")
     width = cols[1].select_slider("Width (first stage)", WIDTHS, key=k + "width")
-    norm = cols[2].radio("Normalisation", list(OPTIONS["norm"].values), key=k + "norm", horizontal=True)
+    norm = cols[2].radio("Normalisation", list(FAMILY_NORMS["cnn"]), key=k + "norm", horizontal=True)
     name = cols[3].selectbox(
         "Images", IMAGE_DATASETS, key=k + "dataset", format_func=lambda d: f"{d}: {DATASET_HELP[d]}"
     )

@@ -242,6 +242,16 @@ def test_page_with_a_lab_run_and_a_quick_pair():
     assert at.selectbox(key="rf.layer").value == "stage3.block2"  # the late-block default follows the depth
 
 
+def test_a_transformer_lab_setup_gives_a_cnn_quick_pair():
+    """A Transformer setup's LayerNorm became the quick pair's norm, which no CNN takes: the page raised."""
+    at = _page(_open("pages/lab.py", {"preset": "postln"}, fresh=True))
+    at.radio(key="rf.origin").set_value("A CNN pair built here").run()
+    assert not at.exception, [e.value for e in at.exception]
+    norm = at.radio(key="rf.quick.norm")
+    assert norm.value == "batch" and list(norm.options) == ["batch", "none"]
+    _check_both_models(at, "A · plain 20", "B · residual 20")
+
+
 def test_mlp_lab_setup_explains_instead_of_failing():
     at = _page(_open("pages/lab.py", {"dataset": "spirals", "a.depth": "4", "a.width": "8"}, fresh=True))
     assert any("Receptive fields are about images" in i.value for i in at.info)
