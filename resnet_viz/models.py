@@ -548,6 +548,32 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class _GlobalOnly:
+    """A stand-in for FlopCounterMode's module tracker: totals only ("Global"), no module hooks."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> _GlobalOnly:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    """`FlopCounterMode` that counts totals and nothing per module (every caller reads the total).
+
+    Why not as it is: its module tracker installs process-wide module hooks while it counts. Every
+    other thread's forward pass then put autograd hooks on its outputs, and an input-gradient pass
+    there (receptive fields, attributions, in the server while a tab's Train click was costed)
+    raised "A leaf node was passed to _will_engine_execute_node ...". The counting itself is a
+    dispatch mode, which holds for its own thread only.
+    """
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()  # torch 2.13's attribute (pinned); read in its __enter__/_count_flops
+    return counter
+
+
 def flops_per_example(model: nn.Module, cfg: ModelConfig) -> int:
     """Forward FLOPs for one example, counted by `torch.utils.flop_counter.FlopCounterMode`.
 
@@ -556,7 +582,7 @@ def flops_per_example(model: nn.Module, cfg: ModelConfig) -> int:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter, torch.no_grad():
         model(example_input(cfg, 1, device))
     model.train(was_training)

@@ -25,9 +25,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import ModelConfig, build_model, count_params
+from ..models import ModelConfig, build_model, count_params, flop_counter
 from ..store import StoredRun
 
 DEFAULT_DEPTHS = {"basic": (8, 20, 56), "bottleneck": (11, 20, 56)}  # 6n+2 and 9n+2
@@ -41,8 +40,8 @@ def input_shape(cfg: ModelConfig, batch: int = 1) -> tuple[int, ...]:
 
 
 def count_flops(model: nn.Module, shape: Sequence[int]) -> int:
-    """Forward FLOPs for an input of `shape` (FlopCounterMode: matmuls and convolutions, 2 per multiply-add)."""
-    counter = FlopCounterMode(display=False)
+    """Forward FLOPs for an input of `shape` (`models.flop_counter`: matmuls and convolutions, 2 per multiply-add)."""
+    counter = flop_counter()
     with counter, torch.no_grad():
         model.eval()(torch.zeros(tuple(shape)))
     return int(counter.get_total_flops())

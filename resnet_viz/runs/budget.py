@@ -17,10 +17,9 @@ from functools import lru_cache
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..data import DataConfig, load_dataset
-from ..models import ModelConfig, example_input, network
+from ..models import ModelConfig, example_input, flop_counter, network
 from ..training import TrainConfig, fit_to_data, steps_per_epoch
 
 BYTES = 4  # float32
@@ -100,7 +99,7 @@ def _measure(cfg: ModelConfig, batch: int) -> tuple[int, int, int]:
 
     leaves = [m for m in net.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         net(example_input(cfg, batch, "meta"))
     for h in handles:

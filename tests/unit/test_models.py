@@ -1,6 +1,7 @@
 """Models: shapes, parameter counts, plain/residual twins, skip scale, names, init, FLOPs."""
 
 import itertools
+import threading
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from resnet_viz.models import (
     build_model,
     conv_layer_names,
     count_params,
+    flop_counter,
     flops_per_example,
     layer_names,
     set_skip_scale,
@@ -195,3 +197,31 @@ def test_supports_8_to_110_layers():
         model = build_model(ModelConfig(depth=depth, width=4))
         assert len(layer_names(model)) == depth
     assert ModelConfig(block="bottleneck").allowed_depths()[:3] == [11, 20, 29]
+
+
+def test_counting_flops_in_one_thread_leaves_gradients_in_another_alone():
+    """FlopCounterMode's module tracker hooks every module of the process while it counts: another thread's
+    input-gradient pass (a receptive field, while a Train click was costed) raised a RuntimeError. The app's
+    counter counts in its own thread only, and counts the same total."""
+    net = build_model(ModelConfig(depth=8, width=8), seed=0).eval()
+    counting, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with flop_counter():
+            counting.set()
+            done.wait(60)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert counting.wait(60)
+        x = torch.randn(2, 1, 8, 8, requires_grad=True)
+        (grad,) = torch.autograd.grad(net(x).sum(), x)
+        assert grad.shape == x.shape
+    finally:
+        done.set()
+        other.join()
+    counter = flop_counter()
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 1, 8, 8))
+    assert counter.get_total_flops() == flops_per_example(net, ModelConfig(depth=8, width=8)) > 0
