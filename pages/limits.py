@@ -20,6 +20,7 @@ from resnet_viz.limits import calibration, cost, global_reasoning, init_sensitiv
 from resnet_viz.limits.runs import GridPoint, GridTask
 from resnet_viz.tasks import ThreadExecutor
 from resnet_viz.ui.session import session_jobs
+from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
 from resnet_viz.ui.store import run_store
 from resnet_viz.ui.widgets import chart
@@ -240,6 +241,7 @@ def global_section() -> None:
 
 
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Limits & pitfalls")
     st.markdown(
         "Skip connections make deep nets trainable. They do not make them calibrated, robust, cheap, "

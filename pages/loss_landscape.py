@@ -17,6 +17,7 @@ from resnet_viz.figures import landscape as figs
 from resnet_viz.landscape import LandscapeConfig, LandscapeTask, LandscapeView, Target
 from resnet_viz.tasks import ThreadExecutor
 from resnet_viz.ui.session import session_jobs
+from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
 from resnet_viz.ui.store import run_store
 from resnet_viz.ui.widgets import chart, fmt_seconds
@@ -180,6 +181,7 @@ def panel(task: LandscapeTask) -> None:
 
 
 def main() -> None:
+    require_shell()  # a deep link on a fresh server: rerun inside app.py's navigation
     st.title("Loss landscape")
     st.markdown(
         "Li et al. (2018) drew the loss around a trained net along two random directions: without shortcuts a "

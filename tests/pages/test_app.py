@@ -1,5 +1,8 @@
 """AppTest: every page renders; the lab trains, restores its config from the URL, explains bad input."""
 
+import ast
+from pathlib import Path
+
 import pytest
 from harness import live_boards, open_page, plotly_figures, trace_array
 
@@ -185,3 +188,13 @@ def test_finished_runs_are_stored_and_can_be_reopened():
     loss = plotly_figures(at)[0]
     train_b = next(t for t in loss.data if t.name == "B · residual 8: train")
     assert trace_array(train_b.x).tolist() == list(range(1, 11))
+
+
+def test_every_page_first_asks_for_the_apps_shell():
+    """A page opened as a fresh server's first request runs outside app.py's navigation (Streamlit's legacy
+    pages/ mode) unless it asks for the shell first: Limits and Loss landscape did not, and a deep link to
+    them showed the raw file list as the sidebar (the browser test covers the mechanism on two pages)."""
+    for path in sorted((Path(__file__).parents[2] / "pages").glob("*.py")):
+        main = next(f for f in ast.parse(path.read_text()).body if isinstance(f, ast.FunctionDef) and f.name == "main")
+        first = main.body[0]
+        assert isinstance(first, ast.Expr) and ast.unparse(first.value) == "require_shell()", path.name
