@@ -216,7 +216,8 @@ def main() -> None:
             key: {i.name: i for i in theoretical_fields(c, pair.data.input_size)} for key, c in pair.models.items()
         }
     growth_section(results, labels)
-    options = [name for name in results["A"] if all(name in r for r in results.values())]
+    # the first model's layers that every model has (a sweep's runs name their models plain and residual)
+    options = [name for name in next(iter(results.values())) if all(name in r for r in results.values())]
     state = st.session_state
     if state.get(K + "layer") not in options or state.get(K + "layer") == state.get(K + "layer.default"):
         state[K + "layer"] = options[-1]  # a late block (the deepest both have), unless the user picked another
@@ -229,7 +230,7 @@ def main() -> None:
         "Layer",
         options,
         key=K + "layer",
-        format_func=lambda n: f"{n} (theoretical field {results['A'][n].theoretical.size} px)",
+        format_func=lambda n: f"{n} (theoretical field {next(iter(results.values()))[n].theoretical.size} px)",
     )
     index = number.number_input(
         f"Test image (0 to {count - 1})",

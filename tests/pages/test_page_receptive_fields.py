@@ -9,11 +9,15 @@ import pytest
 from harness import open_page, plotly_figures, trace_array
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz.data import DataConfig
 from resnet_viz.figures import receptive_field as figs
 from resnet_viz.figures.common import COLORS
+from resnet_viz.models import ModelConfig
 from resnet_viz.receptive_field import ERFResult, RFInfo, growth_rows
+from resnet_viz.training import TrainConfig, train_models
 from resnet_viz.ui.session import SESSION_KEY
-from resnet_viz.ui.snapshots import FRESH
+from resnet_viz.ui.snapshots import FRESH, STORED
+from resnet_viz.ui.store import run_store
 
 PAGE = "pages/receptive_fields.py"
 TINY = {"a.depth": "8", "a.width": "8", "epochs": "1"}
@@ -250,6 +254,20 @@ def test_a_transformer_lab_setup_gives_a_cnn_quick_pair():
     norm = at.radio(key="rf.quick.norm")
     assert norm.value == "batch" and list(norm.options) == ["batch", "none"]
     _check_both_models(at, "A · plain 20", "B · residual 20")
+
+
+def test_a_stored_sweep_run_whose_models_are_plain_and_residual():
+    """Depth-study and Limits grid runs name their models plain and residual, not A and B: the page read
+    results["A"] and raised a KeyError on them."""
+    models = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
+    trainer, history = train_models(models, TrainConfig(epochs=1, seed=23), DataConfig())
+    key = run_store().save(trainer, history)
+    at = open_page("pages/home.py", state={"rf.source": STORED})
+    at.session_state["rf.stored"] = key
+    _page(at)
+    assert at.selectbox(key="rf.layer").options and not at.exception
+    figures = plotly_figures(at)
+    assert len(figures) == 3 and any("plain 8" in (t.name or "") for t in figures[0].data)
 
 
 def test_mlp_lab_setup_explains_instead_of_failing():
