@@ -86,6 +86,12 @@ def test_loss_vs_depth_is_log_and_leaves_out_diverged_runs():
     assert np.allclose(trace_array(plain.y), [0.0805, 0.2])  # depth 20: only the finite seed 0 is left
     stats = figs.spread(results, "final_train_loss")
     assert stats[(stats.model == "plain") & (stats.depth == 20)].n.item() == 1
+    # a run stopped for diverging ends on a finite, huge loss: its status leaves it out, not its value
+    stopped = (results.depth == 8) & (results.model == "residual") & (results.seed == 1)
+    results.loc[stopped, ["status", "final_train_loss"]] = ["diverged", 29_647.0]
+    stats = figs.spread(results, "final_train_loss")
+    row = stats[(stats.model == "residual") & (stats.depth == 8)]
+    assert row.n.item() == 1 and row["mean"].item() == 0.01
 
 
 def _curves(depths=(8, 14, 20, 32), seeds=(0, 1)) -> pd.DataFrame:
