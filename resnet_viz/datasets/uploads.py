@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -240,7 +241,9 @@ def _image(data: bytes, where: str, limits: UploadLimits) -> np.ndarray:
         Image.DecompressionBombWarning,
         EOFError,
     ) as exc:
-        raise DatasetError(f"{where}: unreadable image ({type(exc).__name__}: {str(exc)[:80]})", "upload") from exc
+        # Pillow's message can name its in-memory file ("<_io.BytesIO object at 0x...>"): noise to a student
+        said = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))[:80]
+        raise DatasetError(f"{where}: unreadable image ({type(exc).__name__}: {said})", "upload") from exc
     return np.asarray(rgb, dtype=np.uint8)
 
 

@@ -335,6 +335,11 @@ BAD_ZIP = [
     (_pets(), "pets/cats/link.png", "is a symbolic link"),
     ({f"cats/{i}.png": _png(0) for i in range(25)}, None, "only one class ('cats'): a classifier needs at least two"),
     ({**_pets(), "pets/cats/bad.png": b"\x89PNG\r\n\x1a\nnot really"}, None, "'pets/cats/bad.png': unreadable image"),
+    (  # Pillow's message names its in-memory file; the student sees what is wrong, not an object address
+        {**_pets(), "pets/cats/junk.png": b"junk"},
+        None,
+        "'pets/cats/junk.png': unreadable image (UnidentifiedImageError: cannot identify image file)",
+    ),
     ({**_pets(), "pets/cats/huge.png": _big_png(65)}, None, "'pets/cats/huge.png': 65x65 pixels, more than the 4,096"),
     ({**_pets(), "pets/cats/a.gif": b"GIF89a"}, None, "only PNG and JPEG images"),
     ({**_pets(), "pets/cats/deep/a.png": _png(0)}, None, "images must be in one folder per class"),
