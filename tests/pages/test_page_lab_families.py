@@ -32,7 +32,7 @@ def test_transformer_run_draws_sublayer_gradients_and_attention_maps():
     assert at.select_slider(key="lab.a.heads").value == 2
     assert at.radio(key="lab.a.norm").options == ["layer", "none"] and at.radio(key="lab.a.norm").value == "layer"
     assert not any(r.key == "lab.a.block" for r in at.radio)  # one kind of block
-    sub = next(f for t, f in figs.items() if t.startswith("Gradient norm per encoder layer"))
+    sub = next(f for t, f in figs.items() if t.startswith("Gradient norm: attention and MLP sub-layers"))
     names = {t.name.split(" (step")[0] for t in sub.data}
     assert names == {
         f"{k} · {kind} 6 (post-LN): {s}"
