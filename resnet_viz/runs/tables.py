@@ -218,7 +218,12 @@ class ChartTables:
         # Every layer and block name of every model, once: the categories of the layers frame's name column.
         every = (n for table in (layer_names, block_names) for names in table.values() for n in names)
         self._layer_categories = list(dict.fromkeys(every))
-        self._layer_code = {n: i for i, n in enumerate(self._layer_categories)}
+        code = {n: i for i, n in enumerate(self._layer_categories)}
+        # per model: the codes of its layer names and of its block names, made once (not at every redraw)
+        self._name_codes = {
+            k: tuple(np.array([code[n] for n in names[k]], dtype=np.int64) for names in (layer_names, block_names))
+            for k in layer_names
+        }
         self._models = {
             k: _ModelTables(_Bins(3, MAX_POINTS), _Bins(len(layer_names[k]), MAX_HEATMAP_COLUMNS), [], None, [])
             for k in layer_names
@@ -281,11 +286,11 @@ class ChartTables:
         a few thousand names cost more than the charts drawn from them."""
         model, step, layer, metric, value, index = [], [], [], [], [], []
 
-        def rows(code: int, at: np.ndarray, names: list[str], kind: int, values: np.ndarray) -> None:
+        def rows(code: int, at: np.ndarray, names: np.ndarray, kind: int, values: np.ndarray) -> None:
             width = len(names)
             model.append(np.full(values.size, code))
             step.append(np.repeat(at, width)[: values.size])
-            layer.append(np.tile(self._layer_codes(names), len(at))[: values.size])
+            layer.append(np.tile(names, len(at))[: values.size])
             metric.append(np.full(values.size, kind))
             value.append(values.ravel())
             index.append(np.tile(np.arange(width), len(at))[: values.size])
@@ -295,10 +300,10 @@ class ChartTables:
             if r is not None and r.probes:
                 for kind, name in enumerate(METRICS):
                     values = np.asarray(r.probes.get(name) or [], dtype=np.float64)
-                    names = (self.layer_names if name in LAYER_METRICS else self.block_names)[key]
+                    names = self._name_codes[key][0 if name in LAYER_METRICS else 1]
                     rows(code, np.array([r.step]), names[: values.size], kind, values)
             steps, means = t.heat.means()
-            rows(code, steps, self.layer_names[key], len(METRICS), means)
+            rows(code, steps, self._name_codes[key][0], len(METRICS), means)
         return pd.DataFrame(
             {
                 "model": self._codes(model, list(self._models)),
@@ -309,9 +314,6 @@ class ChartTables:
                 "depth_index": np.concatenate(index or [np.empty(0, np.int64)]).astype(np.int64),
             }
         )
-
-    def _layer_codes(self, names: list[str]) -> np.ndarray:
-        return np.array([self._layer_code[n] for n in names], dtype=np.int64)
 
     @staticmethod
     def _codes(parts: list[np.ndarray], categories: list[str]) -> pd.Categorical:
