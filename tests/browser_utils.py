@@ -66,6 +66,12 @@ def main(page: Page) -> Locator:
     return page.get_by_test_id("stMainBlockContainer")
 
 
+def open_preset(page: Page, key: str) -> None:
+    """Click Home's Open link of preset `key`, found by its URL: Streamlit draws the preset cards as their
+    elements arrive, not in page order, so "the first Open link" can be another preset's for a moment."""
+    main(page).locator(f'a[href$="preset={key}"]').click()
+
+
 def no_exception(page: Page) -> None:
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
 

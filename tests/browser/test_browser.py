@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from browser_utils import ARTIFACTS, main, new_page, no_exception, seen_chart, wait_for_loss_lines
+from browser_utils import ARTIFACTS, main, new_page, no_exception, open_preset, seen_chart, wait_for_loss_lines
 from playwright.sync_api import Page, expect
 
 from resnet_viz.figures.common import TEMPLATE
@@ -25,7 +25,7 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     page.goto(server)
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
-    page.get_by_role("link", name="Open").first.click()  # "Depth hurts plain nets"
+    open_preset(page, "depth")
     expect(page.get_by_text("Depth hurts plain nets:")).to_be_visible()
     assert "a.depth=56" in page.url
     epochs = page.get_by_label("Epochs")

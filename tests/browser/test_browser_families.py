@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import re
 
-from browser_utils import ARTIFACTS, TIMEOUT_MS, main, new_page, no_exception, seen_chart, wait_for_loss_lines
+from browser_utils import (
+    ARTIFACTS,
+    TIMEOUT_MS,
+    main,
+    new_page,
+    no_exception,
+    open_preset,
+    seen_chart,
+    wait_for_loss_lines,
+)
 from playwright.sync_api import expect
-
-from resnet_viz.lab import PRESETS
 
 
 def _finished(page) -> None:
@@ -18,7 +25,7 @@ def test_post_ln_preset_from_home_trains_and_draws_attention(server, browser):
     page = new_page(browser)
     page.goto(server)
     expect(page.get_by_text("Beyond CNNs", exact=False).first).to_be_visible()
-    main(page).get_by_role("link", name="Open").nth(list(PRESETS).index("postln")).click()  # presets in order
+    open_preset(page, "postln")
     expect(page.get_by_text("Post-LN needs warm-up:")).to_be_visible()
     assert "dataset=sort" in page.url and "b.order=pre" in page.url
     expect(main(page).get_by_text("LayerNorm position").first).to_be_visible()
