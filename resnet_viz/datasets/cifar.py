@@ -65,9 +65,10 @@ def read_folder(folder: Path, needed: int) -> LabeledImages:
     if base is None:
         found = _python_version(folder)
         if found is not None:
-            raise DatasetError(f"cifar10: {found.name} is the python version. " + BINARY_HINT.format(folder=folder))
+            hint = BINARY_HINT.format(folder=f"{folder.name}/")
+            raise DatasetError(f"cifar10: {found.name} is the python version. {hint}")
         raise DatasetError(
-            f"cifar10: no {FOLDERS[0]}/{BATCHES[0]}.bin in {folder}; "
+            f"cifar10: no {FOLDERS[0]}/{BATCHES[0]}.bin in {folder.name}/; "
             "put CIFAR-10's binary version there (cifar-10-binary.tar.gz)"
         )
     parts: list[tuple[np.ndarray, np.ndarray]] = []

@@ -79,7 +79,9 @@ def read_folder(folder: Path, classes: tuple[str, ...], label: str) -> LabeledIm
     images_path, labels_path = find(folder, IMAGE_NAMES), find(folder, LABEL_NAMES)
     if images_path is None or labels_path is None:
         missing = IMAGE_NAMES[0] if images_path is None else LABEL_NAMES[0]
-        raise DatasetError(f"{label}: no {missing} (or {missing}.gz) in {folder}; put the data set's IDX files there")
+        raise DatasetError(
+            f"{label}: no {missing} (or {missing}.gz) in {folder.name}/; put the data set's IDX files there"
+        )
     images = parse_idx(read_capped(images_path, MAX_BYTES, images_path.name), 3, images_path.name)
     labels = parse_idx(read_capped(labels_path, 8 + MAX_ITEMS, labels_path.name), 1, labels_path.name)
     if len(images) != len(labels):

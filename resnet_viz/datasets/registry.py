@@ -52,9 +52,13 @@ def file_folder(name: str) -> Path:
     return next((base / n for n in names if (base / n).is_dir()), base / names[0])
 
 
+PLACE = "the server's data-set folder ($RESNET_VIZ_DATA_DIR/datasets, or the CLI's --data-dir)"
+
+
 def where_to_put(name: str) -> str:
-    """One line: which files to put where, for a data set whose files are missing."""
-    return f"put {FILE_SETS[name][1]} in {file_folder(name)}"
+    """One line: which files to put where, for a data set whose files are missing. It names the folder
+    relative to the data-set folder: the page shows it to students, who need not see the server's paths."""
+    return f"put {FILE_SETS[name][1]} in {file_folder(name).name}/ of {PLACE}"
 
 
 def present(name: str) -> bool:
@@ -69,7 +73,7 @@ def read_file_set(name: str, n: int, seed: int) -> LabeledImages:
     """`n` training examples of file data set `name`, drawn by `seed`."""
     sub = file_folder(name)
     if not sub.is_dir():
-        raise DatasetError(f"{name}: no folder {sub}; {where_to_put(name)}")
+        raise DatasetError(f"{name}: no folder {sub.name}/ in {PLACE}; {where_to_put(name)}")
     if name == "cifar10":
         images = cifar.read_folder(sub, n)
     else:

@@ -104,8 +104,16 @@ def test_a_damaged_gzip_and_missing_files_are_named(data_dir):
     (folder / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte.gz: cannot read"):
         registry.read_file_set("mnist", 100, 0)
-    with pytest.raises(ConfigError, match=r"cifar10: no folder .*cifar10; put cifar-10-batches-bin/"):
+    with pytest.raises(ConfigError, match=r"cifar10: no folder cifar10/ in the server's data-set folder") as error:
         load_dataset(DataConfig(name="cifar10"))
+    assert "put cifar-10-batches-bin/" in str(error.value)
+    # Pages show these messages to students: the server's own folders stay out of them.
+    (folder / "train-labels-idx1-ubyte.gz").unlink()
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DatasetError) as missing:
+        registry.read_file_set("mnist", 100, 0)
+    for text in (str(error.value), str(missing.value), registry.where_to_put("cifar10")):
+        assert str(data_dir) not in text, text
 
 
 def _cifar_records(n: int) -> tuple[np.ndarray, np.ndarray, bytes]:
