@@ -948,6 +948,19 @@ class RunStore:
             )
             conn.executemany("INSERT INTO weights VALUES (?, ?, ?)", [(key, k, w) for k, w in weights.items()])
 
+    def _holds(self, key: str, history_text: str, weights: Mapping[str, bytes]) -> bool:
+        """Whether this server trained run `key` and stored exactly this history and these weights: an
+        import of it is then the run itself, and answering with its key keeps one copy, not two."""
+        with self._open() as conn:
+            row = conn.execute("SELECT history FROM runs WHERE key = ? AND origin = 'trained'", (key,)).fetchone()
+            if row is None:
+                return False
+            stored = dict(conn.execute("SELECT model, data FROM weights WHERE key = ?", (key,)).fetchall())
+        try:
+            return stored == dict(weights) and zlib.decompress(row[0]).decode() == history_text
+        except (zlib.error, UnicodeDecodeError):  # a damaged row is not this run
+            return False
+
     def has(self, key: str) -> bool:
         with self._open() as conn:
             return conn.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone() is not None
@@ -1295,6 +1308,9 @@ class RunStore:
             _parse_weights(weights[k], cfg, f"{label}: {name}")
         config = _config_dict(configs, train, data)
         text = history_json(history, events)
+        trained = _key(configs, train, data, events)
+        if self._holds(trained, text, weights):  # this server's own run, exported and brought back: no copy
+            return trained
         key = _content_key(config, summaries, text, weights)
         if not self.has(key):  # the same content imported before: nothing to change
             blob = zlib.compress(text.encode(), 6)

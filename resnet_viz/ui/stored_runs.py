@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from resnet_viz.store import RunInfo, RunStore, StoreError, short_key
+from resnet_viz.store import IMPORTED_PREFIX, RunInfo, RunStore, StoreError, short_key
 
 from .roles import confirm_button, is_teacher, teacher_only
 from .store import format_time, run_store, store_problem
@@ -67,7 +67,13 @@ def import_section(store: RunStore) -> None:
     if result is None or result[0] != upload.file_id:
         try:
             key = store.import_zip(upload.getvalue(), upload.name)
-            result = (upload.file_id, True, f"Imported run {short_key(key)} from {safe_text(upload.name)}.")
+            done = (
+                f"Imported run {short_key(key)} from {safe_text(upload.name)}."
+                if key.startswith(IMPORTED_PREFIX)
+                else f"{safe_text(upload.name)} is run {short_key(key)}, trained on this server and already stored: "
+                "nothing was added."
+            )
+            result = (upload.file_id, True, done)
         except StoreError as err:
             result = (upload.file_id, False, f"Cannot import {safe_text(upload.name)}: {safe_text(err)}")
         except Exception as exc:  # noqa: BLE001 - the library should raise StoreError; never show a traceback

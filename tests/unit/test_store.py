@@ -118,6 +118,15 @@ def test_export_import_round_trip(store, trained, tmp_path):
     assert other.import_run(folder) == imported and len(other.list_runs()) == 1  # the same content: stored once
     [info] = other.list_runs()
     assert info.imported and info.key == imported
+    # Brought back to the server that trained it, the file is that run: no second, "imported" copy.
+    assert store.import_run(folder) == key and [i.key for i in store.list_runs()] == [key]
+    assert store.import_zip(store.export_zip(key), "run.zip") == key and not store.get(key).imported
+    # ... but only while it is that run byte for byte: a file with other weights stays an import.
+    state = {n: t.detach().clone().contiguous() for n, t in trainer.models["residual"].state_dict().items()}
+    name = next(n for n, t in state.items() if t.is_floating_point())
+    state[name].view(-1)[0] += 1.0  # the same shapes, another run
+    save_file(state, str(folder / "residual.safetensors"))
+    assert store.import_run(folder).startswith(store_module.IMPORTED_PREFIX) and len(store.list_runs()) == 2
 
 
 def _edit_json(name, edit):
