@@ -77,11 +77,20 @@ def from_choice(value: str) -> dict[str, str]:
     return {"name": UPLOAD, "upload": value} if value not in DATASETS + FILE_DATASETS else {"name": value, "upload": ""}
 
 
-def handle_upload(raw: bytes, filename: str) -> UploadInfo:
-    """Read, check and store one uploaded file; raises DatasetError or StoreError and stores nothing then."""
+def handle_upload(raw: bytes, filename: str) -> tuple[UploadInfo, str]:
+    """Read, check and store one uploaded file: the stored entry and what to tell the user. Raises
+    DatasetError or StoreError and stores nothing then.
+
+    The store keys a data set by its content: the same data under another name is the entry stored first,
+    and the message names that entry (the list below it shows no other)."""
     upload = read_upload(raw, filename)
-    run_store().put_dataset(upload)
-    return UploadInfo.of(upload)
+    store = run_store()
+    earlier = store.dataset_info(UploadInfo.of(upload).digest)
+    store.put_dataset(upload)
+    if earlier is None:
+        info = UploadInfo.of(upload)
+        return info, f"stored {info.name} and chose it as the lab's dataset"
+    return earlier, f"the same data is already stored as {earlier.name}: chose it as the lab's dataset"
 
 
 def upload_panel() -> None:
@@ -101,12 +110,12 @@ def upload_panel() -> None:
     if file is not None and st.session_state.get(DONE_KEY) != file.file_id:
         st.session_state[DONE_KEY] = file.file_id
         try:
-            info = handle_upload(file.getvalue(), file.name)
+            info, done = handle_upload(file.getvalue(), file.name)
         except (DatasetError, StoreError) as err:
             st.session_state["data.upload.result"] = ("error", f"{file.name}: {err}")
         else:
             st.session_state[NAME_KEY] = info.digest  # choose it in the lab form (drawn after this panel)
-            st.session_state["data.upload.result"] = ("ok", f"stored {info.name} and chose it as the lab's dataset")
+            st.session_state["data.upload.result"] = ("ok", done)
     kind, message = st.session_state.get("data.upload.result", (None, ""))
     if kind == "error":
         st.error("The file was not stored: " + safe_text(message, 400))

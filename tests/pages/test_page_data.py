@@ -100,6 +100,19 @@ def test_an_upload_is_stored_chosen_trained_on_and_named_in_its_python(filename,
     assert listing["examples"].tolist() == [info.size] and listing["hash"].tolist() == [info.digest[:12]]
 
 
+def test_the_same_data_under_another_name_is_the_entry_stored_first_and_says_so():
+    at = _lab({})
+    _upload(at, "north south.csv", points_csv())
+    [first] = run_store().list_datasets()
+    assert [s.value.strip("`") for s in at.success] == [f"stored {first.name} and chose it as the lab's dataset"]
+    _upload(at, "renamed.csv", points_csv())
+    assert run_store().list_datasets() == [first]  # keyed by content: one entry, under its first name
+    assert [s.value.strip("`") for s in at.success] == [
+        f"the same data is already stored as {first.name}: chose it as the lab's dataset"
+    ]
+    assert at.selectbox(key="lab.data.name").value == first.digest
+
+
 def test_a_bad_upload_says_what_is_wrong_stores_nothing_and_the_lab_stays_usable():
     at = _lab({})
     _upload(at, "points.csv", b"x,y,class\n1,2,a\n")
