@@ -76,11 +76,24 @@ def lesions_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: di
     )
 
 
+CALIBRATION_HEADERS = {
+    "model": "Model",
+    "accuracy": "Accuracy",
+    "ece": "ECE",
+    "nll": "NLL",
+    "temperature": "Temperature T",
+    "ece_scaled": "ECE after T",
+    "nll_scaled": "NLL after T",
+    "val_nll": "Validation NLL",
+    "val_nll_scaled": "Validation NLL after T",
+}
+
+
 def calibration_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: dict[str, str]) -> None:
     models, ds = {k: c.model for k, c in chosen.items()}, load_dataset(data)
     result = cached("calibration", _ident(chosen), lambda: calibration.calibration_study(models, ds), models)
     table = result.summary.assign(model=[labels[k] for k in result.summary.model])
-    st.dataframe(table.round(4), hide_index=True)
+    st.dataframe(table.round(4), hide_index=True, column_config=CALIBRATION_HEADERS)
     st.caption(
         "ECE (15 equal-width bins) and NLL on the test split, before and after dividing the logits by the "
         "temperature T fitted on the validation split; accuracy does not change with T."
@@ -121,6 +134,7 @@ def cost_section(chosen: dict[str, ChosenModel]) -> None:
         st.info("Run the depth study's classroom sweep to see accuracy against latency here.")
         return
     frame = cached("accuracy-latency", tuple(r.key for r in runs), lambda: cost.accuracy_vs_latency(runs))
+    st.caption(cost.describe_sweep(runs))
     chart(
         figs.accuracy_latency_figure(frame),
         "What to look for: past the ringed depth the residual net is no more accurate (within 1 point) but every "

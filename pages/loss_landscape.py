@@ -198,7 +198,7 @@ def main() -> None:
     task: LandscapeTask | None = jobs.others.get(JOB_NAME)
     running = task is not None and not task.done
     config = settings(disabled=running)
-    compute, stop, info = st.columns([1, 1, 4], vertical_alignment="center")
+    compute, stop, info = st.columns([2, 1, 4], vertical_alignment="center")
     if compute.button(
         "Compute landscapes", type="primary", icon=":material/landscape:", disabled=running, key=K + "compute"
     ):

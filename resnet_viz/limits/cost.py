@@ -175,6 +175,20 @@ def depth_study_runs(runs: Iterable[StoredRun]) -> list[StoredRun]:
     return max(groups.values(), key=lambda g: len({r.configs["residual"].depth for r in g}))
 
 
+def describe_sweep(runs: Sequence[StoredRun]) -> str:
+    """One line naming the depth sweep `depth_study_runs` picked: a store can hold several, and the chart
+    drawn from one says nothing about the others."""
+    first = runs[0]
+    residual = first.configs["residual"]
+    depths = sorted({r.configs["residual"].depth for r in runs})
+    epochs, seeds = first.train.epochs, len({r.train.seed for r in runs})
+    return (
+        f"From the stored depth sweep with the most depths: {first.data.name}, {residual.block} blocks of width "
+        f"{residual.width}, {epochs} epoch{'s' if epochs > 1 else ''}, depths {', '.join(map(str, depths))}, "
+        f"{seeds} seed{'s' if seeds > 1 else ''} per depth."
+    )
+
+
 def accuracy_vs_latency(
     runs: Sequence[StoredRun], tolerance: float = KNEE_TOLERANCE, repeats: int = REPEATS
 ) -> pd.DataFrame:

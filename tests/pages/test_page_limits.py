@@ -3,6 +3,8 @@ figures on synthetic tables, and one browser walk through the model analyses."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import plotly.io as pio
 from harness import open_page, run_to_the_end
@@ -42,6 +44,8 @@ def test_model_analyses_draw_every_chart_with_a_caption():
     at.radio(key="limits.analysis").set_value("Calibration").run()
     summary = at.dataframe[0].value
     assert list(summary.model) == ["A · plain 20", "B · residual 20"] and (summary.ece >= 0).all()
+    headers = {name: c["label"] for name, c in json.loads(at.dataframe[0].proto.columns).items() if "label" in c}
+    assert set(headers) == set(summary.columns) and not any("_" in h for h in headers.values()), headers
 
 
 def test_init_grid_runs_through_the_run_service_and_draws():

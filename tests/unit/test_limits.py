@@ -210,6 +210,10 @@ def test_accuracy_against_latency_from_stored_depth_sweep_runs(tmp_path):
     store = service.store
     runs = cost.depth_study_runs(store.get(i.key) for i in store.list_runs())
     assert sorted(r.configs["residual"].depth for r in runs) == [8, 14, 20]
+    assert cost.describe_sweep(runs) == (
+        "From the stored depth sweep with the most depths: digits, basic blocks of width 8, 1 epoch, "
+        "depths 8, 14, 20, 1 seed per depth."
+    )
     frame = cost.accuracy_vs_latency(runs, repeats=3)
     assert list(zip(frame.model, frame.depth, strict=True)) == [
         (m, d) for m in ("plain", "residual") for d in (8, 14, 20)
