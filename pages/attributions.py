@@ -10,6 +10,8 @@ change them redraw at once.
 
 from __future__ import annotations
 
+from hashlib import sha256
+
 import numpy as np
 import streamlit as st
 
@@ -214,9 +216,13 @@ def main() -> None:
         st.warning("No test image matches this filter (Show and Class above); choose another.")
         return
     images = matches[:GALLERY]
-    index_key = K + "image"
+    # The picker's key names the models and data: Streamlit keeps a keyed box's shown label when only its
+    # options' labels change, so after a switch of models it read "true triangle" over a digit. The image
+    # asked for last (`K + "image"`) carries over where the new models' list has it.
+    index_key = f"{K}image.{sha256(repr((sorted(fps.items()), data)).encode()).hexdigest()[:12]}"
     if st.session_state.get(index_key) not in images.tolist():
-        st.session_state[index_key] = int(images[0])
+        last = st.session_state.get(K + "image")
+        st.session_state[index_key] = last if last in images.tolist() else int(images[0])
     gallery = figs.gallery_figure(
         ds.x_test[images, 0].numpy(),
         images.tolist(),
@@ -233,6 +239,7 @@ def main() -> None:
     index = st.selectbox(
         "Image (test index)", images.tolist(), format_func=lambda i: describe_image(i, ds.classes, preds), key=index_key
     )
+    st.session_state[K + "image"] = index
 
     available = {
         k: cache(("available", fps[k], ds.config), lambda c=c: attr.available_methods(c.model, ds.x_test[:1]))

@@ -56,6 +56,13 @@ def test_attributions_screenshot(server, browser):
         assert title in titles, titles
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "attributions.png"), full_page=True)
+    # Other models on other data: the image picker shows the new models' label, not the shapes' one it had.
+    picker = body.get_by_role("combobox", name="Image (test index)")
+    expect(picker).to_have_value(re.compile(r"#\d+ · true (disk|square|triangle|cross) · A: "))
+    body.get_by_role("radiogroup", name="Models").get_by_text("Fresh from the lab setup").click()
+    expect(body.get_by_text(re.compile("A · plain 20 predicts"))).to_be_visible()
+    expect(picker).to_have_value(re.compile(r"#\d+ · true \d · A: "))  # digits now
+    no_exception(page)
     page.context.close()
 
 

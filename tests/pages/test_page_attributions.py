@@ -46,6 +46,11 @@ def _index(option: str) -> int:
     return int(re.match(r"#(\d+)", option).group(1))
 
 
+def _image_box(at: AppTest):
+    """The image picker: its key names the models and data it lists (see the page), so find it by label."""
+    return next(box for box in at.selectbox if box.label == "Image (test index)")
+
+
 def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[LiveRun, LabConfig]:
     """A finished tiny lab run, assigned straight into the registry; optionally with B's weights broken."""
     cfg = LabConfig(
@@ -116,7 +121,7 @@ def test_method_target_and_filters_switch(default_pair):
     at.radio(key="attributions.target").set_value("true").run()
     at.selectbox(key="attributions.class").set_value(2).run()  # triangles only
     assert not at.exception
-    chosen = at.selectbox(key="attributions.image")
+    chosen = _image_box(at)
     assert all("true triangle" in option for option in chosen.options)  # AppTest lists the formatted options
     chosen.set_value(_index(chosen.options[-1])).run()
     assert not at.exception and len(_by_title(at, "Grad-CAM for")) == 2
@@ -138,7 +143,7 @@ def test_sanity_check_and_localisation_on_demand(default_pair):
     table = at.dataframe[0].value
     assert len(table) == 14 and set(table.model) == {"A · plain 14", "B · residual 14"}
     # Cached: a widget that does not change them redraws without the buttons.
-    image = at.selectbox(key="attributions.image")
+    image = _image_box(at)
     image.set_value(_index(image.options[3])).run()
     at.selectbox(key="attributions.method").set_value("occlusion").run()
     assert _by_title(at, "Sanity check") and _by_title(at, "Localisation on shapes")
