@@ -30,19 +30,33 @@ METRICS = ("grad_norm", "update_ratio", "block_grad_norm", "act_std")
 LAYER_METRICS = ("grad_norm", "update_ratio")  # indexed by layer_names; the others by block_names
 
 
+def _momentum_buffers(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether each step of `optimizer` moves every weight by exactly lr x its momentum buffer: SGD with
+    momentum, no dampening, Nesterov or maximize (the buffer then holds grad + weight decay, summed with
+    momentum). `update_ratio` is then read from the buffers instead of from a copy of the weights taken
+    before the step, which saves two tensor ops per layer and step (a tenth of the probes' time at depth 56)."""
+    if not isinstance(optimizer, torch.optim.SGD) or len(optimizer.param_groups) != 1:
+        return False
+    group = optimizer.param_groups[0]
+    return group["momentum"] > 0 and not (group["dampening"] or group["nesterov"] or group["maximize"])
+
+
 class Probe:
     """Measures one model's internals on armed steps. Call `arm()` before forward, `read()` after step."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """`optimizer`: the model's, when `update_ratio` may be read from its momentum buffers."""
         self.layers = layer_names(model)
         self.blocks = block_names(model)
         self.weights = [model.get_submodule(n).weight for n in self.layers]
+        self._optimizer = optimizer if _momentum_buffers(optimizer) else None
         self.armed = False
         self._sums: list[torch.Tensor] = []  # per block response on the armed step: its sum
         self._norms: list[torch.Tensor] = []  # ... its L2 norm
         self._sizes: list[int] = []  # ... its number of values
         self._block_grads: list[torch.Tensor] = []
-        self._before: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []  # the weights before the step (without momentum buffers)
+        self._sizes_before: list[torch.Tensor] = []  # their norms
         self._grad_norms: list[torch.Tensor] = []
         self._blocks = [model.get_submodule(name) for name in self.blocks]
         for block in self._blocks:
@@ -75,17 +89,17 @@ class Probe:
         """After backward, before the optimizer step: read gradients, keep the weights."""
         if self.armed:
             self._grad_norms = torch._foreach_norm([w.grad for w in self.weights])
-            self._before = [w.detach().clone() for w in self.weights]
+            if self._optimizer is not None:
+                self._sizes_before = torch._foreach_norm([w.detach() for w in self.weights])
+            else:
+                self._before = [w.detach().clone() for w in self.weights]
 
     def read(self) -> dict[str, list[float]] | None:
         """After the optimizer step: the measurements of this step (None when not armed)."""
         if not self.armed:
             return None
         self.armed = False
-        after = [w.detach() for w in self.weights]
-        update = torch._foreach_norm(torch._foreach_sub(after, self._before))
-        size = torch._foreach_norm(self._before)
-        ratio = torch.stack(update) / torch.stack(size).clamp_min(1e-12)
+        ratio = self._update_ratio()
         # Backward visits blocks last-to-first; store them in network order.
         return {
             "grad_norm": torch.stack(self._grad_norms).tolist(),
@@ -93,6 +107,18 @@ class Probe:
             "block_grad_norm": torch.stack(self._block_grads[::-1]).tolist() if self._block_grads else [],
             "act_std": self._response_stds(),
         }
+
+    def _update_ratio(self) -> torch.Tensor:
+        """||w_after - w_before|| / ||w_before|| per layer of the step just taken."""
+        if self._optimizer is not None:
+            state, lr = self._optimizer.state, self._optimizer.param_groups[0]["lr"]
+            update = torch.stack(torch._foreach_norm([state[w]["momentum_buffer"] for w in self.weights])) * lr
+            size = torch.stack(self._sizes_before)
+        else:
+            after = [w.detach() for w in self.weights]
+            update = torch.stack(torch._foreach_norm(torch._foreach_sub(after, self._before)))
+            size = torch.stack(torch._foreach_norm(self._before))
+        return update / size.clamp_min(1e-12)
 
     def _response_stds(self) -> list[float]:
         """Sample std of each block's response from its sum and norm: var = (|x|^2 - (sum x)^2 / n) / (n - 1)."""

@@ -370,7 +370,7 @@ class Trainer(Lockstep):
         """
         self._t0 = time.perf_counter()
         train = self.train
-        probes = {key: Probe(model) for key, model in self.models.items()} if train.probe_every else {}
+        probes = {key: Probe(m, self.optimizers[key]) for key, m in self.models.items()} if train.probe_every else {}
         for key, model in self.models.items():
             model.train()
             if self.states[key].status == "queued":

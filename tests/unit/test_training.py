@@ -46,6 +46,22 @@ def test_probes_agree_with_independent_autograd(tiny_train):
     assert probes["update_ratio"][1] == pytest.approx((update.norm() / w0.norm()).item(), rel=1e-3)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_update_ratio_is_the_weights_measured_move_at_every_step(tiny_train, optimizer):
+    """SGD with momentum: the ratio comes from lr x the momentum buffer (no copy of the weights); Adam: from a
+    copy. Either way it is what the weights moved, ||w_after - w_before|| / ||w_before||, step after step."""
+    train = TrainConfig(**{**tiny_train.to_dict(), "optimizer": optimizer, "lr": 0.05 if optimizer == "sgd" else 1e-3})
+    trainer = Trainer({"m": ModelConfig(depth=8, width=8)}, train, DataConfig())
+    weights = [trainer.models["m"].get_submodule(n).weight for n in layer_names(trainer.models["m"])]
+    before = [w.detach().clone() for w in weights]
+    for step, records in enumerate(trainer.run(), start=1):
+        moved = [((w.detach() - b).norm() / b.norm()).item() for w, b in zip(weights, before, strict=True)]
+        assert records[0].probes["update_ratio"] == pytest.approx(moved, rel=1e-3, abs=1e-9), step
+        before = [w.detach().clone() for w in weights]
+        if step == 6:
+            break
+
+
 def test_probes_do_not_change_training(tiny_models, tiny_train, digits):
     _, with_probes = train_models(tiny_models, tiny_train, digits)
     _, without = train_models(tiny_models, TrainConfig(**{**tiny_train.to_dict(), "probe_every": 0}), digits)
