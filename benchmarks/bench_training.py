@@ -10,15 +10,18 @@ the wall time of each of those presets (both models, headless, as `train_models`
 
     python -m benchmarks.bench_training             # from the repository root; prints one JSON object
     python -m benchmarks.bench_training --families  # Transformer and GCN
+    python -m benchmarks.bench_training --pair      # the default lab pair: compute floor against the engine
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_viz.data import DataConfig, load_dataset
-from resnet_viz.lab import BEYOND, PRESETS
+from resnet_viz.lab import BEYOND, PRESETS, LabConfig
 from resnet_viz.models import ModelConfig, build_model
 from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at, train_models
 
@@ -93,6 +96,40 @@ def compare_config(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> di
     return {"bare_steps_per_s": round(b, 2), "engine_steps_per_s": round(e, 2), "ratio": round(e / b, 3)}
 
 
+def pair_floor() -> dict[str, object]:
+    """The default lab pair (the lab's default config): its compute floor on this machine against the engine.
+
+    The floor is each model's bare loop in its own thread on one intra-op thread, both at once and
+    unsynchronised (what the engine does for a pair, without probes, records or the lockstep). The engine
+    is `train_models`, as headless callers run it; the app adds its worker process and the server on top.
+    The issue's goal of the pair in <= 6 s in the app can be met only where the floor is under it."""
+    cfg = LabConfig()
+    torch.set_num_threads(1)
+    floor: list[float] = []
+    engine_s: list[float] = []
+    for _ in range(REPEATS):
+        threads = [threading.Thread(target=bare_loop, args=(m, cfg.train, cfg.data)) for m in cfg.models().values()]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        floor.append(time.perf_counter() - t0)
+        torch.set_num_threads(2)
+        t0 = time.perf_counter()
+        train_models(cfg.models(), cfg.train, cfg.data)
+        engine_s.append(time.perf_counter() - t0)
+        torch.set_num_threads(1)
+    f, e = statistics.median(floor), statistics.median(engine_s)
+    return {
+        "floor_s": [round(x, 2) for x in floor],
+        "engine_s": [round(x, 2) for x in engine_s],
+        "engine_to_floor": round(e / f, 3),
+        "goal_in_app_s": 6.0,
+        "floor_under_goal": f <= 6.0,
+    }
+
+
 def peak_rss_child() -> None:
     """Child mode: one depth-56 run with probes on every step, then print peak RSS in MB."""
     trainer = Trainer({"m": ModelConfig(depth=56)}, TrainConfig(epochs=10), DataConfig())
@@ -132,6 +169,10 @@ def main() -> None:
         peak_rss_child()
         return
     torch.set_num_threads(2)
+    if sys.argv[1:] == ["--pair"]:
+        machine = {"threads": 2, "torch": torch.__version__, "load_avg_1min": os.getloadavg()[0]}
+        print(json.dumps({"machine": machine, "setup": f"the lab's default pair, median of {REPEATS}"} | pair_floor()))
+        return
     if sys.argv[1:] == ["--families"]:
         machine = {"threads": torch.get_num_threads(), "torch": torch.__version__}
         print(json.dumps({"machine": machine, "setup": FAMILIES_SETUP} | families()))
@@ -148,9 +189,9 @@ def main() -> None:
     rss = float(child.stdout.strip().splitlines()[-1])
     result["depth56_peak_rss_mb"] = round(rss, 1)
     result["goals"] = {
-        "ratio_at_least": 0.90,
-        "met_depth20": result["depth20"]["ratio"] >= 0.90,
-        "met_depth56": result["depth56"]["ratio"] >= 0.90,
+        "ratio_at_least": 0.95,  # issue 9: probes cost at most 5%
+        "met_depth20": result["depth20"]["ratio"] >= 0.95,
+        "met_depth56": result["depth56"]["ratio"] >= 0.95,
         "peak_rss_under_mb": 1024,
         "met_rss": rss < 1024,
     }
