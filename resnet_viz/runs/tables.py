@@ -87,24 +87,32 @@ class _ModelColumns:
             grow.append(row)
             self.lengths[m].append(np.array([len(values)], dtype=np.int32))
 
-    def record(self, model: str, i: int) -> StepRecord:
-        v = self.scalars.data[i]
-        probes = None
-        if self.probed.data[i, 0]:
-            probes = {m: self.probes[m].data[i, : self.lengths[m].data[i, 0]].tolist() for m in METRICS}
-        return StepRecord(
-            model=model,
-            step=int(v[0]),
-            epoch=float(v[1]),
-            lr=float(v[2]),
-            loss=float(v[3]),
-            acc=float(v[4]),
-            skip_scale=float(v[5]),
-            seconds=float(v[6]),
-            val_loss=None if np.isnan(v[7]) else float(v[7]),
-            val_acc=None if np.isnan(v[8]) else float(v[8]),
-            probes=probes,
-        )
+    def records(self, model: str) -> list[StepRecord]:
+        """Every record, in order. Each column goes to Python lists at once: per record, a run's save took
+        0.25 s of the server's CPU for a 100-step pair, under the GIL the tabs draw with."""
+        nan_free = [[None if x != x else x for x in col] for col in self.scalars.rows()[:, 7:9].T.tolist()]
+        rows = self.scalars.rows()[:, :7].tolist()
+        probed = self.probed.rows()[:, 0].tolist()
+        probes = {m: self.probes[m].rows().tolist() for m in METRICS}
+        lengths = {m: self.lengths[m].rows()[:, 0].tolist() for m in METRICS}
+        out = []
+        for i, (v, val_loss, val_acc) in enumerate(zip(rows, *nan_free, strict=True)):
+            out.append(
+                StepRecord(
+                    model=model,
+                    step=int(v[0]),
+                    epoch=v[1],
+                    lr=v[2],
+                    loss=v[3],
+                    acc=v[4],
+                    skip_scale=v[5],
+                    seconds=v[6],
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    probes={m: probes[m][i][: lengths[m][i]] for m in METRICS} if probed[i] else None,
+                )
+            )
+        return out
 
     def truncated(self, n: int) -> _ModelColumns:
         out = object.__new__(_ModelColumns)
@@ -145,7 +153,8 @@ class CompactHistory:
 
     def history(self) -> History:
         """The exact records, as the engine produced them (for the store and the CSV downloads)."""
-        records = [self._columns[self._keys[k]].record(self._keys[k], int(i)) for k, i in self._order_rows.rows()]
+        per_model = [self._columns[k].records(k) for k in self._keys]
+        records = [per_model[k][i] for k, i in self._order_rows.rows().tolist()]
         return History(self.layer_names, self.block_names, records)
 
     def up_to(self, step: int) -> CompactHistory:
