@@ -54,7 +54,7 @@ def lesions_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: di
         figs.lesion_single_figure(result.single, result.base_error, labels),
         "What to look for: deleting one block of a trained residual net barely moves its error, except at the "
         "downsampling blocks (x); the plain net, whose deleted block is replaced by a shortcut it never had, "
-        "falls towards chance (Veit et al. 2016, Fig. 3).",
+        "falls towards chance (Veit et al. 2016, Fig. 3). " + lesions.verdict(result, labels),
         K + "single",
     )
     chart(
@@ -101,7 +101,8 @@ def calibration_section(chosen: dict[str, ChosenModel], data: DataConfig, labels
     chart(
         figs.reliability_figure(result.reliability, labels),
         "What to look for: bars under the diagonal are overconfidence (Guo et al. 2017, Fig. 1); skips do not "
-        "remove it, one temperature mostly does. The 'Overconfident ResNet' preset trains long enough to show it.",
+        "remove it, one temperature mostly does. The 'Overconfident ResNet' preset trains long enough to show it. "
+        + calibration.verdict(result.summary, labels),
         K + "reliability",
     )
 
@@ -111,8 +112,9 @@ def robustness_section(chosen: dict[str, ChosenModel], data: DataConfig, labels:
     frame = cached("robustness", _ident(chosen), lambda: robustness.robustness_study(models, ds), models)
     chart(
         figs.robustness_figure(frame, labels),
-        "What to look for: both nets lose accuracy as severity grows, the residual one about as fast as the plain "
-        "one: shortcuts make depth trainable, not inputs safer. Severity 0 is the clean test set.",
+        "What to look for: both nets lose accuracy as severity grows; shortcuts make depth trainable, not inputs "
+        "safer, so expect the residual net to lose about as much as the plain one. Severity 0 is the clean test "
+        "set. " + robustness.verdict(frame, labels),
         K + "robustness",
     )
 

@@ -128,3 +128,16 @@ def calibration_study(models: Mapping[str, nn.Module], data: Dataset, bins: int 
     reliability = pd.concat(tables, ignore_index=True)
     reliability = reliability[["model", "scaled", "lower", "upper", "count", "confidence", "accuracy"]]
     return CalibrationResult(pd.DataFrame(summary)[columns], reliability, bins)
+
+
+def verdict(summary: pd.DataFrame, labels: Mapping[str, str], tolerance: float = 0.05) -> str:
+    """What the fitted temperatures say about these models, for the chart's caption (the caption's general
+    story, overconfidence, does not hold for every net). T > 1 means the net was overconfident on the
+    validation split, T < 1 underconfident (Guo et al. 2017, Sec. 4.2: T softens or sharpens the softmax);
+    within `tolerance` of 1 it was about calibrated. ECE before and after the scaling follows."""
+    parts = []
+    for row in summary.itertuples():
+        t = float(row.temperature)
+        kind = "overconfident" if t > 1 + tolerance else "underconfident" if t < 1 - tolerance else "about calibrated"
+        parts.append(f"{labels[row.model]} was {kind} (T = {t:.2f}; ECE {row.ece:.3f} → {row.ece_scaled:.3f})")
+    return "Here: " + "; ".join(parts) + "."

@@ -245,3 +245,18 @@ def _path_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, through
     logits = _from(model, h0, block_fn)
     (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), h0)
     return grad.flatten(1).norm(dim=1).detach()
+
+
+def verdict(result: LesionResult, labels: Mapping[str, str]) -> str:
+    """For the single-block chart's caption: each model's median and largest error increase when one block
+    other than a downsampling one is deleted (Veit et al. 2016, Fig. 3 shows small increases for a residual
+    net, chance for a plain one). Read from these nets, so the caption says what this pair did."""
+    rows = result.single[~result.single.downsampling]
+    parts = []
+    for model, group in rows.groupby("model", sort=False):
+        increase = group.increase * 100
+        parts.append(
+            f"{labels[model]} {result.base_error[model]:.1%} intact, {increase.median():+.1f} points at the median "
+            f"deletion ({increase.max():+.1f} at most)"
+        )
+    return "Here, deleting one block that does not downsample: " + "; ".join(parts) + "." if parts else ""

@@ -96,3 +96,26 @@ def robustness_study(models: Mapping[str, nn.Module], data: Dataset, seed: int =
     frame = pd.DataFrame(rows, columns=["model", "corruption", "severity", "accuracy"])
     mean = frame.groupby(["model", "severity"], as_index=False, sort=False)["accuracy"].mean()
     return pd.concat([frame, mean.assign(corruption="mean")[frame.columns]], ignore_index=True)
+
+
+def verdict(frame: pd.DataFrame, labels: Mapping[str, str], tolerance: float = 0.05) -> str:
+    """How much accuracy each model loses from clean to the worst severity, averaged over corruptions, and
+    whether they lose about as much (within `tolerance`), for the chart's caption: the caption's general
+    story (shortcuts do not make inputs safer) is read against these nets, not asserted."""
+    mean = frame[frame.corruption == "mean"]
+    drops = {}
+    for model, rows in mean.groupby("model", sort=False):
+        clean = float(rows.accuracy[rows.severity == 0].iloc[0])
+        worst = float(rows.accuracy[rows.severity == rows.severity.max()].iloc[0])
+        drops[model] = (clean, worst)
+    parts = [f"{labels[m]} {c:.1%} → {w:.1%}" for m, (c, w) in drops.items()]
+    text = "Here, clean to severity 5 (mean over corruptions): " + "; ".join(parts) + "."
+    if len(drops) == 2:
+        (a, (ca, wa)), (b, (cb, wb)) = drops.items()
+        gap = (ca - wa) - (cb - wb)
+        if abs(gap) <= tolerance:
+            text += f" They lose about as much (within {tolerance * 100:.0f} points)."
+        else:
+            more, less = (labels[a], labels[b]) if gap > 0 else (labels[b], labels[a])
+            text += f" {more} loses {abs(gap) * 100:.1f} points more than {less}."
+    return text

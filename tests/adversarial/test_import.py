@@ -139,7 +139,8 @@ def test_a_created_time_in_the_future_is_refused_beyond_clock_skew(genuine, targ
     edit_json(folder, "manifest.json", lambda m: m.update(created=time.time() + 86_400))
     _refused(target, folder, "manifest.json: created")
     edit_json(folder, "manifest.json", lambda m: m.update(created=time.time() + 60))  # a slightly fast clock is fine
-    assert target.import_run(folder).startswith(IMPORTED_PREFIX)
+    assert target.import_run(folder) == genuine[0]  # accepted: byte for byte the run this server trained
+    assert RunStore(tmp_path / "elsewhere").import_run(folder).startswith(IMPORTED_PREFIX)  # accepted as an import
 
 
 def _record(index: int, **changes):

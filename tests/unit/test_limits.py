@@ -12,6 +12,7 @@ from dataclasses import replace
 from hashlib import sha256
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,6 +125,61 @@ def test_temperature_scaling_keeps_accuracy_and_lowers_the_fitted_nll(trained):
     assert t > 1 and calibration.nll(overconfident, y, t) < calibration.nll(overconfident, y)
     table = result.reliability
     assert table.groupby(["model", "scaled"])["count"].sum().eq(len(ds.y_test)).all()
+
+
+def test_lesion_verdict_reads_the_non_downsampling_deletions():
+    single = pd.DataFrame(
+        {
+            "model": ["plain"] * 3 + ["residual"] * 3,
+            "downsampling": [False, False, True] * 2,
+            "increase": [0.5, 0.7, 0.9, -0.002, 0.01, 0.4],  # the downsampling rows are left out
+        }
+    )
+    result = lesions.LesionResult(single, pd.DataFrame(), {"plain": 0.05, "residual": 0.03}, False)
+    assert lesions.verdict(result, {"plain": "A", "residual": "B"}) == (
+        "Here, deleting one block that does not downsample: A 5.0% intact, +60.0 points at the median deletion "
+        "(+70.0 at most); B 3.0% intact, +0.4 points at the median deletion (+1.0 at most)."
+    )
+
+
+def test_calibration_verdict_reads_each_temperature():
+    """T > 1: overconfident (dividing by T softens it); T < 1: underconfident; near 1: calibrated (Guo et al.
+    2017, Sec. 4.2). The plain net of the default pair came out underconfident, against the caption's story."""
+    summary = pd.DataFrame(
+        {
+            "model": ["a", "b", "c"],
+            "temperature": [0.94, 1.33, 1.02],
+            "ece": [0.0197, 0.017, 0.01],
+            "ece_scaled": [0.0217, 0.017, 0.009],
+        }
+    )
+    text = calibration.verdict(summary, {"a": "A · plain 20", "b": "B · residual 20", "c": "C"})
+    assert text == (
+        "Here: A · plain 20 was underconfident (T = 0.94; ECE 0.020 → 0.022); B · residual 20 was overconfident "
+        "(T = 1.33; ECE 0.017 → 0.017); C was about calibrated (T = 1.02; ECE 0.010 → 0.009)."
+    )
+
+
+def _robustness(plain: tuple[float, float], residual: tuple[float, float]) -> pd.DataFrame:
+    rows = [
+        [m, "mean", s, acc] for m, (c, w) in (("plain", plain), ("residual", residual)) for s, acc in ((0, c), (5, w))
+    ]
+    return pd.DataFrame(rows, columns=["model", "corruption", "severity", "accuracy"])
+
+
+def test_robustness_verdict_compares_the_drops():
+    labels = {"plain": "A", "residual": "B"}
+    same = robustness.verdict(_robustness((0.9, 0.5), (0.95, 0.53)), labels)
+    assert same == (
+        "Here, clean to severity 5 (mean over corruptions): A 90.0% → 50.0%; B 95.0% → 53.0%. "
+        "They lose about as much (within 5 points)."
+    )
+    assert robustness.verdict(_robustness((0.9, 0.7), (0.95, 0.45)), labels).endswith(
+        "B loses 30.0 points more than A."
+    )
+    assert robustness.verdict(_robustness((0.9, 0.3), (0.95, 0.85)), labels).endswith(
+        "A loses 50.0 points more than B."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
