@@ -277,9 +277,6 @@ def sanity_figure(frames: Mapping[str, pd.DataFrame], labels: Mapping[str, str])
     fig.update_yaxes(range=[min(-0.1, low - 0.05), 1.05], zeroline=True, zerolinecolor="#888")
     fig.update_xaxes(title_text="modules randomised (head → stem)")
     fig.update_yaxes(title_text="similarity (1 = unchanged)", row=1, col=1)
-    fig.update_layout(
-        legend={"orientation": "h", "yanchor": "top", "y": -0.28, "xanchor": "left", "x": 0.0}, margin={"b": 120}
-    )
     return fig
 
 
@@ -346,8 +343,6 @@ def localisation_figure(summary: pd.DataFrame, labels: Mapping[str, str]) -> go.
     fig.update_layout(
         barmode="group",
         scattermode="group",
-        legend={"orientation": "h", "yanchor": "top", "y": -0.5, "xanchor": "left", "x": 0.0},
-        margin={"b": 150},
     )
     fig.update_xaxes(title_text="method", tickangle=-30)
     fig.update_yaxes(range=[0, 105], title_text="share of positive attribution (%)", row=1, col=1)

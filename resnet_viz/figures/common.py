@@ -64,11 +64,16 @@ def look(title: str, *, height: int = 420, legend_y: float = 1.03) -> dict:
     }
 
 
+LOG_AXIS = {"type": "log", "exponentformat": "power", "minorloglabels": "none"}
+"""A log axis's look: powers of ten written as such (10⁻⁴, not Plotly's SI "100μ", which reads as
+micro-something), and no bare digits at the minor ticks ("2", "5" under a decade read as values)."""
+
+
 def axis(title: str, **props: object) -> dict:
-    """An axis with its title and any other axis properties (type="log", range=..., ...). Log axes write
-    powers of ten as such (10⁻⁴, not Plotly's SI "100μ", which reads as micro-something)."""
+    """An axis with its title and any other axis properties (type="log", range=..., ...); log axes get
+    `LOG_AXIS`."""
     if props.get("type") == "log":
-        props.setdefault("exponentformat", "power")
+        props = {**LOG_AXIS, **props}
     return {"title": {"text": title}, **props}
 
 
@@ -148,9 +153,11 @@ def layout(
         legend_y = max(legend_y, 1.12)
     fig.update_layout(look(title, height=height, legend_y=legend_y))
     fig.update_xaxes(title_text=x)
-    fig.update_yaxes(title_text=y)
+    # A y axis shared with the panel to its left (make_subplots' shared_yaxes) has no tick labels, and its
+    # title sat on that panel's lines: only the first of each shared row is titled.
+    fig.update_yaxes(title_text=y, selector=lambda ax: ax.matches is None)
     if log_y:  # else Plotly picks the type from the data: forcing "linear" left layer-name axes (heatmaps) empty
-        fig.update_yaxes(type="log", exponentformat="power")
+        fig.update_yaxes(**LOG_AXIS)
     return fig
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import color, layout
+from .common import LOG_AXIS, color, layout
 
 DASHES = {"basic": "solid", "bottleneck": "dot"}
 
@@ -123,7 +123,7 @@ def paths_figure(paths: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
     fig = layout(
         fig, "Paths through the residual net: how many, and how much gradient each length carries", "path length", ""
     )
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    fig.update_yaxes(**LOG_AXIS, row=1, col=2)
     for col, title in enumerate(("share of paths", "‖∂L/∂x‖ per path (log)", "share of the gradient"), start=1):
         fig.update_yaxes(title_text=title, row=1, col=col)
     return fig.update_xaxes(title_text="path length (residual branches on the path)")
@@ -219,9 +219,10 @@ def cost_figure(cost: pd.DataFrame) -> go.Figure:
                 n // 3 + 1,
                 n % 3 + 1,
             )
-    fig.update_yaxes(type="log", exponentformat="power")
-    fig.update_xaxes(title_text="depth (weighted layers)")
-    return layout(fig, "What depth costs: size, compute, latency and memory per image (CPU)", "depth", "", height=640)
+    fig.update_yaxes(**LOG_AXIS)
+    fig = layout(fig, "What depth costs: size, compute, latency and memory per image (CPU)", "depth", "", height=640)
+    fig.update_xaxes(title_text=None, row=1)  # the top row's "depth" sat on the bottom row's subplot titles
+    return fig
 
 
 def accuracy_latency_figure(frame: pd.DataFrame) -> go.Figure:

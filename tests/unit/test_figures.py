@@ -10,6 +10,7 @@ from resnet_viz import figures
 from resnet_viz.data import DataConfig
 from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS, TEMPLATE, bare, row_of_subplots
 from resnet_viz.figures.lab import _bin_columns
+from resnet_viz.figures.limits import cost_figure, robustness_figure
 from resnet_viz.models import ModelConfig
 from resnet_viz.runs.tables import ChartTables
 from resnet_viz.training import TrainConfig, train_models
@@ -35,6 +36,8 @@ def test_loss_figure_has_both_models_log_axis_and_skip_marks():
     fig = figures.loss_figure(STEPS, LABELS, skip_events=[("B", 7, 0.5)], diverged={"A": 12})
     assert {"A · plain 8: train", "B · residual 8: train", "A · plain 8: validation"} <= set(_names(fig))
     assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "step"
+    # Powers of ten, and no bare "2" or "5" at minor ticks (read as values under a decade).
+    assert fig.layout.yaxis.exponentformat == "power" and fig.layout.yaxis.minorloglabels == "none"
     assert "Loss" in fig.layout.title.text and fig.layout.uirevision == "keep"
     train_a = next(t for t in fig.data if t.name == "A · plain 8: train")
     assert list(train_a.x) == list(range(1, 21))  # a short run keeps every point
@@ -51,7 +54,7 @@ def test_thin_keeps_ends_and_bounds_points():
 
 def test_gradient_profile_is_in_network_order():
     fig = figures.grad_profile_figure(LAYERS, LABELS)
-    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log" and fig.layout.yaxis.minorloglabels == "none"
     order = list(fig.layout.xaxis.categoryarray)
     assert order[0] == "stem.conv" and order[-1] == "head" and len(order) == 8
     assert all(v > 0 for v in fig.data[0].y)
@@ -180,3 +183,32 @@ def test_live_chart_tables_draw_what_the_full_history_draws():
     validation = [t for t in pairs[1][0].data if t.name.endswith("validation")]
     validated = [r.step for r in HISTORY.records if r.model == "A" and r.val_acc is not None]
     assert len(validated) >= 2 and [list(t.x) for t in validation] == [validated, validated]
+
+
+def test_subplot_rows_title_each_axis_once():
+    """A shared y axis is titled at the left panel only, and a grid's x titles sit under its bottom row:
+    repeated, they were drawn over the neighbouring panel and the next row's subplot titles."""
+    rows = [[m, c, s, 0.9 - 0.1 * s] for m in ("a", "b") for c in ("blur", "noise", "mean") for s in range(6)]
+    fig = robustness_figure(pd.DataFrame(rows, columns=["model", "corruption", "severity", "accuracy"]), LABELS)
+    titles = [fig.layout[f"yaxis{i if i > 1 else ''}"].title.text for i in (1, 2, 3)]
+    assert titles == ["test accuracy (fraction)", None, None]
+    costs = pd.DataFrame(
+        [
+            {
+                "depth": d,
+                "block": "basic",
+                "skip": k,
+                "params": d * 1e4,
+                "flops": d * 1e6,
+                "latency_b1_ms": d / 10,
+                "latency_b64_ms": d / 100,
+                "inference_peak_kib": 20,
+                "train_activation_kib": d,
+            }
+            for d in (8, 20, 56)
+            for k in (False, True)
+        ]
+    )
+    fig = cost_figure(costs)
+    assert [fig.layout[f"xaxis{i if i > 1 else ''}"].title.text for i in range(1, 7)] == [None] * 3 + ["depth"] * 3
+    assert all(fig.layout[f"yaxis{i if i > 1 else ''}"].minorloglabels == "none" for i in range(1, 7))
