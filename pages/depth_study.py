@@ -186,7 +186,8 @@ def charts(job: SweepJob, view: SweepView) -> None:
         chart(
             built["error"],
             "What to look for: plain nets get worse with depth, residual nets do not. Training error rises "
-            "too, so the degradation is an optimisation failure, not overfitting (He et al. 2015, Fig. 1 and 6).",
+            "too, so the degradation is an optimisation failure, not overfitting (He et al. 2015, Fig. 1 and 6). "
+            + figs.degradation_verdict(results),
             K + "chart.error",
         )
     with right:

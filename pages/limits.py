@@ -201,7 +201,8 @@ def init_section() -> None:
         chart(
             figs.init_figure(table),
             "What to look for: how far each scheme's losses spread, and which runs fail (x: diverged or stuck "
-            "near chance). Kaiming x1 trains both; compare the gains and Xavier, plain against residual.",
+            "near chance); compare the gains and Xavier, plain against residual. "
+            + init_sensitivity.init_verdict(table),
             K + "init",
         )
         st.dataframe(init_sensitivity.init_summary(table).round(4), hide_index=True)

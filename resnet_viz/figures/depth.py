@@ -101,6 +101,30 @@ def _depth_axis(fig: go.Figure, depths: list[int], **where: int) -> None:
     fig.update_xaxes(tickmode="array", tickvals=depths, **where)
 
 
+def degradation_verdict(results: pd.DataFrame, tolerance: float = 0.02) -> str:
+    """What this sweep shows, for the error chart's caption: each model's mean final training error at the
+    shallowest and the deepest depth, and whether it rose by more than `tolerance` (He et al. 2015, Fig. 1:
+    the plain net's rises, the residual net's does not). A short or shallow sweep may show neither, or a
+    badly tuned one the opposite: the caption says what happened, not what should have."""
+    train = spread(results, "final_train_error")
+    rose, parts = {}, []
+    for model in ("plain", "residual"):
+        rows = train[train.model == model].sort_values("depth")
+        if len(rows) < 2:
+            return ""
+        first, last = rows.iloc[0], rows.iloc[-1]
+        rose[model] = last["mean"] - first["mean"] > tolerance
+        parts.append(f"{model} {first['mean']:.1%} at depth {first.depth} → {last['mean']:.1%} at depth {last.depth}")
+    text = "Here, final training error: " + "; ".join(parts) + ". "
+    if rose["plain"] and not rose["residual"]:
+        return text + "The plain nets degrade with depth and the residual nets do not, as in He et al."
+    if rose["plain"]:
+        return text + "Both degrade with depth at this budget."
+    if rose["residual"]:
+        return text + "The residual nets degrade and the plain ones do not, against He et al."
+    return text + "Neither degrades at these depths and this budget."
+
+
 def error_vs_depth_figure(results: pd.DataFrame) -> go.Figure:
     """Final training error (solid) and validation error (dashed) vs depth, in percent, per model.
 

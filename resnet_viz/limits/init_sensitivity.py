@@ -94,3 +94,14 @@ def init_summary(table: pd.DataFrame) -> pd.DataFrame:
         min_loss=("final_train_loss", "min"),
         max_loss=("final_train_loss", "max"),
     )
+
+
+def init_verdict(table: pd.DataFrame) -> str:
+    """Which schemes trained every run of a model and which failed some, for the chart's caption (at a small
+    depth or budget Kaiming x1 may fail too: the caption reports it rather than claiming it trains)."""
+    parts = []
+    for model, rows in table.groupby("model", sort=False):
+        failed = rows.groupby("scheme", sort=False).failed.mean()
+        bad = [f"{scheme} ({share:.0%})" for scheme, share in failed.items() if share > 0]
+        parts.append(f"{model}: " + ("every run trained" if not bad else "runs failed with " + ", ".join(bad)))
+    return "Here: " + "; ".join(parts) + "." if parts else ""

@@ -77,6 +77,23 @@ def test_error_vs_depth_spreads_over_seeds_in_the_model_colours():
     assert "error" in fig.layout.yaxis.title.text and "depth" in fig.layout.xaxis.title.text
 
 
+def test_the_error_caption_says_what_this_sweep_shows():
+    results = _results()  # plain: 4.5% at depth 8 -> 10.5% at depth 20; residual flat at 1%
+    assert figs.degradation_verdict(results) == (
+        "Here, final training error: plain 4.5% at depth 8 → 10.5% at depth 20; residual 1.0% at depth 8 → 1.0% "
+        "at depth 20. The plain nets degrade with depth and the residual nets do not, as in He et al."
+    )
+    flat = results.assign(final_train_error=0.02)
+    assert figs.degradation_verdict(flat).endswith("Neither degrades at these depths and this budget.")
+    both = results.assign(final_train_error=results.depth / 200)
+    assert figs.degradation_verdict(both).endswith("Both degrade with depth at this budget.")
+    backwards = results.assign(final_train_error=np.where(results.model == "plain", 0.02, results.depth / 200))
+    assert figs.degradation_verdict(backwards).endswith(
+        "The residual nets degrade and the plain ones do not, against He et al."
+    )
+    assert figs.degradation_verdict(results[results.depth == 8]) == ""  # one depth: nothing to compare
+
+
 def test_loss_vs_depth_is_log_and_leaves_out_diverged_runs():
     results = _results()
     results.loc[(results.depth == 20) & (results.model == "plain") & (results.seed == 1), "final_train_loss"] = np.inf

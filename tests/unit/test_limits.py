@@ -142,6 +142,19 @@ def test_lesion_verdict_reads_the_non_downsampling_deletions():
     )
 
 
+def test_init_verdict_names_the_schemes_that_failed():
+    table = pd.DataFrame(
+        {
+            "scheme": ["kaiming x1", "kaiming x1", "xavier", "xavier"] * 2,
+            "model": ["plain"] * 4 + ["residual"] * 4,
+            "failed": [True, False, True, True] + [False] * 4,
+        }
+    )
+    assert init_sensitivity.init_verdict(table) == (
+        "Here: plain: runs failed with kaiming x1 (50%), xavier (100%); residual: every run trained."
+    )
+
+
 def test_calibration_verdict_reads_each_temperature():
     """T > 1: overconfident (dividing by T softens it); T < 1: underconfident; near 1: calibrated (Guo et al.
     2017, Sec. 4.2). The plain net of the default pair came out underconfident, against the caption's story."""
