@@ -8,13 +8,13 @@ from resnet_viz.figures.common import model_label
 from resnet_viz.lab import PRESETS, LabConfig
 from resnet_viz.models import ConfigError
 from resnet_viz.runs import BACKGROUND, LiveRun, Replay, RunRefused, RunRequest
-from resnet_viz.store import RunInfo, StoreError
+from resnet_viz.store import StoreError
 from resnet_viz.ui.data_upload import upload_panel
 from resnet_viz.ui.run_code import model_panel, python_panel
 from resnet_viz.ui.run_panel import charts, skip_sliders, status_line, view_of
 from resnet_viz.ui.session import SessionJobs, session_jobs
 from resnet_viz.ui.shell import require_shell
-from resnet_viz.ui.store import format_time, run_store, store_problem
+from resnet_viz.ui.store import format_time, run_option, run_store, store_problem
 from resnet_viz.ui.text import safe_text
 from resnet_viz.ui.widgets import lab_form, sync_from_url, url_issue, write_url
 
@@ -116,16 +116,6 @@ def downloads(run: LiveRun | Replay) -> None:
         )
 
 
-def _describe(info: RunInfo) -> str:
-    models = ", ".join(
-        f"{k}: {'residual' if info.skips[k] else 'plain'} {info.depths[k]} → {info.final_train_loss[k]:.3g}"
-        for k in info.depths
-    )
-    when = format_time(info.created, "%m-%d %H:%M")
-    changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""  # not what its config alone gives
-    return f"{when} · {info.dataset} · {info.epochs} ep · seed {info.seed}{changed} · {models}"
-
-
 def stored_runs(jobs: SessionJobs, running: bool) -> None:
     """Reopen any stored run (lab runs are saved when they finish; depth-study runs too)."""
     with st.expander("Stored runs: reopen a finished run"):
@@ -138,7 +128,9 @@ def stored_runs(jobs: SessionJobs, running: bool) -> None:
             st.caption("No stored runs yet. Every lab run that finishes is stored here.")
             return
         by_key = {r.key: r for r in runs}
-        key = st.selectbox("Run", list(by_key), format_func=lambda k: _describe(by_key[k]), key="lab.stored")
+        key = st.selectbox(
+            "Run", list(by_key), format_func=lambda k: run_option(by_key[k], losses=True), key="lab.stored"
+        )
         if st.button(
             "Open", key="lab.stored.open", disabled=running, help="Stop the current run first" if running else None
         ):

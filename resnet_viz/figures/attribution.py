@@ -140,7 +140,7 @@ def gallery_figure(
         fig.add_trace(_grey(images[j], f"test image #{indices[j]}"), row=j // cols + 1, col=j % cols + 1)
     fig = layout(
         fig,
-        "Test images: index, true class, and whether model A and B get them right (✓/✗)",
+        "Test images: index, true class, and whether each model gets it right (✓/✗)",
         "",
         "",
         height=170 * rows + 70,
@@ -175,9 +175,9 @@ def map_figure(
 ) -> go.Figure:
     """One model's map for one image: the input alone, and the normalised map over it."""
     info = METHODS[method]
-    fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("input image", f"{info.label} over the image"), horizontal_spacing=0.06
-    )
+    # Short subplot titles in a small font: in a half-page column, "input image" and "<method> over the
+    # image" ran into each other.
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("input", f"{info.label} map"), horizontal_spacing=0.08)
     fig.add_trace(_grey(image, f"{label}: input"), row=1, col=1)
     fig.add_trace(_grey(image, f"{label}: input"), row=1, col=2)
     fig.add_trace(_overlay(attr, info.signed, f"{label}: {info.label}", showscale=True), row=1, col=2)
@@ -186,7 +186,8 @@ def map_figure(
     _image_axes(fig, 2, ticks=True)
     fig.update_xaxes(title_text="x (px)")
     fig.update_yaxes(title_text="y (px)", row=1, col=1)
-    fig.update_yaxes(title_text="", row=1, col=2)
+    fig.update_yaxes(title_text="", showticklabels=False, row=1, col=2)  # the same rows as the input's
+    fig.update_annotations(font={"size": 12})
     return fig
 
 

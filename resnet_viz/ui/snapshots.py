@@ -26,7 +26,7 @@ from resnet_viz.training import Snapshot, model_at
 
 from .run_panel import status_line, view_of
 from .session import SessionJobs, session_jobs
-from .store import format_time, run_store
+from .store import run_option, run_store
 from .text import safe_text
 from .widgets import STATE_KEY
 
@@ -135,13 +135,7 @@ def _stored(page: str) -> Replay | None:
         return None
     by_key = {r.key: r for r in runs}
 
-    def describe(key: str) -> str:
-        info = by_key[key]
-        models = ", ".join(f"{k}: {'residual' if info.skips[k] else 'plain'} {info.depths[k]}" for k in info.depths)
-        changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""
-        return f"{format_time(info.created, '%m-%d %H:%M')} · {info.dataset}{changed} · {models}"
-
-    key = st.selectbox("Stored run", list(by_key), format_func=describe, key=f"{page}.stored")
+    key = st.selectbox("Stored run", list(by_key), format_func=lambda k: run_option(by_key[k]), key=f"{page}.stored")
     try:
         stored = run_store().get(key)
     except StoreError as err:

@@ -13,7 +13,7 @@ import math
 
 import streamlit as st
 
-from resnet_viz.store import RunStore, StoreError
+from resnet_viz.store import RunInfo, RunStore, StoreError, short_key
 from resnet_viz.ui.roles import confirm_button, is_teacher, teacher_only
 from resnet_viz.ui.text import safe_text
 
@@ -71,3 +71,25 @@ def store_problem(err: StoreError, key: str) -> None:
             if moved
             else "Nothing to move: the file is gone already."
         )
+
+
+def model_text(info: RunInfo, values: dict[str, float] | None = None) -> str:
+    """A stored run's models: "plain 14 · residual 14" for a pair named so, "A: plain 20 · B: residual 20" for
+    lab runs, each with its value from `values` when given (e.g. the final training loss)."""
+    parts = []
+    for key, depth in info.depths.items():
+        kind = "residual" if info.skips.get(key) else "plain"
+        name = kind if key in ("plain", "residual") else f"{key}: {kind}"
+        parts.append(f"{name} {depth}" + (f" → {values[key]:.3g}" if values and key in values else ""))
+    return " · ".join(parts)
+
+
+def run_option(info: RunInfo, losses: bool = False) -> str:
+    """One stored run in a picker, the same on every page: when, its key (runs of one config differ in nothing
+    else), whether imported, data, epochs, seed, live α changes and the models (with final training losses)."""
+    imported = " (imported)" if info.imported else ""
+    changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""  # not what its config alone gives
+    return (
+        f"{format_time(info.created, '%m-%d %H:%M')} · {short_key(info.key)}{imported} · {info.dataset} · "
+        f"{info.epochs} ep · seed {info.seed}{changed} · {model_text(info, info.final_train_loss if losses else None)}"
+    )

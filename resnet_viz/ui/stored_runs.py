@@ -14,7 +14,7 @@ import streamlit as st
 from resnet_viz.store import IMPORTED_PREFIX, RunInfo, RunStore, StoreError, short_key
 
 from .roles import confirm_button, is_teacher, teacher_only
-from .store import format_time, run_store, store_problem
+from .store import format_time, model_text, run_option, run_store, store_problem
 from .text import safe_text
 
 K = "depth."  # the depth study's widget prefix: the table lives on that page
@@ -29,15 +29,6 @@ def list_runs(key: str) -> list[RunInfo] | None:
         return None
 
 
-def _model_text(info: RunInfo, values: dict[str, float] | None = None) -> str:
-    parts = []
-    for key, depth in info.depths.items():
-        kind = "residual" if info.skips.get(key) else "plain"
-        name = kind if key in ("plain", "residual") else f"{key}: {kind}"
-        parts.append(f"{name} {depth}" + (f" → {values[key]:.3g}" if values and key in values else ""))
-    return " · ".join(parts)
-
-
 def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -46,7 +37,7 @@ def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
             "dataset": [r.dataset for r in runs],
             "epochs": [r.epochs for r in runs],
             "seed": [r.seed for r in runs],
-            "models → final training loss": [_model_text(r, r.final_train_loss) for r in runs],
+            "models → final training loss": [model_text(r, r.final_train_loss) for r in runs],
             "status": [", ".join(sorted(set(r.status.values()))) for r in runs],
             "key": [short_key(r.key) for r in runs],
         }
@@ -107,11 +98,7 @@ def stored_runs(runs: list[RunInfo] | None) -> None:
             "Run",
             list(by_key),
             key=K + "stored.pick",
-            format_func=lambda k: (
-                f"{short_key(k)}{' (imported)' if by_key[k].imported else ''} · {by_key[k].dataset} · "
-                f"{by_key[k].epochs} ep · seed {by_key[k].seed} "
-                f"· {_model_text(by_key[k])}"
-            ),
+            format_func=lambda k: run_option(by_key[k]),
         )
         question = f"Delete run {short_key(key)} from the store, for everyone on this server? It cannot be undone."
         if is_teacher() and confirm_button("Delete", K + "stored.delete", question, delete, icon=":material/delete:"):

@@ -8,6 +8,7 @@ from plotly.subplots import make_subplots
 
 from resnet_viz import figures
 from resnet_viz.data import DataConfig
+from resnet_viz.figures.attribution import map_figure
 from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS, TEMPLATE, bare, row_of_subplots
 from resnet_viz.figures.lab import _bin_columns
 from resnet_viz.figures.limits import cost_figure, robustness_figure
@@ -212,3 +213,12 @@ def test_subplot_rows_title_each_axis_once():
     fig = cost_figure(costs)
     assert [fig.layout[f"xaxis{i if i > 1 else ''}"].title.text for i in range(1, 7)] == [None] * 3 + ["depth"] * 3
     assert all(fig.layout[f"yaxis{i if i > 1 else ''}"].minorloglabels == "none" for i in range(1, 7))
+
+
+def test_attribution_map_panels_keep_apart():
+    """The input and the map side by side in half a page: short titles, and the map's rows read off the input's
+    axis (its own tick labels ran into the input image)."""
+    image, attr = np.zeros((8, 8)), np.linspace(-1, 1, 64).reshape(8, 8)
+    fig = map_figure(image, attr, method="integrated_gradients", label="A · plain 8", key="A", class_name="3")
+    assert [a.text for a in fig.layout.annotations] == ["input", "Integrated Gradients map"]
+    assert fig.layout.yaxis2.showticklabels is False and fig.layout.yaxis.title.text == "y (px)"

@@ -1,8 +1,10 @@
 """Run store: exact round trips, the cache, export/import with validation, concurrent writers, corruption."""
 
+import dataclasses
 import json
 import os
 import pickle
+import re
 import sqlite3
 import threading
 
@@ -17,6 +19,7 @@ from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
 from resnet_viz.store import RunStore, StoreError, default_data_dir, run_key
 from resnet_viz.training import TrainConfig, Trainer, summarize, train_models
+from resnet_viz.ui.store import run_option
 
 MODELS = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
 TRAIN = TrainConfig(epochs=1, warmup_steps=0)
@@ -89,6 +92,22 @@ def test_skip_events_are_part_of_the_key_and_restore_alpha(store, trained):
     clean = store.save(trainer, history)
     listed = {info.key: info.skip_changes for info in store.list_runs()}
     assert listed == {key: 1, clean: 0}
+
+
+def test_every_picker_names_a_stored_run_alike(store, trained):
+    """Runs of one config differ only in when and their key: the label shows both, and says which are imports."""
+    key = store.save(*trained)
+    [info] = store.list_runs()
+    label = run_option(info)
+    assert re.fullmatch(rf"\d\d-\d\d \d\d:\d\d · {key[:12]} · digits · 1 ep · seed 0 · plain 8 · residual 8", label), (
+        label
+    )
+    with_losses = run_option(info, losses=True)
+    assert with_losses.endswith(
+        f"plain 8 → {info.final_train_loss['plain']:.3g} · residual 8 → {info.final_train_loss['residual']:.3g}"
+    )
+    imported = dataclasses.replace(info, imported=True, skip_changes=2)
+    assert f"{key[:12]} (imported) · digits" in run_option(imported) and "α moved live 2×" in run_option(imported)
 
 
 def test_a_stopped_run_is_not_stored(store):
