@@ -172,8 +172,9 @@ def table_section(
     every = st.toggle("Every convolution too (theoretical field only)", key=K + "table.all")
     shown = infos if every else {k: {n: i for n, i in v.items() if n in results[k]} for k, v in infos.items()}
     frame = figs.rf_table({k: list(v.values()) for k, v in shown.items()}, results, labels)
-    percent = {c: st.column_config.NumberColumn(c, format="percent") for c in frame.columns if c.endswith("area")}
-    st.dataframe(frame, hide_index=True, key=K + "table", column_config=percent)
+    columns = {c: st.column_config.NumberColumn(c, format="percent") for c in frame.columns if c.endswith("area")}
+    columns["layer"] = st.column_config.TextColumn("layer", width="medium")  # "stage1.block1.conv2" in full
+    st.dataframe(frame, hide_index=True, key=K + "table", column_config=columns)
     st.caption(
         "Theoretical size, jump (input pixels between neighbouring units) and the region seen by each layer's "
         "centre unit, in image pixels (negative or beyond the image: padding); ERF radii hold 50% / 90% of the "

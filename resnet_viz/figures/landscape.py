@@ -21,6 +21,7 @@ from resnet_viz.landscape import NetLandscape, Surface
 
 from .common import color, layout
 
+Z_TICKS = 5  # labelled decades on a 3-D log z axis, at most
 LOG_SPAN = 20.0  # a log colour scale when the largest loss is this many times the smallest
 COLORSCALE = "Viridis"
 
@@ -48,11 +49,13 @@ class LossScale:
         return bar
 
     def axis(self) -> dict:
-        """A z axis in loss units (3-D scenes): decade ticks on the log10 values."""
-        title = "loss (log scale)" if self.log else "loss"
-        axis: dict = {"title": {"text": title}, "range": [self.low, self.high]}
+        """A z axis in loss units (3-D scenes): decade ticks on the log10 values, at most `Z_TICKS` of them (ten
+        decades of labels crowded the axis), and a short title (a long one was cut at the scene's edge)."""
+        axis: dict = {"title": {"text": "loss (log)" if self.log else "loss"}, "range": [self.low, self.high]}
         if self.log:
-            ticks = np.arange(np.floor(self.low), np.ceil(self.high) + 1)
+            low, high = np.floor(self.low), np.ceil(self.high)
+            step = max(1, int(np.ceil((high - low + 1) / Z_TICKS)))
+            ticks = np.arange(low, high + 1, step)
             axis |= {"tickvals": ticks.tolist(), "ticktext": [f"{10**t:g}" for t in ticks]}
         return axis
 
@@ -206,8 +209,8 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
         fig.update_layout(
             {
                 scene: {
-                    "xaxis": {"title": {"text": "direction 1"}},
-                    "yaxis": {"title": {"text": "direction 2"}},
+                    "xaxis": {"title": {"text": "direction 1"}, "nticks": 5},  # more ran into each other
+                    "yaxis": {"title": {"text": "direction 2"}, "nticks": 5},
                     "zaxis": scale.axis(),
                     "camera": {"eye": {"x": 1.5, "y": 1.5, "z": 0.9}},
                     "aspectmode": "manual",

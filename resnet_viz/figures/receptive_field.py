@@ -455,4 +455,6 @@ def rf_table(
     for column in frame.columns:
         if column.endswith(("RF size (px)", "jump (px)")):
             frame[column] = frame[column].astype("Int64")  # integers, with an empty cell for global layers
+        elif column.endswith(("(px)", "RF area")):  # ERF radii and shares
+            frame[column] = frame[column].astype("Float64")  # a layer without an ERF: an empty cell, not "None"
     return frame

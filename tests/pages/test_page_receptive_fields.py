@@ -169,6 +169,12 @@ def test_rf_table_has_one_set_of_theoretical_columns_when_the_models_agree():
     table = figs.rf_table(infos, results, LABELS)
     assert "A: RF size (px)" in table and "B: RF size (px)" in table and "RF size (px)" not in table
     assert table["B: RF size (px)"].isna().tolist() == [False, False, True]
+    # Every convolution too: layers without an ERF have empty (NA) cells, not Python None shown as "None".
+    del results["A"]["stage2.block1"]
+    table = figs.rf_table(infos, results, LABELS)
+    erf = table["A: ERF r90 (px)"]
+    assert str(erf.dtype) == "Float64" and erf.isna().tolist() == [False, False, True]
+    assert not any(v is None for v in table.to_numpy().ravel())
 
 
 # --------------------------------------------------------------------------------------------------
