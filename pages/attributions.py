@@ -10,8 +10,6 @@ change them redraw at once.
 
 from __future__ import annotations
 
-from hashlib import sha256
-
 import numpy as np
 import streamlit as st
 
@@ -25,7 +23,7 @@ from resnet_viz.ui.analysis_cache import AnalysisCache, fingerprint
 from resnet_viz.ui.attribution_checks import Checked, localisation_section, sanity_section
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import DEFAULT, ChosenModel, choose_models
-from resnet_viz.ui.widgets import chart
+from resnet_viz.ui.widgets import chart, relabelled_key
 
 K = "attributions."  # widget and cache prefix in session_state
 GALLERY = 16  # test images shown (and scored for localisation)
@@ -55,7 +53,9 @@ def _use_default() -> None:
 def filters(chosen: dict[str, ChosenModel], ds: Dataset) -> tuple[str, int]:
     left, right = st.columns(2)
     labels = {k: c.label for k, c in chosen.items()}
-    mode = left.selectbox("Show", list(FILTERS), format_func=lambda m: describe_filter(m, labels), key=K + "filter")
+    key = relabelled_key(K + "filter", list(FILTERS), labels)
+    mode = left.selectbox("Show", list(FILTERS), format_func=lambda m: describe_filter(m, labels), key=key)
+    st.session_state[K + "filter"] = mode
     cls = right.selectbox(
         "Class",
         [-1, *range(len(ds.classes))],
@@ -216,13 +216,9 @@ def main() -> None:
         st.warning("No test image matches this filter (Show and Class above); choose another.")
         return
     images = matches[:GALLERY]
-    # The picker's key names the models and data: Streamlit keeps a keyed box's shown label when only its
-    # options' labels change, so after a switch of models it read "true triangle" over a digit. The image
-    # asked for last (`K + "image"`) carries over where the new models' list has it.
-    index_key = f"{K}image.{sha256(repr((sorted(fps.items()), data)).encode()).hexdigest()[:12]}"
-    if st.session_state.get(index_key) not in images.tolist():
-        last = st.session_state.get(K + "image")
-        st.session_state[index_key] = last if last in images.tolist() else int(images[0])
+    index_key = relabelled_key(K + "image", images.tolist(), sorted(fps.items()), data)
+    if index_key not in st.session_state:
+        st.session_state[index_key] = int(images[0])
     gallery = figs.gallery_figure(
         ds.x_test[images, 0].numpy(),
         images.tolist(),

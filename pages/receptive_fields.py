@@ -24,7 +24,7 @@ from resnet_viz.ui.analysis_cache import AnalysisCache, fingerprint
 from resnet_viz.ui.quick_pair import Pair, quick_pair
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.snapshots import ChosenModel, choose_models
-from resnet_viz.ui.widgets import chart
+from resnet_viz.ui.widgets import chart, relabelled_key
 
 K = "rf."  # widget-state prefix
 SESSION, QUICK = "Trained models (lab run, stored run, server default)", "A CNN pair built here"
@@ -227,12 +227,14 @@ def main() -> None:
     if not 0 <= st.session_state.get(K + "image", 0) < count:
         st.session_state[K + "image"] = 0
     pick, number = st.columns([3, 1])
+    sizes = {n: next(iter(results.values()))[n].theoretical.size for n in options}
     layer = pick.selectbox(
         "Layer",
         options,
-        key=K + "layer",
-        format_func=lambda n: f"{n} (theoretical field {next(iter(results.values()))[n].theoretical.size} px)",
+        key=relabelled_key(K + "layer", options, sizes),  # the sizes differ between depths
+        format_func=lambda n: f"{n} (theoretical field {sizes[n]} px)",
     )
+    state[K + "layer"] = layer
     index = number.number_input(
         f"Test image (0 to {count - 1})",
         0,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
+from hashlib import sha256
 from typing import Any
 
 import plotly.graph_objects as go
@@ -65,6 +67,23 @@ CHART_CONFIG = {
     "toImageButtonOptions": {"format": "png"},
     "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
 }
+
+
+def relabelled_key(key: str, options: Sequence[Any], *labelled_by: object) -> str:
+    """The widget key of a box whose option labels depend on `labelled_by` (the models shown, ...).
+
+    Streamlit keeps a keyed box's shown label when only its options' labels change: after a switch of models
+    the attributions image box read "true triangle" over a digit. So the widget's key names what labels it;
+    the value picked last, kept under `key` (set it after the widget), carries over when it is an option.
+    """
+    widget = f"{key}.{sha256(repr(labelled_by).encode()).hexdigest()[:12]}"
+    state = st.session_state
+    if state.get(widget) not in options:
+        if state.get(key) in options:
+            state[widget] = state[key]
+        else:
+            state.pop(widget, None)
+    return widget
 
 
 def chart(fig: go.Figure, caption: str, key: str) -> None:

@@ -46,9 +46,13 @@ def _index(option: str) -> int:
     return int(re.match(r"#(\d+)", option).group(1))
 
 
+def _box(at: AppTest, label: str):
+    """A box whose key names the models its labels describe (`relabelled_key`): found by its label."""
+    return next(box for box in at.selectbox if box.label == label)
+
+
 def _image_box(at: AppTest):
-    """The image picker: its key names the models and data it lists (see the page), so find it by label."""
-    return next(box for box in at.selectbox if box.label == "Image (test index)")
+    return _box(at, "Image (test index)")
 
 
 def _lab_run(data: DataConfig, depth: int, nan_in_b: bool = False) -> tuple[LiveRun, LabConfig]:
@@ -125,7 +129,7 @@ def test_method_target_and_filters_switch(default_pair):
     assert all("true triangle" in option for option in chosen.options)  # AppTest lists the formatted options
     chosen.set_value(_index(chosen.options[-1])).run()
     assert not at.exception and len(_by_title(at, "Grad-CAM for")) == 2
-    at.selectbox(key="attributions.filter").set_value("A-B+").run()
+    _box(at, "Show").set_value("A-B+").run()
     assert not at.exception  # matches or says none do
     assert _by_title(at, "Grad-CAM for") or any("No test image matches" in w.value for w in at.warning)
 

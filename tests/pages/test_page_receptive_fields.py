@@ -186,6 +186,11 @@ def _open(first: str = "pages/home.py", params: dict[str, str] | None = None, fr
     return open_page(first, params, state={"rf.source": FRESH} if fresh else None)
 
 
+def _layer_box(at: AppTest):
+    """The layer box: its key names the fields its labels give (`relabelled_key`), so find it by label."""
+    return next(box for box in at.selectbox if box.label == "Layer")
+
+
 def _page(at: AppTest) -> AppTest:
     at.switch_page(PAGE).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -210,7 +215,7 @@ def test_page_renders_with_fresh_models_then_layer_and_real_images():
     at = _page(_open(fresh=True))
     assert at.title[0].value == "Receptive fields"
     _check_both_models(at, "A · plain 20", "B · residual 20")
-    layer = at.selectbox(key="rf.layer")
+    layer = _layer_box(at)
     assert layer.value == "stage3.block3" and layer.options[-1].startswith("stage3.block3")  # the deepest block
     layer.set_value("stage1.block2").run()
     assert not at.exception
@@ -249,7 +254,7 @@ def test_page_with_a_lab_run_and_a_quick_pair():
     at.select_slider(key="rf.quick.depth").set_value(14).run()
     assert not at.exception
     _check_both_models(at, "A · plain 14", "B · residual 14")
-    assert at.selectbox(key="rf.layer").value == "stage3.block2"  # the late-block default follows the depth
+    assert _layer_box(at).value == "stage3.block2"  # the late-block default follows the depth
 
 
 def test_a_transformer_lab_setup_gives_a_cnn_quick_pair():
@@ -271,7 +276,7 @@ def test_a_stored_sweep_run_whose_models_are_plain_and_residual():
     at = open_page("pages/home.py", state={"rf.source": STORED})
     at.session_state["rf.stored"] = key
     _page(at)
-    assert at.selectbox(key="rf.layer").options and not at.exception
+    assert _layer_box(at).options and not at.exception
     figures = plotly_figures(at)
     assert len(figures) == 3 and any("plain 8" in (t.name or "") for t in figures[0].data)
 
