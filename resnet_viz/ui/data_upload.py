@@ -78,7 +78,8 @@ def from_choice(value: str) -> dict[str, str]:
 
 
 def handle_upload(raw: bytes, filename: str) -> tuple[UploadInfo, str]:
-    """Read, check and store one uploaded file: the stored entry and what to tell the user. Raises
+    """Read, check and store one uploaded file: the stored entry and what to tell the user (markdown, the
+    names in it quoted by `safe_text`). Raises
     DatasetError or StoreError and stores nothing then.
 
     The store keys a data set by its content: the same data under another name is the entry stored first,
@@ -89,8 +90,8 @@ def handle_upload(raw: bytes, filename: str) -> tuple[UploadInfo, str]:
     store.put_dataset(upload)
     if earlier is None:
         info = UploadInfo.of(upload)
-        return info, f"stored {info.name} and chose it as the lab's dataset"
-    return earlier, f"the same data is already stored as {earlier.name}: chose it as the lab's dataset"
+        return info, f"Stored {safe_text(info.name, 60)} and chose it as the lab's dataset."
+    return earlier, f"The same data is already stored as {safe_text(earlier.name, 60)}: chose it as the lab's dataset."
 
 
 def upload_panel() -> None:
@@ -120,7 +121,7 @@ def upload_panel() -> None:
     if kind == "error":
         st.error("The file was not stored: " + safe_text(message, 400))
     elif kind == "ok":
-        st.success(safe_text(message, 200))
+        st.success(message)  # its names are quoted already (`handle_upload`); the rest is ours, shown as text
     infos = stored_datasets()
     if infos:
         st.dataframe(

@@ -17,7 +17,9 @@ def test_upload_points_train_and_the_chart_is_drawn(server, browser, tmp_path):
     csv = tmp_path / "north south.csv"
     csv.write_bytes(points_csv())
     page.locator("input[type=file]").set_input_files(str(csv))
-    expect(body.get_by_text("stored north south and chose it as the lab's dataset")).to_be_visible(timeout=TIMEOUT_MS)
+    done = body.get_by_test_id("stAlertContentSuccess")
+    expect(done).to_have_text("Stored north south and chose it as the lab's dataset.", timeout=TIMEOUT_MS)
+    expect(done.locator("code")).to_have_text("north south")  # the uploaded name, shown literally
     page.wait_for_url(re.compile(r"dataset=upload&.*upload=[0-9a-f]{64}|upload=[0-9a-f]{64}.*dataset=upload"))
     # A click sends the widget values the browser holds: wait until its dataset box shows the upload, as a
     # student would see it (on a loaded machine the box is redrawn after the URL changes).

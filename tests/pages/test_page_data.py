@@ -104,11 +104,11 @@ def test_the_same_data_under_another_name_is_the_entry_stored_first_and_says_so(
     at = _lab({})
     _upload(at, "north south.csv", points_csv())
     [first] = run_store().list_datasets()
-    assert [s.value.strip("`") for s in at.success] == [f"stored {first.name} and chose it as the lab's dataset"]
+    assert [s.value for s in at.success] == [f"Stored `{first.name}` and chose it as the lab's dataset."]
     _upload(at, "renamed.csv", points_csv())
     assert run_store().list_datasets() == [first]  # keyed by content: one entry, under its first name
-    assert [s.value.strip("`") for s in at.success] == [
-        f"the same data is already stored as {first.name}: chose it as the lab's dataset"
+    assert [s.value for s in at.success] == [
+        f"The same data is already stored as `{first.name}`: chose it as the lab's dataset."
     ]
     assert at.selectbox(key="lab.data.name").value == first.digest
 
