@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,6 +145,19 @@ def subplot_axis(letter: str, col: int) -> tuple[str, str]:
     return letter + suffix, f"{letter}axis{suffix}"
 
 
+def _bottom_row(fig: go.Figure) -> Callable[[Any], bool]:
+    """A selector of the x axes whose subplot is in the figure's lowest row (every x axis of a one-row figure
+    or of one without subplots)."""
+
+    def bottom(ax: Any) -> float | None:
+        anchor = ax.anchor
+        return fig.layout["yaxis" + anchor[1:]].domain[0] if anchor and anchor.startswith("y") else None
+
+    starts = [b for b in map(bottom, fig.select_xaxes()) if b is not None]
+    lowest = min(starts, default=0.0)
+    return lambda ax: bottom(ax) is None or bottom(ax) <= lowest + 1e-9
+
+
 def layout(
     fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 420, legend_y: float = 1.03
 ) -> go.Figure:
@@ -152,7 +166,9 @@ def layout(
     if any(a.yref == "paper" and a.y is not None and a.y >= 0.99 for a in fig.layout.annotations):
         legend_y = max(legend_y, 1.12)
     fig.update_layout(look(title, height=height, legend_y=legend_y))
-    fig.update_xaxes(title_text=x)
+    # In a grid of subplots the x title goes under the bottom row only: above it, it sat on the next row's
+    # subplot titles (Limits > Cost).
+    fig.update_xaxes(title_text=x, selector=_bottom_row(fig))
     # A y axis shared with the panel to its left (make_subplots' shared_yaxes) has no tick labels, and its
     # title sat on that panel's lines: only the first of each shared row is titled.
     fig.update_yaxes(title_text=y, selector=lambda ax: ax.matches is None)

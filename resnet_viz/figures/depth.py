@@ -204,17 +204,13 @@ def curves_figure(curves: pd.DataFrame, columns: int = CURVE_COLUMNS) -> go.Figu
     layout(
         fig,
         "Training loss per step at every depth (one line per seed)",
-        "",
+        "step",
         "",
         log_y=True,
         height=max(300, 90 + 230 * rows),
     )
-    fig.update_xaxes(title_text="")
-    fig.update_yaxes(title_text="")
     if len(curves):
         _decade_ticks(fig, curves.loss)
-    for col in range(1, cols + 1):
-        fig.update_xaxes(title_text="step", row=rows, col=col)
     for row in range(1, rows + 1):
         fig.update_yaxes(title_text="loss (nats, log)", row=row, col=1)
     fig.update_layout(

@@ -220,9 +220,7 @@ def cost_figure(cost: pd.DataFrame) -> go.Figure:
                 n % 3 + 1,
             )
     fig.update_yaxes(**LOG_AXIS)
-    fig = layout(fig, "What depth costs: size, compute, latency and memory per image (CPU)", "depth", "", height=640)
-    fig.update_xaxes(title_text=None, row=1)  # the top row's "depth" sat on the bottom row's subplot titles
-    return fig
+    return layout(fig, "What depth costs: size, compute, latency and memory per image (CPU)", "depth", "", height=640)
 
 
 def accuracy_latency_figure(frame: pd.DataFrame) -> go.Figure:

@@ -90,13 +90,14 @@ class _ModelColumns:
     def records(self, model: str) -> list[StepRecord]:
         """Every record, in order. Each column goes to Python lists at once: per record, a run's save took
         0.25 s of the server's CPU for a 100-step pair, under the GIL the tabs draw with."""
-        nan_free = [[None if x != x else x for x in col] for col in self.scalars.rows()[:, 7:9].T.tolist()]
+        # validation loss and accuracy: None on steps without a validation (NaN in the columns)
+        validation = [[None if x != x else x for x in col] for col in self.scalars.rows()[:, 7:9].T.tolist()]
         rows = self.scalars.rows()[:, :7].tolist()
         probed = self.probed.rows()[:, 0].tolist()
         probes = {m: self.probes[m].rows().tolist() for m in METRICS}
         lengths = {m: self.lengths[m].rows()[:, 0].tolist() for m in METRICS}
         out = []
-        for i, (v, val_loss, val_acc) in enumerate(zip(rows, *nan_free, strict=True)):
+        for i, (v, val_loss, val_acc) in enumerate(zip(rows, *validation, strict=True)):
             out.append(
                 StepRecord(
                     model=model,

@@ -79,17 +79,15 @@ def from_choice(value: str) -> dict[str, str]:
 
 def handle_upload(raw: bytes, filename: str) -> tuple[UploadInfo, str]:
     """Read, check and store one uploaded file: the stored entry and what to tell the user (markdown, the
-    names in it quoted by `safe_text`). Raises
-    DatasetError or StoreError and stores nothing then.
+    names in it quoted by `safe_text`). Raises DatasetError or StoreError and stores nothing then.
 
     The store keys a data set by its content: the same data under another name is the entry stored first,
     and the message names that entry (the list below it shows no other)."""
     upload = read_upload(raw, filename)
-    store = run_store()
-    earlier = store.dataset_info(UploadInfo.of(upload).digest)
+    info, store = UploadInfo.of(upload), run_store()
+    earlier = store.dataset_info(info.digest)
     store.put_dataset(upload)
     if earlier is None:
-        info = UploadInfo.of(upload)
         return info, f"Stored {safe_text(info.name, 60)} and chose it as the lab's dataset."
     return earlier, f"The same data is already stored as {safe_text(earlier.name, 60)}: chose it as the lab's dataset."
 
