@@ -1,8 +1,10 @@
 """Instrumentation overhead: the engine (probes on every step) against a bare PyTorch loop.
 
-Both train the same model from the same init on the same batches, in one process, alternating
-repeats so that machine noise hits both alike. The bare loop also validates at each epoch end, as
-the engine does, so the ratio isolates probes, records, snapshots and bookkeeping.
+Both train the same model from the same init on the same batches, in one process, one step of each
+in turn: machine noise (this VM's step rate swings by 10-15% within a minute) then hits both alike,
+and the per-step ratios' median is steady where whole runs' were not (medians of whole runs swung
+from 0.82 to 0.89 within an hour here). The bare loop also validates at each epoch end, as the engine
+does, so the ratio isolates probes, records, snapshots and bookkeeping.
 Peak RSS of one depth-56 run is measured in a fresh child process.
 
 With ``--families``, the same ratio for the Transformer and the GCN of the "Beyond CNNs" presets, and
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
@@ -35,11 +38,12 @@ from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at, train_
 
 EPOCHS = 5
 REPEATS = 5
-FAMILIES_SETUP = f"the presets' residual nets, 3 epochs, median of {REPEATS}, probes every step; presets as they are"
+STEPPED = f"{REPEATS} runs each, stepped in turn with a bare loop"
+FAMILIES_SETUP = f"the presets' residual nets, 3 epochs, {STEPPED}, probes every step; presets as they are"
 
 
-def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
-    """Steps per second of a minimal loop: same model, init, batches, optimizer and schedule."""
+def bare_steps(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> Iterator[None]:
+    """A minimal loop, one step per iteration: same model, init, batches, optimizer and schedule."""
     ds = load_dataset(data)
     cfg = fit_to_data(cfg, ds)
     model = build_model(cfg, seed=train.seed).train()
@@ -51,7 +55,6 @@ def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
     n, bs = len(ds.y_train), train.batch_size
     steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)
     total, step = steps_per_epoch * train.epochs, 0
-    t0 = time.perf_counter()
     for _ in range(train.epochs):
         perm = torch.randperm(n, generator=gen)
         for i in range(steps_per_epoch):
@@ -64,20 +67,29 @@ def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
             opt.step()
             loss.item()
             step += 1
-        model.eval()
-        with torch.no_grad():
-            F.cross_entropy(model(ds.x_val), ds.y_val).item()
-        model.train()
-    return step / (time.perf_counter() - t0)
+            if i == steps_per_epoch - 1:
+                model.eval()
+                with torch.no_grad():
+                    F.cross_entropy(model(ds.x_val), ds.y_val).item()
+                model.train()
+            yield
 
 
-def engine(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
+def bare_loop(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> float:
+    """Steps per second of `bare_steps` run to the end."""
+    t0, steps = time.perf_counter(), 0
+    for _ in bare_steps(cfg, train, data):
+        steps += 1
+    return steps / (time.perf_counter() - t0)
+
+
+def engine_steps(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> Iterator[None]:
+    """The engine, one step per iteration, its records kept as the app keeps them."""
     trainer = Trainer({"m": cfg}, train, data)
     history = trainer.history()
-    t0 = time.perf_counter()
     for records in trainer.run():
         history.add(records)
-    return trainer.total_steps / (time.perf_counter() - t0)
+        yield
 
 
 def compare(depth: int) -> dict[str, float]:
@@ -85,22 +97,31 @@ def compare(depth: int) -> dict[str, float]:
 
 
 def compare_config(cfg: ModelConfig, train: TrainConfig, data: DataConfig) -> dict[str, float]:
-    """Median steps/s of the bare loop and of the engine (probes on every step) for one model, and their ratio."""
+    """Bare loop and engine (probes on every step) stepped in turn, REPEATS runs of each.
+
+    `ratio` is the median over steps of bare step time / engine step time (each step's pair ran within
+    a fraction of a second of each other); `total_ratio` the same from the summed times, which a slow
+    spell inside one step of one of them moves."""
     train = replace(train, probe_every=1)
     bare_loop(cfg, replace(train, epochs=1), data)  # warm-up: allocator, kernels
-    bare, inst = [], []
+    bare_s: list[float] = []
+    engine_s: list[float] = []
     for _ in range(REPEATS):
-        bare.append(bare_loop(cfg, train, data))
-        inst.append(engine(cfg, train, data))
-    b, e = statistics.median(bare), statistics.median(inst)
-    # Other work on the machine only ever slows a run: the best of each is the steadiest estimate of the
-    # overhead on a noisy VM (medians of 3 runs swung from 0.84 to 1.13 within minutes here).
-    best = max(inst) / max(bare)
+        runs = (bare_steps(cfg, train, data), engine_steps(cfg, train, data))
+        while True:
+            t0 = time.perf_counter()
+            if next(runs[0], True):  # the bare loop has ended: so has the engine (same steps)
+                break
+            t1 = time.perf_counter()
+            next(runs[1])
+            bare_s.append(t1 - t0)
+            engine_s.append(time.perf_counter() - t1)
     return {
-        "bare_steps_per_s": round(b, 2),
-        "engine_steps_per_s": round(e, 2),
-        "ratio": round(e / b, 3),
-        "best_ratio": round(best, 3),
+        "bare_steps_per_s": round(1 / statistics.median(bare_s), 2),
+        "engine_steps_per_s": round(1 / statistics.median(engine_s), 2),
+        "ratio": round(statistics.median(b / e for b, e in zip(bare_s, engine_s, strict=True)), 3),
+        "total_ratio": round(sum(bare_s) / sum(engine_s), 3),
+        "steps": len(bare_s),
     }
 
 
@@ -187,7 +208,7 @@ def main() -> None:
         return
     result: dict[str, object] = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
-        "setup": f"digits 8x8, batch 128, width 16, {EPOCHS} epochs, median of {REPEATS}, probes every step",
+        "setup": f"digits 8x8, batch 128, width 16, {EPOCHS} epochs, {STEPPED}, probes every step",
         "depth20": compare(20),
         "depth56": compare(56),
     }
