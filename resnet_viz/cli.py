@@ -428,11 +428,11 @@ def _landscape(args: argparse.Namespace) -> int:
     models = {"plain": model.with_skip(False), "residual": model.with_skip(True)}
     store = RunStore(args.store) if args.store or args.use_store else None
     targets = []
-    if store is not None:  # a stored run keeps its final weights only: no training path
+    if store is not None:  # the training path from the snapshots the store keeps
         run = run_stored(store, models, train, data, quiet=args.json)
         for k, c in run.configs.items():
-            init = build_model(c, train.seed)
-            targets.append(Target(k, f"{k} {c.depth}", run.model(k), run.states[k].step, init, [], run.key))
+            init, snaps = build_model(c, train.seed), run.snapshots(k)
+            targets.append(Target(k, f"{k} {c.depth}", run.model(k), run.states[k].step, init, snaps, run.key))
     else:
         trainer, _ = run_training(models, train, data, quiet=args.json)
         for k, c in trainer.configs.items():

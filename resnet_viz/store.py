@@ -52,6 +52,7 @@ from .models import (
     ConfigError,
     ModelConfig,
     block_names,
+    build_model,
     flops_per_example,
     layer_names,
     load_model,
@@ -63,6 +64,7 @@ from .training import (
     DIVERGED_LOSS,
     History,
     ModelState,
+    Snapshot,
     StepRecord,
     TrainConfig,
     Trainer,
@@ -123,6 +125,19 @@ _DATASETS = (
     "data BLOB NOT NULL)"
 )
 MAX_DATASET_BYTES = 64 * 2**20  # one stored data set's safetensors (5,000 images of 32x32x3 bytes are 15 MB)
+# A trained run's weight snapshots between its first and last step (safetensors per model and step): the analysis
+# pages' "Training step" slider and the loss landscape's training path for a run that is replayed from the store,
+# as every session but the one that trained it sees it. The initial weights are rebuilt from the seed and the
+# final ones are the `weights` row, so neither is kept twice. Created on the first save that has some.
+_SNAPSHOTS = (
+    "CREATE TABLE IF NOT EXISTS snapshots (key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, "
+    "model TEXT NOT NULL, step INTEGER NOT NULL, skip_scale REAL NOT NULL, data BLOB NOT NULL, "
+    "PRIMARY KEY (key, model, step))"
+)
+# Bytes of snapshots kept per run, all models together: evenly spaced steps are dropped until they fit. The
+# default pair (depth 20 on digits, 2.1 MB a step for both models) keeps 5 of its 10, so its slider and training
+# path have 7 points; a depth-56 pair (6.5 MB a step) keeps 1. `warm`'s 30 runs keep 258 MB of snapshots in all.
+MAX_SNAPSHOT_BYTES = 12 * 2**20
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -614,6 +629,11 @@ class StoredRun:
     cached: bool = True  # True: loaded from the store; False: trained by this call (and stored)
     imported: bool = False  # True: imported from a file (keyed by its content), not trained by this server
     weights: Callable[[str], dict[str, torch.Tensor]] | None = field(default=None, repr=False)  # loads on demand
+    # Steps with stored snapshots, the same for every model, first and last excluded (`snapshots`), and their loader
+    snapshot_steps: list[int] = field(default_factory=list)
+    snapshot_loader: Callable[[str], dict[int, tuple[float, dict[str, torch.Tensor]]]] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def states(self) -> dict[str, ModelState]:
@@ -637,9 +657,47 @@ class StoredRun:
             raise StoreError(f"run {self.key[:12]}: no weights attached")
         return load_model(self.configs[key], self.weights(key), self.final_skip_scale(key))
 
+    def snapshots(self, key: str) -> list[Snapshot]:
+        """Model `key`'s weights along training, by step, as a live run's `Trainer.snapshots` holds them: the
+        initial weights (rebuilt from the seed), the stored steps between, and the final weights."""
+        if key not in self.configs:
+            raise KeyError(f"no model {key!r} in run {self.key[:12]}; models: {', '.join(self.configs)}")
+        if self.weights is None:
+            raise StoreError(f"run {self.key[:12]}: no weights attached")
+        cfg = self.configs[key]
+        first = Snapshot(0, build_model(cfg, seed=self.train.seed).state_dict(), cfg.alpha)
+        stored = self.snapshot_loader(key) if self.snapshot_loader is not None and self.snapshot_steps else {}
+        middle = [Snapshot(step, state, alpha) for step, (alpha, state) in sorted(stored.items())]
+        last = self.states[key].step
+        final = [Snapshot(last, self.weights(key), self.final_skip_scale(key))] if last > 0 else []
+        return [first, *middle, *final]
+
+
+def snapshots_to_keep(trainer: Trainer, budget: int = MAX_SNAPSHOT_BYTES) -> list[int]:
+    """The steps whose snapshots a finished run keeps: those every model has between its first and its last
+    step, thinned evenly (the last one kept) until all models' weights at them fit in `budget` bytes."""
+    between = [
+        {s.step for s in snaps if 0 < s.step < trainer.states[key].step} for key, snaps in trainer.snapshots.items()
+    ]
+    steps = sorted(set.intersection(*between)) if between else []
+    per_step = sum(4 * sum(t.numel() for t in m.state_dict().values()) for m in trainer.models.values())
+    fits = min(len(steps), budget // max(per_step, 1))
+    if fits <= 1:
+        return steps[-1:] if fits == 1 else []
+    return sorted({steps[round(i * (len(steps) - 1) / (fits - 1))] for i in range(fits)})
+
 
 # --------------------------------------------------------------------------------------------------
 # The store
+
+
+def _common_steps(rows: Sequence[tuple[str, int]], configs: Mapping[str, ModelConfig]) -> list[int]:
+    """The snapshot steps that every model of a run has (what the analysis pages' step slider offers)."""
+    by_model: dict[str, set[int]] = {key: set() for key in configs}
+    for model, step in rows:
+        if model in by_model:
+            by_model[model].add(int(step))
+    return sorted(set.intersection(*by_model.values())) if by_model else []
 
 
 def _json_loads(text: str | bytes, where: str) -> object:
@@ -914,8 +972,16 @@ class RunStore:
         run_key_ = _key(trainer.configs, trainer.train, trainer.dataset.config, events)
         summaries = trained_summaries(trainer, history)
         blob = zlib.compress(history_json(history, events).encode(), 6)
+        keep = set(snapshots_to_keep(trainer))
+        snapshots = [
+            (k, s.step, s.skip_scale, save_safetensors({n: t.detach().cpu().contiguous() for n, t in s.state.items()}))
+            for k, snaps in trainer.snapshots.items()
+            for s in snaps
+            if s.step in keep
+        ]
         try:
-            self._write(run_key_, time.time(), config, summaries, blob, model_weights(trainer), "trained", len(events))
+            weights = model_weights(trainer)
+            self._write(run_key_, time.time(), config, summaries, blob, weights, "trained", len(events), snapshots)
         except StoreError as err:
             raise StoreError(f"The run was not saved. {err}", err.kind) from err
         return run_key_
@@ -930,9 +996,11 @@ class RunStore:
         weights: Mapping[str, bytes],
         origin: Literal["trained", "imported"],
         skip_changes: int,
+        snapshots: Sequence[tuple[str, int, float, bytes]] = (),
     ) -> None:
+        """`snapshots`: (model, step, skip scale, safetensors) of the steps kept between the first and the last."""
         with self._open() as conn, self._transaction(conn):
-            conn.execute("DELETE FROM runs WHERE key = ?", (key,))  # cascades to its weights
+            conn.execute("DELETE FROM runs WHERE key = ?", (key,))  # cascades to its weights and snapshots
             conn.execute(
                 "INSERT INTO runs (key, created, info, config, summaries, history, origin) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -947,6 +1015,9 @@ class RunStore:
                 ),
             )
             conn.executemany("INSERT INTO weights VALUES (?, ?, ?)", [(key, k, w) for k, w in weights.items()])
+            if snapshots:
+                conn.execute(_SNAPSHOTS)
+                conn.executemany("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)", [(key, *row) for row in snapshots])
 
     def _holds(self, key: str, history_text: str, weights: Mapping[str, bytes]) -> bool:
         """Whether this server trained run `key` and stored exactly this history and these weights: an
@@ -971,6 +1042,11 @@ class RunStore:
             row = conn.execute(
                 "SELECT created, config, summaries, history, origin FROM runs WHERE key = ?", (key,)
             ).fetchone()
+            stored = (
+                conn.execute("SELECT model, step FROM snapshots WHERE key = ?", (key,)).fetchall()
+                if _has_table(conn, "snapshots")
+                else []
+            )
         if row is None:
             return None
         where = f"{self.path}: run {short_key(key)}"
@@ -993,7 +1069,39 @@ class RunStore:
             events,
             weights=self._loader(key),
             imported=row[4] == "imported",
+            snapshot_steps=_common_steps(stored, configs),
+            snapshot_loader=self._snapshot_loader(key),
         )
+
+    def _snapshot_loader(self, key: str) -> Callable[[str], dict[int, tuple[float, dict[str, torch.Tensor]]]]:
+        def load(model: str) -> dict[int, tuple[float, dict[str, torch.Tensor]]]:
+            return self.snapshots(key, model)
+
+        return load
+
+    def snapshots(self, key: str, model: str) -> dict[int, tuple[float, dict[str, torch.Tensor]]]:
+        """Step -> (skip scale, state_dict) of one model's stored snapshots, each checked against its config."""
+        with self._open() as conn:
+            config = conn.execute("SELECT config FROM runs WHERE key = ?", (key,)).fetchone()
+            rows = (
+                conn.execute(
+                    "SELECT step, skip_scale, data FROM snapshots WHERE key = ? AND model = ? ORDER BY step",
+                    (key, model),
+                ).fetchall()
+                if _has_table(conn, "snapshots")
+                else []
+            )
+        where = f"{self.path}: run {short_key(key)} snapshots of {model!r}"
+        _expect(config is not None, where, "not in the store", "refused")
+        try:
+            configs, _, _ = _parse_config(_json_loads(config[0], where), where)
+            _expect(model in configs, where, "no such model", "refused")
+            return {
+                step: (float(alpha), _parse_weights(data, configs[model], f"{where} at step {step}"))
+                for step, alpha, data in rows
+            }
+        except StoreError as err:
+            raise StoreError(str(err), "damaged_run") from err
 
     def _loader(self, key: str) -> Callable[[str], dict[str, torch.Tensor]]:
         def load(model: str) -> dict[str, torch.Tensor]:
@@ -1030,7 +1138,7 @@ class RunStore:
         return runs
 
     def delete(self, key: str) -> bool:
-        """Remove a run, its weights and its analyses; False if it was not there."""
+        """Remove a run, its weights, snapshots and analyses; False if it was not there."""
         with self._open() as conn, self._transaction(conn):
             if _has_analyses(conn):
                 conn.execute("DELETE FROM analyses WHERE run_key = ?", (key,))

@@ -2,13 +2,16 @@
 or fresh from the lab setup.
 
 Analysis never touches a model a run is training: a snapshot is loaded into a fresh copy
-(`training.model_at`), in eval mode, and cached per (run, model, step) for this session. The
+(`models.load_model`), in eval mode, and cached per (run, model, step) for this session. The
 server's default pair is requested from the run service like any run: trained once for the whole
-server (every session asking at the same time watches the same training), then replayed from the store.
+server (every session asking at the same time watches the same training), then replayed from the store,
+with the snapshots the store keeps (so the step slider and the training path work for a replay too).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,11 +21,11 @@ from torch import nn
 from resnet_viz.data import DataConfig
 from resnet_viz.figures.common import model_label
 from resnet_viz.lab import LabConfig
-from resnet_viz.models import ConfigError, ModelConfig, build_model
+from resnet_viz.models import ConfigError, ModelConfig, build_model, load_model
 from resnet_viz.runs import WATCHED, Handle, LiveRun, Replay, RunRefused
 from resnet_viz.runs.defaults import default_pair
-from resnet_viz.store import StoreError
-from resnet_viz.training import Snapshot, model_at
+from resnet_viz.store import StoredRun, StoreError
+from resnet_viz.training import Snapshot
 
 from .run_panel import status_line, view_of
 from .session import SessionJobs, session_jobs
@@ -38,6 +41,9 @@ LAB_RUN, DEFAULT, STORED, FRESH = (
 )
 CACHE_KEY = "snapshots.models"  # session_state: {(run id, model key, step): nn.Module}
 REFRESH_SECONDS = 1.0
+MAX_STORED_SNAPSHOTS = 8  # stored runs' models whose snapshots stay loaded (a default pair's are 2 x 9 MB)
+_STORED: OrderedDict[tuple[str, str], list[Snapshot]] = OrderedDict()  # (run key, model) -> snapshots, LRU
+_STORED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -63,26 +69,47 @@ def _cached(run: str, key: str, step: int, build: Callable[[], nn.Module]) -> nn
     return cache[(run, key, step)]
 
 
+def stored_snapshots(stored: StoredRun, key: str) -> list[Snapshot]:
+    """Model `key`'s snapshots of a stored run, loaded once for every session (a class opens the same few runs)."""
+    with _STORED_LOCK:
+        hit = _STORED.get((stored.key, key))
+        if hit is not None:
+            _STORED.move_to_end((stored.key, key))
+            return hit
+    snapshots = stored.snapshots(key)
+    with _STORED_LOCK:
+        _STORED[(stored.key, key)] = snapshots
+        while len(_STORED) > MAX_STORED_SNAPSHOTS:
+            _STORED.popitem(last=False)
+    return snapshots
+
+
 def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
-    """Models of a run: a stored run's final weights, or a live run's snapshots at a chosen step."""
+    """Models of a run at a chosen step: a live run's snapshots, or a stored run's (its final weights when it
+    has none: an imported run, or one stored before snapshots were kept)."""
     models = run.request.models
     seed = run.request.train.seed
     if isinstance(run, Replay):
         stored = run.run
-        return {
-            key: ChosenModel(
-                key,
-                model_label(key, cfg),
-                cfg,
-                _cached(stored.key, key, -1, lambda key=key: stored.model(key)),
-                stored.states[key].step,
-                seed,
-                stored.key,
-            )
-            for key, cfg in stored.configs.items()
-        }
-    trainer = run.trainer
-    steps = sorted(set.intersection(*({s.step for s in snaps} for snaps in trainer.snapshots.values())))
+        if not stored.snapshot_steps:
+            return {
+                key: ChosenModel(
+                    key,
+                    model_label(key, cfg),
+                    cfg,
+                    _cached(stored.key, key, -1, lambda key=key: stored.model(key)),
+                    stored.states[key].step,
+                    seed,
+                    stored.key,
+                )
+                for key, cfg in stored.configs.items()
+            }
+        snapshots = {key: stored_snapshots(stored, key) for key in stored.configs}
+        configs, saved = stored.configs, stored.key
+    else:
+        snapshots = {key: list(snaps) for key, snaps in run.trainer.snapshots.items()}
+        configs, saved = run.trainer.configs, run.saved_key
+    steps = sorted(set.intersection(*({s.step for s in snaps} for snaps in snapshots.values())))
     step = steps[-1]
     if len(steps) > 1:
         step = st.select_slider(
@@ -93,11 +120,10 @@ def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
             format_func=lambda s: "init" if s == 0 else str(s),
         )
     chosen = {}
-    for key, cfg in trainer.configs.items():
-        snaps = list(trainer.snapshots[key])
-        snapshot = next(s for s in snaps if s.step == step)
-        model = _cached(run.id, key, step, lambda key=key, snapshot=snapshot: model_at(trainer, key, snapshot))
-        chosen[key] = ChosenModel(key, model_label(key, models[key]), cfg, model, step, seed, run.saved_key, snaps)
+    for key, cfg in configs.items():
+        snapshot = next(s for s in snapshots[key] if s.step == step)
+        model = _cached(run.id, key, step, lambda key=key, s=snapshot: load_model(configs[key], s.state, s.skip_scale))
+        chosen[key] = ChosenModel(key, model_label(key, models[key]), cfg, model, step, seed, saved, snapshots[key])
     return chosen
 
 
@@ -194,7 +220,10 @@ def choose_models(page: str, every_family: bool = False) -> tuple[dict[str, Chos
             return None
         if not _analysable(replay.run.data, every_family):
             return None
-        return _from_handle(replay, page), replay.run.data, f"The stored run {replay.run.key[:10]}, final weights."
+        chosen = _from_handle(replay, page)
+        step = max(c.step for c in chosen.values())
+        when = "final weights" if step == max(s.step for s in replay.run.states.values()) else f"at step {step}"
+        return chosen, replay.run.data, f"The stored run {replay.run.key[:10]}, {when}."
     run = jobs.lab if source == LAB_RUN else _default_pair(jobs, page)
     if run is None:
         return None

@@ -6,22 +6,24 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from harness import open_page, plotly_figures, trace_array
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
 from resnet_viz.figures import receptive_field as figs
 from resnet_viz.figures.common import COLORS
-from resnet_viz.models import ModelConfig
+from resnet_viz.models import ModelConfig, build_model
 from resnet_viz.receptive_field import ERFResult, RFInfo, growth_rows
 from resnet_viz.training import TrainConfig, train_models
 from resnet_viz.ui.session import SESSION_KEY
-from resnet_viz.ui.snapshots import FRESH, STORED
+from resnet_viz.ui.snapshots import CACHE_KEY, FRESH, STORED
 from resnet_viz.ui.store import run_store
 
 PAGE = "pages/receptive_fields.py"
 TINY = {"a.depth": "8", "a.width": "8", "epochs": "1"}
 LABELS = {"A": "A · plain 8", "B": "B · residual 8"}
+MODELS_8 = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,8 +272,7 @@ def test_a_transformer_lab_setup_gives_a_cnn_quick_pair():
 def test_a_stored_sweep_run_whose_models_are_plain_and_residual():
     """Depth-study and Limits grid runs name their models plain and residual, not A and B: the page read
     results["A"] and raised a KeyError on them."""
-    models = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
-    trainer, history = train_models(models, TrainConfig(epochs=1, seed=23), DataConfig())
+    trainer, history = train_models(MODELS_8, TrainConfig(epochs=1, seed=23), DataConfig())
     key = run_store().save(trainer, history)
     at = open_page("pages/home.py", state={"rf.source": STORED})
     at.session_state["rf.stored"] = key
@@ -279,6 +280,24 @@ def test_a_stored_sweep_run_whose_models_are_plain_and_residual():
     assert _layer_box(at).options and not at.exception
     figures = plotly_figures(at)
     assert len(figures) == 3 and any("plain 8" in (t.name or "") for t in figures[0].data)
+
+
+def test_a_stored_run_offers_its_training_steps():
+    """A run replayed from the store (as every session but the one that trained it sees it) has the step
+    slider of a live run: init, the snapshots the store kept, and the final weights."""
+    trainer, history = train_models(MODELS_8, TrainConfig(epochs=1, seed=29), DataConfig())
+    key = run_store().save(trainer, history)
+    at = open_page("pages/home.py", state={"rf.source": STORED})
+    at.session_state["rf.stored"] = key
+    _page(at)
+    steps = at.select_slider(key="rf.step")
+    assert list(steps.options) == ["init", *map(str, range(1, 11))] and steps.value == 10
+    assert any(f"stored run {key[:10]}, final weights" in c.value for c in at.caption)
+    steps.set_value(0).run()
+    assert not at.exception and any(f"stored run {key[:10]}, at step 0" in c.value for c in at.caption)
+    model = at.session_state[CACHE_KEY][(key, "plain", 0)]
+    fresh = build_model(trainer.configs["plain"], seed=29).state_dict()
+    assert all(torch.equal(t, fresh[n]) for n, t in model.state_dict().items())  # the initial weights
 
 
 def test_mlp_lab_setup_explains_instead_of_failing():

@@ -272,6 +272,24 @@ def test_store_from_before_analyses_gets_the_table(tmp_path):
     assert old.get_analysis("k", "landscape", {}) == {"x": 1}
 
 
+def test_a_stored_run_has_the_training_path_of_the_run_it_replays(tmp_path, trained_pair):
+    """The store keeps a run's snapshots: replayed, it draws the path the live run drew (before, a stored run's
+    path was "No training path: ... final weights only", and a class sees stored runs)."""
+    trainer, history = trained_pair
+    store = RunStore(tmp_path)
+    run = store.get(store.save(trainer, history))
+    replayed = [
+        Target(k, k, run.model(k), run.states[k].step, build_model(c, run.train.seed), run.snapshots(k))
+        for k, c in run.configs.items()
+    ]
+    live, stored = (compute_landscapes(t, DataConfig(), TINY) for t in (_targets(trainer), replayed))
+    for key, result in live.items():
+        a, b = result.trajectory, stored[key].trajectory
+        assert b is not None and b.steps == a.steps == [s.step for s in trainer.snapshots[key]]
+        np.testing.assert_allclose(b.coords, a.coords, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.surface.loss, a.surface.loss, rtol=1e-5)
+
+
 def test_task_caches_stored_runs_and_a_second_request_is_instant(tmp_path, trained_pair):
     trainer, _ = trained_pair
     store = RunStore(tmp_path)

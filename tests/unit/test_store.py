@@ -80,6 +80,59 @@ def test_round_trip_list_and_delete(store, trained):
     assert store.get(key) is None and store.list_runs() == []
 
 
+def test_snapshots_are_kept_and_restore_each_step_exactly(store, trained):
+    """A replayed run offers the steps a live one does: its init (rebuilt from the seed), the stored steps
+    between, and its final weights, each bit for bit what training had at that step."""
+    trainer, history = trained
+    key = store.save(trainer, history)
+    run = store.get(key)
+    assert run.snapshot_steps == list(range(1, 10))  # 11 snapshots of a 10-step run; first and last not kept twice
+    for model, live in trainer.snapshots.items():
+        replayed = run.snapshots(model)
+        assert [s.step for s in replayed] == [s.step for s in live] == list(range(11))
+        for got, want in zip(replayed, live, strict=True):
+            assert got.skip_scale == want.skip_scale
+            assert got.state.keys() == want.state.keys()
+            assert all(torch.equal(got.state[n], want.state[n]) for n in want.state), (model, got.step)
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM snapshots WHERE key = ?", (key,)).fetchone()[0] == 18
+    assert store.delete(key)
+    with sqlite3.connect(store.path) as conn:  # deleted with its run
+        assert conn.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] == 0
+
+
+def test_snapshots_are_thinned_to_the_budget_and_shared_by_every_model(trained):
+    trainer, _ = trained
+    per_step = sum(4 * sum(t.numel() for t in m.state_dict().values()) for m in trainer.models.values())
+    assert store_module.snapshots_to_keep(trainer) == list(range(1, 10))
+    assert store_module.snapshots_to_keep(trainer, 3 * per_step) == [1, 5, 9]  # evenly spread, the last kept
+    assert store_module.snapshots_to_keep(trainer, per_step) == [9]
+    assert store_module.snapshots_to_keep(trainer, per_step - 1) == []
+    # A model that diverged at step 6: only steps both have before it ended are kept (the slider's steps).
+    diverged = dataclasses.replace(trainer.states["plain"], status="diverged", step=6)
+    partial = dict(trainer.snapshots, plain=[s for s in trainer.snapshots["plain"] if s.step <= 6])
+    fake = dataclasses.make_dataclass("T", ["states", "snapshots", "models"])(
+        {"plain": diverged, "residual": trainer.states["residual"]}, partial, trainer.models
+    )
+    assert store_module.snapshots_to_keep(fake) == [1, 2, 3, 4, 5]
+
+
+def test_runs_without_snapshots_replay_init_and_final_and_forged_ones_are_refused(store, trained):
+    trainer, history = trained
+    key = store.save(trainer, history)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE snapshots SET data = ? WHERE step = 4 AND model = 'plain'", (b"not safetensors",))
+    with pytest.raises(StoreError, match="step 4: not a valid safetensors") as err:
+        store.get(key).snapshots("plain")
+    assert err.value.kind == "damaged_run"
+    with sqlite3.connect(store.path) as conn:  # a store from before snapshots were kept
+        conn.execute("DROP TABLE snapshots")
+    run = store.get(key)
+    assert run.snapshot_steps == []
+    assert [s.step for s in run.snapshots("residual")] == [0, 10]
+    assert_same_run(run, trainer, history)
+
+
 def test_skip_events_are_part_of_the_key_and_restore_alpha(store, trained):
     trainer, history = trained
     events = [("residual", 4, 0.25)]
