@@ -13,7 +13,7 @@ import math
 
 import streamlit as st
 
-from resnet_viz.store import RunInfo, RunStore, StoreError, short_key
+from resnet_viz.store import IMPORTED_PREFIX, RunInfo, RunStore, StoreError, short_key
 from resnet_viz.ui.roles import confirm_button, is_teacher, teacher_only
 from resnet_viz.ui.text import safe_text
 
@@ -87,9 +87,9 @@ def model_text(info: RunInfo, values: dict[str, float] | None = None) -> str:
 def run_option(info: RunInfo, losses: bool = False) -> str:
     """One stored run in a picker, the same on every page: when, its key (runs of one config differ in nothing
     else), whether imported, data, epochs, seed, live α changes and the models (with final training losses)."""
-    imported = " (imported)" if info.imported else ""
+    key = f"{info.key.removeprefix(IMPORTED_PREFIX)[:12]} (imported)" if info.imported else short_key(info.key)
     changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""  # not what its config alone gives
     return (
-        f"{format_time(info.created, '%m-%d %H:%M')} · {short_key(info.key)}{imported} · {info.dataset} · "
+        f"{format_time(info.created, '%m-%d %H:%M')} · {key} · {info.dataset} · "
         f"{info.epochs} ep · seed {info.seed}{changed} · {model_text(info, info.final_train_loss if losses else None)}"
     )
