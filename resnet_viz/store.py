@@ -973,11 +973,10 @@ class RunStore:
         summaries = trained_summaries(trainer, history)
         blob = zlib.compress(history_json(history, events).encode(), 6)
         keep = set(snapshots_to_keep(trainer))
+        kept = {(k, s.step): s for k, snaps in trainer.snapshots.items() for s in snaps if s.step in keep}  # one a step
         snapshots = [
-            (k, s.step, s.skip_scale, save_safetensors({n: t.detach().cpu().contiguous() for n, t in s.state.items()}))
-            for k, snaps in trainer.snapshots.items()
-            for s in snaps
-            if s.step in keep
+            (k, step, s.skip_scale, save_safetensors({n: t.detach().cpu().contiguous() for n, t in s.state.items()}))
+            for (k, step), s in kept.items()
         ]
         try:
             weights = model_weights(trainer)

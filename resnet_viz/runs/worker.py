@@ -180,7 +180,7 @@ def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
         trainer = Trainer(models, train, dataset.config, start=start, dataset=dataset)
         for key, alpha in alphas.items():
             trainer.set_skip_scale(key, alpha)
-        sent = {k: 0 for k in trainer.models}
+        sent = {k: len(trainer.snapshots[k]) for k in trainer.models}  # a fork's inherited ones: the server has them
         for records in trainer.run():
             picture = pictures.due(trainer.step, trainer.total_steps, picture_every)
             put(out, ("step", records, _mirror(trainer, sent, picture)))

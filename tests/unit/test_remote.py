@@ -172,6 +172,13 @@ def test_forks_of_a_shared_run_in_child_processes(service):
     assert _losses(mine, "B")[k] != _losses(theirs, "B")[k]
     assert changed.view().skip_events == [("B", k + 1, 0.25)]
     assert shared.saved and service.store.get(request.key) is not None  # stored from the mirrored weights
+    # The fork's mirror got each snapshot once: the worker sent the ones it inherited again, and the store,
+    # which keeps snapshots by step, refused to save the fork.
+    for run in (shared, changed):
+        steps = [s.step for s in run.trainer.snapshots["B"]]
+        assert steps == sorted(set(steps)) and steps[-1] == run.trainer.total_steps
+    assert changed.saved, changed.save_error
+    assert service.store.get(changed.saved_key).snapshot_steps
 
 
 def test_stop_ends_the_child_between_two_steps(service):
