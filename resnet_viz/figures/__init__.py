@@ -12,6 +12,7 @@ from .lab import (
     layer_order,
     loss_figure,
     profile_figure,
+    profile_verdict,
 )
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "layer_order",
     "loss_figure",
     "profile_figure",
+    "profile_verdict",
     "thin",
 ]

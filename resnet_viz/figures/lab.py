@@ -239,6 +239,23 @@ def grad_profile_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.F
     return profile_figure(layers, labels, "grad_norm", "Gradient norm per layer, now", "‖∂L/∂W‖ (log)")
 
 
+def profile_verdict(layers: pd.DataFrame, labels: Mapping[str, str]) -> str:
+    """What the gradient profile shows now, as a sentence: each model's first layer's gradient norm over its last
+    layer's. Why: the textbook shape holds at initialisation only. A deep plain net with BatchNorm starts with
+    first layer's gradient about a thousand times its last one's (the exploding preset: 1,242 at step 1), and
+    after its first update under a fifth of it (from step 3 on), so a fixed caption about the chart's shape
+    contradicted it for most of a run."""
+    rows = _Latest(layers, "grad_norm")
+    parts = []
+    for key, label in labels.items():
+        _, values, step = rows.of(key)
+        if len(values) >= 2 and values[-1] > 0 and np.isfinite(values[[0, -1]]).all():
+            parts.append(f"{label} {values[0] / values[-1]:.2g}× at step {step}")
+    if not parts:
+        return ""
+    return "Here, the first layer's gradient norm over the last layer's: " + "; ".join(parts) + "."
+
+
 def heatmap_figure(layers: pd.DataFrame, labels: Mapping[str, str], metric: str = "grad_norm") -> go.Figure:
     """Layer x step heatmap of log10(metric) for each model, one shared colour scale.
 

@@ -184,8 +184,9 @@ ACC_CAPTION = (
     "model stuck low is failing to learn, not overfitting."
 )
 PROFILE_CAPTION = (
-    "What to look for: a flat profile means every layer learns. A plain net without normalisation falls off "
-    "towards the input (vanishing); with BatchNorm it rises towards the input (exploding)."
+    "What to look for: a flat profile means every layer learns. At initialisation a plain net without "
+    "normalisation falls off towards the input (vanishing); with BatchNorm it rises towards the input "
+    "(exploding). The heatmap's first columns show the start."
 )
 SUBLAYER_CAPTION = (
     "What to look for: at the start, post-LN gradients grow towards the output while pre-LN ones stay level "
@@ -254,7 +255,11 @@ def _panels(view: RunView, labels: dict[str, str], data: DataConfig, drawn: _Dra
         Panel("lab.acc", figures.accuracy_figure(steps, labels), ACC_CAPTION),
         Panel("lab.sublayers", figures.families.sublayer_grad_figure(layers, labels), SUBLAYER_CAPTION)
         if transformer
-        else Panel("lab.gradprofile", figures.grad_profile_figure(layers, labels), PROFILE_CAPTION),
+        else Panel(
+            "lab.gradprofile",
+            figures.grad_profile_figure(layers, labels),
+            f"{PROFILE_CAPTION} {figures.profile_verdict(layers, labels)}".strip(),
+        ),
         Panel("lab.blocks", figures.block_figure(layers, labels), BLOCKS_CAPTION),
         Panel("lab.heatmap", figures.heatmap_figure(layers, labels), HEATMAP_CAPTION, wide=True),
     ]

@@ -61,6 +61,21 @@ def test_gradient_profile_is_in_network_order():
     assert all(v > 0 for v in fig.data[0].y)
 
 
+def test_profile_verdict_reads_the_latest_step_of_each_model():
+    grad = LAYERS[LAYERS.metric == "grad_norm"]
+    expected = []
+    for key, label in LABELS.items():
+        mine = grad[(grad.model == key) & (grad.step == 20)].sort_values("depth_index")
+        expected.append(f"{label} {mine.value.iloc[0] / mine.value.iloc[-1]:.2g}× at step 20")
+    verdict = figures.profile_verdict(LAYERS, LABELS)
+    assert verdict == "Here, the first layer's gradient norm over the last layer's: " + "; ".join(expected) + "."
+    early = LAYERS[LAYERS.step <= 3]
+    assert "at step 3" in figures.profile_verdict(early, LABELS) and "at step 20" not in figures.profile_verdict(
+        early, LABELS
+    )
+    assert figures.profile_verdict(LAYERS.iloc[:0], LABELS) == ""  # nothing probed yet: no sentence
+
+
 def test_heatmap_shares_one_log_colour_scale():
     fig = figures.heatmap_figure(LAYERS, LABELS)
     assert len(fig.data) == 2 and all(t.coloraxis == "coloraxis" for t in fig.data)
