@@ -74,7 +74,7 @@ def loss_figure(
             "yaxis": axis("cross-entropy loss (nats, log)", type="log"),
         },
     )
-    _mark_skip_events(fig, skip_events, labels)
+    _mark_skip_events(fig, skip_events, labels, int(step.max()) if len(step) else 0)
     if fork_step:
         fig.add_vline(
             x=fork_step,
@@ -89,14 +89,26 @@ def loss_figure(
     return fig
 
 
-def _mark_skip_events(fig: go.Figure, events: Sequence[tuple[str, int, float]], labels: Mapping[str, str]) -> None:
-    for key, step, alpha in events:
-        fig.add_vline(
-            x=step,
-            line={"color": color(key), "dash": "dot", "width": 1.5},
-            annotation_text=f"{key}: α={alpha:g}",
-            annotation_position="top left",
-        )
+SKIP_LABEL_GAP = 0.03  # skip changes of one model closer than this fraction of the x range share one label
+
+
+def _mark_skip_events(
+    fig: go.Figure, events: Sequence[tuple[str, int, float]], labels: Mapping[str, str], extent: int
+) -> None:
+    """A dotted line at each live skip change, labelled with the α it set. A slider moved with the arrow keys
+    changes α once per step (0.05 a press), and each label printed over the last ("AAαα0.05"): changes of a
+    model closer together than SKIP_LABEL_GAP of the x range are labelled once, at the last, with the α they
+    ended at. Each model's labels sit on their own line, so A's and B's at one step do not overlap."""
+    gap = max(1.0, SKIP_LABEL_GAP * extent)
+    for i, key in enumerate(labels):
+        mine = sorted((step, alpha) for k, step, alpha in events if k == key)
+        for j, (step, alpha) in enumerate(mine):
+            line = {"color": color(key, i), "dash": "dot", "width": 1.5}
+            if j < len(mine) - 1 and mine[j + 1][0] - step <= gap:  # the next change is close: its label says
+                fig.add_vline(x=step, line=line)
+                continue
+            label = {"annotation_text": f"{key}: α={alpha:g}", "annotation_yshift": -16 * i}
+            fig.add_vline(x=step, line=line, annotation_position="top left", **label)
 
 
 def accuracy_figure(steps: pd.DataFrame, labels: Mapping[str, str]) -> go.Figure:

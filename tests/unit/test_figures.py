@@ -47,6 +47,17 @@ def test_loss_figure_has_both_models_log_axis_and_skip_marks():
     assert 7 in shapes and 12 in shapes
 
 
+def test_skip_changes_close_together_share_one_label_and_models_label_apart():
+    """A slider moved with the arrow keys changes α at successive steps: their labels printed over each
+    other ("AAαα0.05"). Every change keeps its line; one label per burst, at its end; A's and B's on their own
+    lines."""
+    events = [("A", 5, 1.0), ("A", 15, 0.2), ("A", 16, 0.15), ("B", 16, 0.5), ("A", 17, 0.05)]
+    fig = figures.loss_figure(STEPS, LABELS, skip_events=events)
+    assert [s.x0 for s in fig.layout.shapes] == [5, 15, 16, 17, 16]
+    labels = {(a.text, a.x, a.yshift) for a in fig.layout.annotations}
+    assert labels == {("A: α=1", 5, 0), ("A: α=0.05", 17, 0), ("B: α=0.5", 16, -16)}
+
+
 def test_thin_keeps_ends_and_bounds_points():
     frame = pd.DataFrame({"step": range(5000)})
     thinned = figures.thin(frame, 100)
