@@ -193,3 +193,24 @@ def test_a_panel_serialises_its_figure_once_for_every_tab():
     board = live_chart._payload((panel.live,), "{}")
     assert live_chart._payload((panel.live,), "{}") is board  # one board's bytes for every tab
     assert live_chart.charts_of(board) == [sent]
+
+
+def _progress_line(status: str) -> str:
+    """The progress text `status_line` draws for a run of `status` that three tabs watch at 12.5 steps/s."""
+
+    def script(status: str) -> None:
+        from resnet_viz.runs.live import RunView
+        from resnet_viz.ui.run_panel import status_line
+
+        view = RunView("r", status, "", 80, 100, 10, 12.5, 1.6, 0, 0.0, {}, [], lambda: (None, None), viewers=3)
+        status_line(view, {})
+
+    at = AppTest.from_function(script, args=(status,)).run()
+    return at.get("progress")[0].proto.text
+
+
+def test_an_ended_run_shows_its_speed_but_no_eta_or_watchers():
+    """After "Finished" the line still read "ETA 0 s · 2 watching"; after Stop, an ETA for steps never to come."""
+    assert _progress_line("running") == "step 80/100 · epoch 8.0/10 · 12.5 steps/s · ETA 2 s · 3 watching"
+    for status in ("finished", "stopped"):
+        assert _progress_line(status) == "step 80/100 · epoch 8.0/10 · 12.5 steps/s"
