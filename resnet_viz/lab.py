@@ -281,6 +281,16 @@ def decode(
         issues.append(UrlIssue.of(err.field, err.message, value, f"{default.data.name} data"))
         data = default.data
     models = {part: _fit(replace(getattr(default, part), **given[part]), data) for part in ("a", "b")}
+    for part, model in models.items():  # a setting the data's family has not (a bottleneck MLP): said, not hidden
+        nets = f"for the {model.family} nets of {data.name} data"
+        rules = {
+            "block": f"must be basic {nets}",
+            "norm": f"must be one of {', '.join(FAMILY_NORMS[model.family])} {nets}",
+            "heads": f"must divide the width ({model.width}) {nets}",
+        }
+        for name, value in given[part].items():
+            if name in rules and getattr(model, name) != value:
+                issues.append(UrlIssue.of(f"{part}.{name}", rules[name], _fmt(value), _fmt(getattr(model, name))))
     for part, text in depths.items():
         model = models[part]
         allowed = model.allowed_depths()
@@ -298,8 +308,16 @@ def decode(
         train=replace(default.train, **given["train"]),
         data=data,
         linked=given["lab"].get("linked", default.linked),
-    )
-    return cfg.normalized(), issues
+    ).normalized()
+    if cfg.linked:  # B is A but for its skip settings: a B setting beyond those is not used
+        asked = {name: _fmt(value) for name, value in given["b"].items() if name not in SKIP_FIELDS}
+        if "b" in depths and "b.depth" not in {i.key for i in issues}:
+            asked["depth"] = depths["b"]
+        for name, text in asked.items():
+            if text != _fmt(getattr(cfg.b, name)):
+                problem = "follows model A while the models are linked: add linked=0 to give B its own"
+                issues.append(UrlIssue.of(f"b.{name}", problem, text, _fmt(getattr(cfg.b, name))))
+    return cfg, issues
 
 
 def _fit(model: ModelConfig, data: DataConfig) -> ModelConfig:

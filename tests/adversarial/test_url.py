@@ -154,6 +154,35 @@ def test_a_model_setting_without_its_model_is_named_with_both_spellings():
     assert "a.depth (model A) or b.depth (model B)" in str(issues[0])
 
 
+def test_a_setting_the_data_family_has_not_is_named_not_swapped_silently():
+    """?dataset=spirals&a.block=bottleneck loaded basic blocks without a word: MLPs have no bottleneck."""
+    cfg, issues = decode(
+        {"dataset": "spirals", "a.block": "bottleneck", "a.norm": "layer", "b.norm": "none", "linked": "0"}
+    )
+    assert (cfg.a.block, cfg.a.norm, cfg.b.norm) == ("basic", "batch", "none")
+    assert [str(i) for i in issues] == [
+        "a.block: must be basic for the mlp nets of spirals data; got 'bottleneck'; using basic",
+        "a.norm: must be one of batch, none for the mlp nets of spirals data; got 'layer'; using batch",
+    ]
+    cfg, issues = decode({"dataset": "sort", "a.width": "64", "a.heads": "3", "b.heads": "4", "linked": "0"})
+    assert (cfg.a.heads, cfg.b.heads) == (2, 4)
+    assert [str(i) for i in issues] == [
+        "a.heads: must divide the width (64) for the transformer nets of sort data; got '3'; using 2"
+    ]
+
+
+def test_a_setting_of_model_b_while_linked_is_named():
+    """B mirrors A but for its skip settings while linked (the default): b.depth=8 was dropped without a word."""
+    cfg, issues = decode({"b.depth": "8", "b.norm": "none", "b.skip": "0", "a.depth": "14"})
+    assert (cfg.b.depth, cfg.b.norm, cfg.b.skip) == (14, "batch", False)
+    assert sorted(str(i) for i in issues) == [
+        "b.depth: follows model A while the models are linked: add linked=0 to give B its own; got '8'; using 14",
+        "b.norm: follows model A while the models are linked: add linked=0 to give B its own; got 'none'; using batch",
+    ]
+    assert decode({"b.depth": "14", "a.depth": "14", "b.skip": "0"})[1] == []  # the same as A's: nothing to say
+    assert [i.key for i in decode({"b.depth": "7"})[1]] == ["b.depth"]  # a bad depth is said once
+
+
 def test_a_long_value_is_cut_with_its_full_length():
     _, issues = decode({"a.depth": "9" * 5_000})
     assert issues[0].value == "9" * 200 and issues[0].length == 5_000
