@@ -15,10 +15,10 @@ from typing import Any
 
 import streamlit as st
 import torch
-from torch import nn
 
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.figures import receptive_field as figs
+from resnet_viz.models import finite_weights
 from resnet_viz.receptive_field import ERFResult, RFInfo, erf_all_layers, growth_rows, theoretical_rf
 from resnet_viz.ui.analysis_cache import AnalysisCache, fingerprint
 from resnet_viz.ui.quick_pair import Pair, quick_pair
@@ -77,10 +77,6 @@ def effective_fields(chosen: ChosenModel, inputs: str, data: DataConfig) -> dict
 
 def theoretical_fields(chosen: ChosenModel, input_size: int) -> list[RFInfo]:
     return _cached("rf", chosen, input_size, lambda: theoretical_rf(chosen.model, input_size))
-
-
-def _finite(model: nn.Module) -> bool:
-    return all(torch.isfinite(p).all() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +200,7 @@ def main() -> None:
         )
     st.caption(pair.description)
     labels = {key: c.label for key, c in pair.models.items()}
-    broken = [c.label for c in pair.models.values() if not _finite(c.model)]
+    broken = [c.label for c in pair.models.values() if not finite_weights(c.model)]
     if broken:
         st.error(
             f"{', '.join(broken)} has non-finite weights at this step (the run diverged): its gradients are "

@@ -506,6 +506,13 @@ def build_model(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "c
     return model.to(device)
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every weight and statistic of `model` is finite: a diverged run's are not, and an analysis of
+    them gives confident nonsense (a NaN net's ECE summed to 0 as "about calibrated")."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
 def load_model(
     cfg: ModelConfig, state: dict[str, torch.Tensor], alpha: float, device: torch.device | str = "cpu"
 ) -> Net:

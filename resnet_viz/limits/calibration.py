@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
-from .common import analysis_copy, logits_of
+from .common import analysis_copy, check_finite, logits_of
 
 BINS = 15  # Guo et al. 2017, Sec. 2 and Fig. 1
 BETA_RANGE = (1e-3, 50.0)  # search range of the inverse temperature 1/T
@@ -110,6 +110,7 @@ class CalibrationResult:
 def calibration_study(models: Mapping[str, nn.Module], data: Dataset, bins: int = BINS) -> CalibrationResult:
     """ECE, NLL and reliability of every model on the test split; the temperature is fitted on the
     validation split (never on the test examples it is judged on)."""
+    check_finite(models)
     summary, tables = [], []
     for key, original in models.items():
         model = analysis_copy(original)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from ..models import finite_weights
 from ..training import resolve_device
 
 EVAL_BATCH = 1024  # rows per forward pass: larger batches got slower per row on the 2-core target (cache)
@@ -15,6 +17,14 @@ EVAL_BATCH = 1024  # rows per forward pass: larger batches got slower per row on
 def analysis_copy(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """A deep copy in eval mode on `device` (CUDA when present): analyses never touch a model in use."""
     return copy.deepcopy(model).to(device or resolve_device("auto")).eval()
+
+
+def check_finite(models: Mapping[str, nn.Module]) -> None:
+    """Raise ValueError naming each model with non-finite weights or statistics: what it would be measured to
+    do (an ECE of 0, no loss to deleting a block) is not a property of a network."""
+    broken = [key for key, model in models.items() if not finite_weights(model)]
+    if broken:
+        raise ValueError(f"{', '.join(broken)}: non-finite weights (did the training diverge?); nothing to measure")
 
 
 def device_of(model: nn.Module) -> torch.device:

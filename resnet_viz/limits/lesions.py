@@ -34,7 +34,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..models import ProjectionShortcut, ResidualBlock
-from .common import EVAL_BATCH, analysis_copy, device_of
+from .common import EVAL_BATCH, analysis_copy, check_finite, device_of
 
 BlockFn = Callable[[int, ResidualBlock, torch.Tensor], torch.Tensor]
 
@@ -147,6 +147,7 @@ def lesion_study(
     to all eligible ones (at most `max_ks` values, evenly spread), averaged over `samples` subsets per k.
     Downsampling blocks are marked in the single-block table and, unless `include_downsampling`, left
     out of the random deletions (Veit et al. delete them separately: they break every path)."""
+    check_finite(models)
     x, y = data.x_test[:max_examples], data.y_test[:max_examples]
     single, k_rows, base = [], [], {}
     for key, original in models.items():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
-from .common import accuracy, analysis_copy, logits_of
+from .common import accuracy, analysis_copy, check_finite, logits_of
 
 SEVERITIES = {  # severity 1..5 -> strength
     "gaussian_noise": (0.2, 0.4, 0.7, 1.0, 1.5),  # noise std in units of the data's std
@@ -85,6 +85,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.T
 def robustness_study(models: Mapping[str, nn.Module], data: Dataset, seed: int = 0) -> pd.DataFrame:
     """Test accuracy of every model under every corruption fitting the data, severities 0 (clean) to 5,
     plus the mean over corruptions (``corruption == "mean"``). Columns: model, corruption, severity, accuracy."""
+    check_finite(models)
     names = IMAGE_CORRUPTIONS if data.x_test.dim() == 4 else POINT_CORRUPTIONS
     inputs = {(c, s): corrupt(data.x_test, c, s, seed) for c in names for s in range(6)}
     rows = []

@@ -7,11 +7,16 @@ import json
 
 import pandas as pd
 import plotly.io as pio
+import torch
 from harness import open_page, run_to_the_end
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz.data import DataConfig
 from resnet_viz.figures import limits as figs
-from resnet_viz.ui.snapshots import FRESH
+from resnet_viz.models import ModelConfig
+from resnet_viz.training import TrainConfig, train_models
+from resnet_viz.ui.snapshots import FRESH, STORED
+from resnet_viz.ui.store import run_store
 
 PAGE = "pages/limits.py"
 
@@ -46,6 +51,31 @@ def test_model_analyses_draw_every_chart_with_a_caption():
     assert list(summary.model) == ["A · plain 20", "B · residual 20"] and (summary.ece >= 0).all()
     headers = {name: c["label"] for name, c in json.loads(at.dataframe[0].proto.columns).items() if "label" in c}
     assert set(headers) == set(summary.columns) and not any("_" in h for h in headers.values()), headers
+
+
+def test_a_model_with_non_finite_weights_is_refused_not_measured():
+    """An imported run with NaN weights was "about calibrated (T = 1.00; ECE 0.000 -> 0.000)": pandas summed
+    NaN bins as nothing. Cost (the architecture's) still works."""
+    models = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
+    trainer, history = train_models(models, TrainConfig(epochs=1, seed=31), DataConfig())
+    with torch.no_grad():
+        for p in trainer.models["plain"].parameters():
+            p.fill_(float("nan"))
+    key = run_store().save(trainer, history)
+    at = open_page(PAGE, state={"limits.source": STORED, "limits.stored": key, "limits.analysis": "Calibration"})
+    for analysis in ("Calibration", "Lesions", "Robustness"):
+        at.radio(key="limits.analysis").set_value(analysis).run()
+        assert not at.exception and not at.get("plotly_chart") and not at.dataframe
+        assert [e.value for e in at.error] == [
+            "plain · plain 8 has non-finite weights at this step (its training diverged): it has no errors, "
+            "calibration or robustness to measure. Choose an earlier step or another source."
+        ]
+    at.radio(key="limits.analysis").set_value("Cost").run()
+    assert not at.exception and not at.error and at.get("plotly_chart")
+    steps = at.select_slider(key="limits.step")  # the stored snapshots before the weights were broken
+    steps.set_value(5).run()
+    at.radio(key="limits.analysis").set_value("Calibration").run()
+    assert not at.error and list(at.dataframe[0].value.model) == ["plain · plain 8", "residual · residual 8"]
 
 
 def test_init_grid_runs_through_the_run_service_and_draws():

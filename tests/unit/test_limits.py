@@ -47,6 +47,18 @@ def trained() -> dict[str, nn.Module]:
 # Lesions
 
 
+def test_studies_refuse_a_model_with_non_finite_weights():
+    """A NaN net's ECE summed its NaN bins to 0 ("about calibrated") and its lesions cost nothing: nonsense with
+    numbers. Each study names the broken model instead; NaN batch-norm statistics count too."""
+    ds = load_dataset(DataConfig())
+    good = build_model(ModelConfig(depth=8, width=8), seed=0)
+    bad = build_model(ModelConfig(depth=8, width=8), seed=0)
+    bad.stem.bn.running_var.fill_(float("nan"))
+    for study in (calibration.calibration_study, lesions.lesion_study, robustness.robustness_study):
+        with pytest.raises(ValueError, match=r"^bad: non-finite weights \(did the training diverge\?\)"):
+            study({"good": good, "bad": bad}, ds)
+
+
 def test_deleting_nothing_reproduces_the_net_and_one_deletion_equals_the_shortcut_forward():
     model = build_model(ModelConfig(depth=8, width=8)).eval()
     ds = load_dataset(DIGITS)
