@@ -37,7 +37,8 @@ pio.templates.default = "plotly_white"
 
 def model_label(key: str, cfg: ModelConfig) -> str:
     """'A · plain 56' / 'B · residual 56 (pre-act)' / 'A · residual 10 (post-LN)': what every chart's legend and
-    table calls a model. Transformers always say where their LayerNorm sits (Xiong et al. 2020)."""
+    table calls a model. Transformers always say where their LayerNorm sits (Xiong et al. 2020). A model keyed
+    by its kind (the depth study's and the Limits grids' "plain" and "residual") is named once: 'plain 56'."""
     kind = "residual" if cfg.skip and cfg.skip_scale > 0 else "plain"
     if cfg.family == "transformer":
         extras = [cfg.order + "-LN"] if cfg.norm == "layer" else []
@@ -45,7 +46,7 @@ def model_label(key: str, cfg: ModelConfig) -> str:
         extras = [cfg.order + "-act"] if cfg.order == "pre" else []
     extras += ["no norm"] if cfg.norm == "none" else []
     tail = f" ({', '.join(extras)})" if extras else ""
-    return f"{key} · {kind} {cfg.depth}{tail}"
+    return f"{kind} {cfg.depth}{tail}" if key == kind else f"{key} · {kind} {cfg.depth}{tail}"
 
 
 def color(key: str, index: int = 0) -> str:

@@ -29,7 +29,7 @@ from resnet_viz.training import Snapshot
 
 from .run_panel import status_line, view_of
 from .session import SessionJobs, session_jobs
-from .store import run_option, run_store
+from .store import run_name, run_option, run_store
 from .text import safe_text
 from .widgets import STATE_KEY
 
@@ -223,7 +223,7 @@ def choose_models(page: str, every_family: bool = False) -> tuple[dict[str, Chos
         chosen = _from_handle(replay, page)
         step = max(c.step for c in chosen.values())
         when = "final weights" if step == max(s.step for s in replay.run.states.values()) else f"at step {step}"
-        return chosen, replay.run.data, f"The stored run {replay.run.key[:10]}, {when}."
+        return chosen, replay.run.data, f"The stored run {run_name(replay.run.key, replay.run.imported)}, {when}."
     run = jobs.lab if source == LAB_RUN else _default_pair(jobs, page)
     if run is None:
         return None

@@ -84,10 +84,15 @@ def model_text(info: RunInfo, values: dict[str, float] | None = None) -> str:
     return " · ".join(parts)
 
 
+def run_name(key: str, imported: bool) -> str:
+    """A stored run's key as every page shows it: 12 hex digits, "(imported)" after an imported run's."""
+    return f"{key.removeprefix(IMPORTED_PREFIX)[:12]} (imported)" if imported else short_key(key)
+
+
 def run_option(info: RunInfo, losses: bool = False) -> str:
     """One stored run in a picker, the same on every page: when, its key (runs of one config differ in nothing
     else), whether imported, data, epochs, seed, live α changes and the models (with final training losses)."""
-    key = f"{info.key.removeprefix(IMPORTED_PREFIX)[:12]} (imported)" if info.imported else short_key(info.key)
+    key = run_name(info.key, info.imported)
     changed = f" · α moved live {info.skip_changes}×" if info.skip_changes else ""  # not what its config alone gives
     return (
         f"{format_time(info.created, '%m-%d %H:%M')} · {key} · {info.dataset} · "

@@ -67,7 +67,7 @@ def test_a_model_with_non_finite_weights_is_refused_not_measured():
         at.radio(key="limits.analysis").set_value(analysis).run()
         assert not at.exception and not at.get("plotly_chart") and not at.dataframe
         assert [e.value for e in at.error] == [
-            "plain · plain 8 has non-finite weights at this step (its training diverged): it has no errors, "
+            "plain 8 has non-finite weights at this step (its training diverged): it has no errors, "
             "calibration or robustness to measure. Choose an earlier step or another source."
         ]
     at.radio(key="limits.analysis").set_value("Cost").run()
@@ -75,7 +75,7 @@ def test_a_model_with_non_finite_weights_is_refused_not_measured():
     steps = at.select_slider(key="limits.step")  # the stored snapshots before the weights were broken
     steps.set_value(5).run()
     at.radio(key="limits.analysis").set_value("Calibration").run()
-    assert not at.error and list(at.dataframe[0].value.model) == ["plain · plain 8", "residual · residual 8"]
+    assert not at.error and list(at.dataframe[0].value.model) == ["plain 8", "residual 8"]
 
 
 def test_init_grid_runs_through_the_run_service_and_draws():

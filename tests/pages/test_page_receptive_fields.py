@@ -292,9 +292,9 @@ def test_a_stored_run_offers_its_training_steps():
     _page(at)
     steps = at.select_slider(key="rf.step")
     assert list(steps.options) == ["init", *map(str, range(1, 11))] and steps.value == 10
-    assert any(f"stored run {key[:10]}, final weights" in c.value for c in at.caption)
+    assert any(f"stored run {key[:12]}, final weights" in c.value for c in at.caption)
     steps.set_value(0).run()
-    assert not at.exception and any(f"stored run {key[:10]}, at step 0" in c.value for c in at.caption)
+    assert not at.exception and any(f"stored run {key[:12]}, at step 0" in c.value for c in at.caption)
     model = at.session_state[CACHE_KEY][(key, "plain", 0)]
     fresh = build_model(trainer.configs["plain"], seed=29).state_dict()
     assert all(torch.equal(t, fresh[n]) for n, t in model.state_dict().items())  # the initial weights

@@ -58,6 +58,14 @@ def test_skip_changes_close_together_share_one_label_and_models_label_apart():
     assert labels == {("A: α=1", 5, 0), ("A: α=0.05", 17, 0), ("B: α=0.5", 16, -16)}
 
 
+def test_model_labels_name_a_model_keyed_by_its_kind_once():
+    deep = ModelConfig(depth=56)
+    assert figures.common.model_label("A", deep.with_skip(False)) == "A · plain 56"
+    assert figures.common.model_label("plain", deep.with_skip(False)) == "plain 56"  # was "plain · plain 56"
+    assert figures.common.model_label("residual", ModelConfig(depth=56, order="pre")) == "residual 56 (pre-act)"
+    assert figures.common.model_label("plain", deep) == "plain · residual 56"  # a key that is not its kind stays
+
+
 def test_thin_keeps_ends_and_bounds_points():
     frame = pd.DataFrame({"step": range(5000)})
     thinned = figures.thin(frame, 100)
