@@ -93,6 +93,11 @@ def test_lesions_reference_veit_et_al(trained):
     assert list(k.k) == [1, 2, 3, 4, 5, 6, 7]  # every non-downsampling block, up to all of them
     assert k.mean_error.iloc[-1] > k.mean_error.iloc[0] + 0.2
     assert np.corrcoef(k.k, k.mean_error)[0, 1] > 0.9  # grows with k; 4 subsets per k leave sampling noise
+    # k = 1 is every single deletion, not 4 random ones: its band spans the single-block chart's errors
+    eligible = result.single[(result.single.model == "residual") & ~result.single.downsampling]
+    one = k.iloc[0]
+    assert one.subsets == len(eligible) == 7
+    assert (one.min_error, one.max_error) == pytest.approx((eligible.error.min(), eligible.error.max()))
 
 
 def test_path_lengths_are_binomial_and_short_paths_carry_more_gradient(trained):
@@ -143,6 +148,7 @@ def test_lesion_verdict_reads_the_non_downsampling_deletions():
     single = pd.DataFrame(
         {
             "model": ["plain"] * 3 + ["residual"] * 3,
+            "block": ["stage1.block1", "stage1.block2", "stage2.block1"] * 2,
             "downsampling": [False, False, True] * 2,
             "increase": [0.5, 0.7, 0.9, -0.002, 0.01, 0.4],  # the downsampling rows are left out
         }
@@ -150,7 +156,7 @@ def test_lesion_verdict_reads_the_non_downsampling_deletions():
     result = lesions.LesionResult(single, pd.DataFrame(), {"plain": 0.05, "residual": 0.03}, False)
     assert lesions.verdict(result, {"plain": "A", "residual": "B"}) == (
         "Here, deleting one block that does not downsample: A 5.0% intact, +60.0 points at the median deletion "
-        "(+70.0 at most); B 3.0% intact, +0.4 points at the median deletion (+1.0 at most)."
+        "(+70.0 at most, deleting stage1.block2); B 3.0% intact, +0.4 points at the median deletion (+1.0 at most)."
     )
 
 
