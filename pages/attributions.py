@@ -187,7 +187,7 @@ def main() -> None:
     st.info(description)
     if not data.is_image:
         st.info(
-            f"These models were trained on {data.name}, 2-D points: their input is two coordinates, not an image, "
+            f"These models take {data.name} data, 2-D points: their input is two coordinates, not an image, "
             "so there is nothing to draw a map over (the Training lab's decision boundary shows what they learned). "
             f"The server's default pair ({SHAPES_PAIR.title}) can be explained instead."
         )

@@ -148,7 +148,7 @@ def contour_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
                 x=[0.0],
                 y=[0.0],
                 mode="markers",
-                name=f"{results[key].label}: trained weights",
+                name=f"{results[key].label}: {weights_name(results).removeprefix('the ')}",
                 showlegend=False,
                 marker={
                     "symbol": "x",
@@ -163,7 +163,8 @@ def contour_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
         fig.update_xaxes(title_text="direction 1 (filter-normalised)", row=1, col=col)
         fig.update_yaxes(title_text="direction 2 (filter-normalised)" if col == 1 else "", row=1, col=col)
     fig.update_layout(coloraxis=_coloraxis(scale))
-    layout(fig, "Loss around the trained weights along two filter-normalised random directions", "", "", height=480)
+    title = f"Loss around {weights_name(results)} along two filter-normalised random directions"
+    layout(fig, title, "", "", height=480)
     fig.update_xaxes(title_text="direction 1 (filter-normalised)")
     fig.update_yaxes(title_text="direction 2 (filter-normalised)", col=1)
     return fig
@@ -316,11 +317,41 @@ def curvature_figure(results: Mapping[str, NetLandscape]) -> go.Figure:
     fig.update_layout(barmode="group")
     return layout(
         fig,
-        "Extreme Hessian eigenvalues at the trained weights (Lanczos)",
+        f"Extreme Hessian eigenvalues at {weights_name(results)} (Lanczos)",
         "eigenvalue",
         "magnitude (loss per unit² of weight change)",
         log_y=log,
     )
+
+
+def weights_name(results: Mapping[str, NetLandscape]) -> str:
+    """What the centre of the pictures is: "the trained weights", or for nets at step 0 "the initial weights"
+    (a fresh pair's landscape was titled "around the trained weights")."""
+    return "the trained weights" if any(r.step > 0 for r in results.values()) else "the initial weights"
+
+
+def surface_verdict(results: Mapping[str, NetLandscape]) -> str:
+    """What these surfaces showed, for the contour chart's caption: each net's local minima on the grid and how
+    far its surface is from a quadratic bowl (`roughness.non_quadratic`: 0 a bowl, 1 nothing like one).
+    Why: Li et al.'s picture (a chaotic plain net, a smooth residual one) is of 56- and 110-layer nets on
+    CIFAR-10; the server's default pair (depth 20, digits) showed one basin each, and the plain net had fewer
+    local minima on the grid (1) than the residual one (2)."""
+    parts = []
+    for r in results.values():
+        s = r.summary()
+        bowl = f" and {s['non_quadratic']:.2f} from a quadratic bowl" if s["non_quadratic"] is not None else ""
+        parts.append(f"{r.label}: {s['local_minima']} local minim{'um' if s['local_minima'] == 1 else 'a'}{bowl}")
+    return "Here, on this grid: " + "; ".join(parts) + "." if parts else ""
+
+
+def curvature_verdict(results: Mapping[str, NetLandscape]) -> str:
+    """Which net has the larger |λ_min / λ_max| here (Li et al. found it for the plain net), as a sentence."""
+    ratios = {r.label: r.summary()["ratio"] for r in results.values() if r.summary()["ratio"] is not None}
+    if len(ratios) < 2:
+        return ""
+    ordered = sorted(ratios.items(), key=lambda item: item[1])
+    (low, a), (high, b) = ordered[0], ordered[-1]
+    return f"Here {high} has the larger ratio ({b:.3f} against {a:.3f} for {low})."
 
 
 def summary_table(results: Mapping[str, NetLandscape], cached: set[str] | None = None) -> pd.DataFrame:

@@ -83,7 +83,7 @@ def localisation_section(cache: AnalysisCache, checked: Checked) -> None:
     if ds.masks_test is None:
         st.info(
             f"Localisation scores need a ground-truth mask of the object in each image. Only the shapes dataset "
-            f"has masks; these models were trained on {ds.config.name}, so no scores are shown. Pick the server's "
+            f"has masks; these models take {ds.config.name} data, so no scores are shown. Pick the server's "
             "default pair (shapes) at the top to see them."
         )
         return

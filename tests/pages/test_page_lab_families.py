@@ -105,7 +105,7 @@ def test_loss_landscape_page_draws_a_gcn_pair():
     at.select_slider(key="landscape.examples").set_value(100)
     at.select_slider(key="landscape.iterations").set_value(10)
     run_to_the_end(at, "Compute landscapes", "landscape", 300)
-    contour = next(f for f in plotly_figures(at) if f.layout.title.text.startswith("Loss around the trained weights"))
+    contour = next(f for f in plotly_figures(at) if f.layout.title.text.startswith("Loss around the initial weights"))
     traces = [t for t in contour.data if t.type == "contour"]
     assert [t.name for t in traces] == ["A · plain 6", "B · residual 6"]
     for t in traces:

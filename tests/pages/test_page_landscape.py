@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import plotly.io as pio
 import pytest
@@ -37,6 +40,22 @@ def _landscape(key: str, label: str, scale: float, with_path: bool = True) -> Ne
 
 
 RESULTS = {"A": _landscape("A", "A · plain 20", 100.0), "B": _landscape("B", "B · residual 20", 1.0, False)}
+
+
+def test_verdicts_say_what_these_landscapes_showed_and_name_the_weights():
+    # A: ratio 5 / 5000 = 0.001; B: 5 / 50 = 0.1. Both surfaces are bowls with one minimum.
+    assert (
+        figs.curvature_verdict(RESULTS)
+        == "Here B · residual 20 has the larger ratio (0.100 against 0.001 for A · plain 20)."
+    )
+    surface = figs.surface_verdict(RESULTS)
+    assert surface.startswith("Here, on this grid: A · plain 20: 1 local minimum and 0.00 from a quadratic bowl; ")
+    assert figs.weights_name(RESULTS) == "the trained weights"
+    fresh = {k: dataclasses.replace(r, step=0) for k, r in RESULTS.items()}
+    assert figs.weights_name(fresh) == "the initial weights"
+    assert figs.contour_figure(
+        fresh, figs.loss_scale([r.surface for r in fresh.values()])
+    ).layout.title.text.startswith("Loss around the initial weights")
 
 
 def test_contour_and_surface_share_one_log_colour_scale():
@@ -133,16 +152,21 @@ def test_page_computes_contour_and_surface_for_both_nets():
     at.select_slider(key="landscape.iterations").set_value(10)
     run_to_the_end(at, "Compute landscapes", "landscape", 300)
     figures = {f.layout.title.text: f for f in (pio.from_json(el.proto.spec) for el in at.get("plotly_chart"))}
-    contour = next(f for title, f in figures.items() if title.startswith("Loss around the trained weights"))
+    # fresh models: the pictures are around the initial weights, and say so (they said "trained")
+    contour = next(f for title, f in figures.items() if title.startswith("Loss around the initial weights"))
     surface = next(f for title, f in figures.items() if title.startswith("The loss surfaces in 3-D"))
     for fig, kind in ((contour, "contour"), (surface, "surface")):
         traces = [t for t in fig.data if t.type == kind]
         assert [t.name for t in traces] == ["A · plain 20", "B · residual 20"]
         assert all(np.isfinite(trace_array(t.z)).all() for t in traces)
         assert trace_array(traces[0].z).shape == (7, 7)
-    assert any(t.startswith("Extreme Hessian eigenvalues") for t in figures)
+    assert any(t.startswith("Extreme Hessian eigenvalues at the initial weights") for t in figures)
+    assert "2-D: around the initial weights" in [h.value for h in at.subheader]
     captions = " ".join(c.value for c in at.caption)
-    assert "eval mode with the trained running statistics" in captions
+    assert "eval mode with the running statistics of these weights" in captions
+    minima = at.dataframe[0].value["local minima on the grid"].tolist()
+    assert f"Here, on this grid: A · plain 20: {minima[0]} local minim" in captions  # what this grid showed
+    assert re.search(r"Here B · residual 20|Here A · plain 20", captions)  # which net's ratio is the larger
     assert "No training path: a net at its initialisation has no training path." in captions
     assert len(at.dataframe[0].value) == 2 and any("Done: 2 landscapes" in s.value for s in at.success)
 
