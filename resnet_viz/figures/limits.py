@@ -142,11 +142,10 @@ def reliability_figure(reliability: pd.DataFrame, labels: dict[str, str]) -> go.
                     x=centre,
                     y=rows.accuracy,
                     width=(rows.upper - rows.lower) * (0.45 if scaled else 0.9),
-                    name="after temperature scaling" if scaled else "before",
+                    # each model's own entries: one pair in A's colour read as the key to B's bars as well
+                    name=f"{_label(labels, key)}: {'after temperature scaling' if scaled else 'before'}",
                     marker_color=color(key, col - 1),
                     opacity=0.45 if scaled else 0.9,
-                    showlegend=col == 1,
-                    legendgroup=str(scaled),
                     customdata=rows["count"],
                     hovertemplate="confidence %{x:.2f}: accuracy %{y:.2f} (n=%{customdata})",
                 ),
@@ -235,7 +234,10 @@ def accuracy_latency_figure(frame: pd.DataFrame) -> go.Figure:
                 mode="lines+markers+text",
                 name=key,
                 text=[f"{d}" for d in rows.depth],
-                textposition="top center",
+                # plain and residual nets of one depth have about the same latency: their labels apart, off
+                # the knee's ring
+                textposition="top left" if i % 2 == 0 else "bottom right",
+                textfont={"color": c},
                 line={"color": c},
             )
         )

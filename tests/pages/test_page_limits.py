@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
 from resnet_viz.figures import limits as figs
+from resnet_viz.figures.common import color
 from resnet_viz.models import ModelConfig
 from resnet_viz.training import TrainConfig, train_models
 from resnet_viz.ui.snapshots import FRESH, STORED
@@ -143,3 +144,8 @@ def test_grid_figures_on_synthetic_tables():
     fig = figs.accuracy_latency_figure(runs)
     names = ["plain", "plain: depth stops paying", "residual", "residual: depth stops paying"]
     assert [t.name for t in fig.data] == names
+    # the two nets' depth labels sat on top of each other (same depth, about the same latency)
+    assert [(t.textposition, t.textfont.color) for t in fig.data[::2]] == [
+        ("top left", color("plain", 0)),
+        ("bottom right", color("residual", 1)),
+    ]

@@ -11,7 +11,7 @@ from resnet_viz.data import DataConfig
 from resnet_viz.figures.attribution import map_figure
 from resnet_viz.figures.common import MAX_HEATMAP_COLUMNS, TEMPLATE, bare, row_of_subplots
 from resnet_viz.figures.lab import _bin_columns
-from resnet_viz.figures.limits import cost_figure, robustness_figure
+from resnet_viz.figures.limits import cost_figure, reliability_figure, robustness_figure
 from resnet_viz.models import ModelConfig
 from resnet_viz.runs.tables import ChartTables
 from resnet_viz.training import TrainConfig, train_models
@@ -64,6 +64,23 @@ def test_model_labels_name_a_model_keyed_by_its_kind_once():
     assert figures.common.model_label("plain", deep.with_skip(False)) == "plain 56"  # was "plain · plain 56"
     assert figures.common.model_label("residual", ModelConfig(depth=56, order="pre")) == "residual 56 (pre-act)"
     assert figures.common.model_label("plain", deep) == "plain · residual 56"  # a key that is not its kind stays
+
+
+def test_reliability_legend_names_each_models_bars_in_its_colour():
+    """The legend showed "before" and "after temperature scaling" in A's colour only, under B's blue bars."""
+    rows = [
+        {"model": m, "scaled": scaled, "lower": 0.5, "upper": 0.6, "count": 10, "accuracy": 0.5, "confidence": 0.55}
+        for m in ("A", "B")
+        for scaled in (False, True)
+    ]
+    fig = reliability_figure(pd.DataFrame(rows), LABELS)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [(t.name, t.marker.color, t.showlegend is not False) for t in bars] == [
+        ("A · plain 8: before", figures.COLORS["A"], True),
+        ("A · plain 8: after temperature scaling", figures.COLORS["A"], True),
+        ("B · residual 8: before", figures.COLORS["B"], True),
+        ("B · residual 8: after temperature scaling", figures.COLORS["B"], True),
+    ]
 
 
 def test_thin_keeps_ends_and_bounds_points():
