@@ -50,8 +50,9 @@ class LossScale:
 
     def axis(self) -> dict:
         """A z axis in loss units (3-D scenes): decade ticks on the log10 values, at most `Z_TICKS` of them (ten
-        decades of labels crowded the axis), and a short title (a long one was cut at the scene's edge)."""
-        axis: dict = {"title": {"text": "loss (log)" if self.log else "loss"}, "range": [self.low, self.high]}
+        decades of labels crowded the axis). Untitled: Plotly places a 3-D axis title by the camera, and even
+        "loss (log)" was cut at the scene's left edge; the figure's title says what z is."""
+        axis: dict = {"title": {"text": ""}, "range": [self.low, self.high]}
         if self.log:
             low, high = np.floor(self.low), np.ceil(self.high)
             step = max(1, int(np.ceil((high - low + 1) / Z_TICKS)))
@@ -220,7 +221,8 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
             }
         )
     fig.update_layout(coloraxis=_coloraxis(scale))
-    return layout(fig, "The loss surfaces in 3-D (same z range and colours for both nets)", "", "", height=520)
+    z = "height and colour: loss, log scale" if scale.log else "height and colour: loss"
+    return layout(fig, f"The loss surfaces in 3-D ({z}; one scale for both nets)", "", "", height=520)
 
 
 def _drawable(shown: np.ndarray, scale: LossScale) -> tuple[np.ndarray, np.ndarray]:
