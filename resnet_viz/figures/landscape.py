@@ -211,8 +211,10 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
         fig.update_layout(
             {
                 scene: {
-                    "xaxis": {"title": {"text": "direction 1"}, "nticks": 5},  # more ran into each other
-                    "yaxis": {"title": {"text": "direction 2"}, "nticks": 5},
+                    # the whole grid's span: the rows computed so far (or before a Stop) look like what they
+                    # are, a part of it, not a whole surface over a narrower range
+                    "xaxis": {"title": {"text": "direction 1"}, "nticks": 5, "range": _span(s.alphas)},
+                    "yaxis": {"title": {"text": "direction 2"}, "nticks": 5, "range": _span(s.betas)},
                     "zaxis": scale.axis(),
                     "camera": {"eye": {"x": 1.5, "y": 1.5, "z": 0.9}},
                     "aspectmode": "manual",
@@ -223,6 +225,10 @@ def surface_figure(results: Mapping[str, NetLandscape], scale: LossScale | None 
     fig.update_layout(coloraxis=_coloraxis(scale))
     z = "height and colour: loss, log scale" if scale.log else "height and colour: loss"
     return layout(fig, f"The loss surfaces in 3-D ({z}; one scale for both nets)", "", "", height=520)
+
+
+def _span(values: np.ndarray) -> list[float]:
+    return [float(np.min(values)), float(np.max(values))]
 
 
 def _drawable(shown: np.ndarray, scale: LossScale) -> tuple[np.ndarray, np.ndarray]:

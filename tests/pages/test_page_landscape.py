@@ -99,6 +99,8 @@ def test_a_surface_being_computed_is_drawn_without_nan():
     z = np.asarray(trace.z, dtype=float)
     assert z.shape == (3, 5) and np.isfinite(z).all() and list(trace.y) == list(partial.betas[:3])
     assert z[1, 2] == scale.high  # an overflow is drawn at the top of the shared range
+    # the axes span the whole grid: three rows of five show as part of the surface, not as all of it
+    assert list(fig.layout.scene.yaxis.range) == [-1.0, 1.0] and list(fig.layout.scene.xaxis.range) == [-1.0, 1.0]
     assert [a.text for a in fig.layout.annotations if "computed" in a.text] == [
         "drawn when two rows of its grid are computed"
     ]
