@@ -41,7 +41,7 @@ LAB_RUN, DEFAULT, STORED, FRESH = (
 )
 CACHE_KEY = "snapshots.models"  # session_state: {(run id, model key, step): nn.Module}
 REFRESH_SECONDS = 1.0
-MAX_STORED_SNAPSHOTS = 8  # stored runs' models whose snapshots stay loaded (a default pair's are 2 x 9 MB)
+MAX_STORED_SNAPSHOTS = 8  # stored runs' models whose snapshots stay loaded (the default pair's: 7 MB each)
 _STORED: OrderedDict[tuple[str, str], list[Snapshot]] = OrderedDict()  # (run key, model) -> snapshots, LRU
 _STORED_LOCK = threading.Lock()
 
@@ -91,7 +91,12 @@ def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
     seed = run.request.train.seed
     if isinstance(run, Replay):
         stored = run.run
-        if not stored.snapshot_steps:
+        try:
+            snapshots = {key: stored_snapshots(stored, key) for key in stored.configs} if stored.snapshot_steps else {}
+        except StoreError as err:  # a damaged snapshot: the run's final weights still serve
+            st.warning(f"This run's weight snapshots cannot be read, so only its final weights: {safe_text(err, 300)}")
+            snapshots = {}
+        if not snapshots:
             return {
                 key: ChosenModel(
                     key,
@@ -104,7 +109,6 @@ def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
                 )
                 for key, cfg in stored.configs.items()
             }
-        snapshots = {key: stored_snapshots(stored, key) for key in stored.configs}
         configs, saved = stored.configs, stored.key
     else:
         snapshots = {key: list(snaps) for key, snaps in run.trainer.snapshots.items()}

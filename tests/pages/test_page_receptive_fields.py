@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import numpy as np
 import pytest
@@ -298,6 +299,20 @@ def test_a_stored_run_offers_its_training_steps():
     model = at.session_state[CACHE_KEY][(key, "plain", 0)]
     fresh = build_model(trainer.configs["plain"], seed=29).state_dict()
     assert all(torch.equal(t, fresh[n]) for n, t in model.state_dict().items())  # the initial weights
+
+
+def test_a_stored_run_with_a_damaged_snapshot_falls_back_to_its_final_weights():
+    trainer, history = train_models(MODELS_8, TrainConfig(epochs=1, seed=37), DataConfig())
+    store = run_store()
+    key = store.save(trainer, history)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE snapshots SET data = ? WHERE key = ? AND step = 3", (b"forged", key))
+    at = open_page("pages/home.py", state={"rf.source": STORED})
+    at.session_state["rf.stored"] = key
+    _page(at)
+    assert not at.exception and "rf.step" not in [s.key for s in at.select_slider]
+    assert [w.value for w in at.warning][0].startswith("This run's weight snapshots cannot be read")
+    assert any(f"stored run {key[:12]}, final weights" in c.value for c in at.caption)
 
 
 def test_mlp_lab_setup_explains_instead_of_failing():
