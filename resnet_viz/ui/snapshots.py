@@ -42,7 +42,7 @@ LAB_RUN, DEFAULT, STORED, FRESH = (
 CACHE_KEY = "snapshots.models"  # session_state: {(run id, model key, step): nn.Module}
 REFRESH_SECONDS = 1.0
 MAX_STORED_SNAPSHOTS = 8  # stored runs' models whose snapshots stay loaded (the default pair's: 7 MB each)
-_STORED: OrderedDict[tuple[str, str], list[Snapshot]] = OrderedDict()  # (run key, model) -> snapshots, LRU
+_STORED: OrderedDict[tuple[str, float, str], list[Snapshot]] = OrderedDict()  # (run, stored at, model): LRU
 _STORED_LOCK = threading.Lock()
 
 
@@ -71,14 +71,15 @@ def _cached(run: str, key: str, step: int, build: Callable[[], nn.Module]) -> nn
 
 def stored_snapshots(stored: StoredRun, key: str) -> list[Snapshot]:
     """Model `key`'s snapshots of a stored run, loaded once for every session (a class opens the same few runs)."""
+    name = (stored.key, stored.created, key)  # a run deleted and stored again is another entry
     with _STORED_LOCK:
-        hit = _STORED.get((stored.key, key))
+        hit = _STORED.get(name)
         if hit is not None:
-            _STORED.move_to_end((stored.key, key))
+            _STORED.move_to_end(name)
             return hit
     snapshots = stored.snapshots(key)
     with _STORED_LOCK:
-        _STORED[(stored.key, key)] = snapshots
+        _STORED[name] = snapshots
         while len(_STORED) > MAX_STORED_SNAPSHOTS:
             _STORED.popitem(last=False)
     return snapshots
