@@ -254,9 +254,9 @@ def grad_profile_figure(layers: pd.DataFrame, labels: Mapping[str, str]) -> go.F
 def profile_verdict(layers: pd.DataFrame, labels: Mapping[str, str]) -> str:
     """What the gradient profile shows now, as a sentence: each model's first layer's gradient norm over its last
     layer's. Why: the textbook shape holds at initialisation only. A deep plain net with BatchNorm starts with
-    first layer's gradient about a thousand times its last one's (the exploding preset: 1,242 at step 1), and
-    after its first update under a fifth of it (from step 3 on), so a fixed caption about the chart's shape
-    contradicted it for most of a run."""
+    its first layer's gradient about a thousand times its last one's (the exploding preset: 1,242 at step 1),
+    and after its first update under a fifth of it (from step 3 on), so a fixed caption about the chart's
+    shape contradicted it for most of a run."""
     rows = _Latest(layers, "grad_norm")
     parts = []
     for key, label in labels.items():
