@@ -18,11 +18,10 @@ from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.figures import limits as figs
 from resnet_viz.limits import calibration, cost, global_reasoning, init_sensitivity, lesions, robustness
 from resnet_viz.limits.runs import GridPoint, GridTask
-from resnet_viz.models import finite_weights
 from resnet_viz.tasks import ThreadExecutor
 from resnet_viz.ui.session import session_jobs
 from resnet_viz.ui.shell import require_shell
-from resnet_viz.ui.snapshots import ChosenModel, choose_models
+from resnet_viz.ui.snapshots import ChosenModel, choose_models, refuse_non_finite
 from resnet_viz.ui.store import run_store
 from resnet_viz.ui.widgets import chart
 
@@ -280,12 +279,8 @@ def main() -> None:
     labels = {k: c.label for k, c in chosen.items()}
     if analysis == "Cost":
         return cost_section(chosen)
-    broken = [c.label for c in chosen.values() if not finite_weights(c.model)]
-    if broken:  # a diverged net's error, ECE or robustness would be numbers about nothing
-        st.error(
-            f"{', '.join(broken)} has non-finite weights at this step (its training diverged): it has no errors, "
-            "calibration or robustness to measure. Choose an earlier step or another source."
-        )
+    # a diverged net's error, ECE or robustness would be numbers about nothing
+    if refuse_non_finite(chosen, "it has no errors, calibration or robustness to measure"):
         return None
     {"Lesions": lesions_section, "Calibration": calibration_section, "Robustness": robustness_section}[analysis](
         chosen, data, labels

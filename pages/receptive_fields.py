@@ -18,12 +18,11 @@ import torch
 
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.figures import receptive_field as figs
-from resnet_viz.models import finite_weights
 from resnet_viz.receptive_field import ERFResult, RFInfo, erf_all_layers, growth_rows, theoretical_rf
 from resnet_viz.ui.analysis_cache import AnalysisCache, fingerprint
 from resnet_viz.ui.quick_pair import Pair, quick_pair
 from resnet_viz.ui.shell import require_shell
-from resnet_viz.ui.snapshots import ChosenModel, choose_models
+from resnet_viz.ui.snapshots import ChosenModel, choose_models, refuse_non_finite
 from resnet_viz.ui.widgets import chart, relabelled_key
 
 K = "rf."  # widget-state prefix
@@ -200,12 +199,7 @@ def main() -> None:
         )
     st.caption(pair.description)
     labels = {key: c.label for key, c in pair.models.items()}
-    broken = [c.label for c in pair.models.values() if not finite_weights(c.model)]
-    if broken:
-        st.error(
-            f"{', '.join(broken)} has non-finite weights at this step (the run diverged): its gradients are "
-            "undefined. Choose an earlier step or another source."
-        )
+    if refuse_non_finite(pair.models, "its gradients are undefined"):
         return
     with st.spinner("Computing receptive fields…"):
         results = {key: effective_fields(c, inputs, pair.data) for key, c in pair.models.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -21,7 +21,7 @@ from torch import nn
 from resnet_viz.data import DataConfig
 from resnet_viz.figures.common import model_label
 from resnet_viz.lab import LabConfig
-from resnet_viz.models import ConfigError, ModelConfig, build_model, load_model
+from resnet_viz.models import ConfigError, ModelConfig, build_model, finite_weights, load_model
 from resnet_viz.runs import WATCHED, Handle, LiveRun, Replay, RunRefused
 from resnet_viz.runs.defaults import default_pair
 from resnet_viz.store import StoredRun, StoreError
@@ -83,6 +83,22 @@ def stored_snapshots(stored: StoredRun, key: str) -> list[Snapshot]:
         while len(_STORED) > MAX_STORED_SNAPSHOTS:
             _STORED.popitem(last=False)
     return snapshots
+
+
+def refuse_non_finite(chosen: Mapping[str, ChosenModel], consequence: str) -> bool:
+    """Say which models have non-finite weights (a diverged run) and what that rules out; True when some do.
+    The way out offered depends on the source: an earlier step only where the step slider is drawn."""
+    broken = [c.label for c in chosen.values() if not finite_weights(c.model)]
+    if not broken:
+        return False
+    earlier = (
+        "an earlier step or another source" if any(len(c.snapshots) > 1 for c in chosen.values()) else "another source"
+    )
+    st.error(
+        f"{', '.join(broken)} has non-finite weights at this step (its training diverged): {consequence}. "
+        f"Choose {earlier}."
+    )
+    return True
 
 
 def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:

@@ -4,6 +4,7 @@ figures on synthetic tables, and one browser walk through the model analyses."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pandas as pd
 import plotly.io as pio
@@ -77,6 +78,13 @@ def test_a_model_with_non_finite_weights_is_refused_not_measured():
     steps.set_value(5).run()
     at.radio(key="limits.analysis").set_value("Calibration").run()
     assert not at.error and list(at.dataframe[0].value.model) == ["plain 8", "residual 8"]
+    with sqlite3.connect(run_store().path) as conn:  # as an imported run: final weights only, no step slider
+        conn.execute("DELETE FROM snapshots WHERE key = ?", (key,))
+    again = open_page(PAGE, state={"limits.source": STORED, "limits.stored": key, "limits.analysis": "Lesions"})
+    assert [e.value for e in again.error] == [
+        "plain 8 has non-finite weights at this step (its training diverged): it has no errors, calibration or "
+        "robustness to measure. Choose another source."
+    ]
 
 
 def test_init_grid_runs_through_the_run_service_and_draws():
