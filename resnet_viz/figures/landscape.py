@@ -345,16 +345,16 @@ def surface_verdict(results: Mapping[str, NetLandscape]) -> str:
     CIFAR-10; the server's default pair (depth 20, digits) showed one basin each, and the plain net had fewer
     local minima on the grid (1) than the residual one (2)."""
     parts = []
-    for r in results.values():
-        s = r.summary()
-        bowl = f" and {s['non_quadratic']:.2f} from a quadratic bowl" if s["non_quadratic"] is not None else ""
-        parts.append(f"{r.label}: {s['local_minima']} local minim{'um' if s['local_minima'] == 1 else 'a'}{bowl}")
+    for r in results.values():  # the two surface measures only, not `summary()` (its fits, every redraw)
+        minima, rough = r.surface.local_minima, r.surface.non_quadratic
+        bowl = f" and {rough:.2f} from a quadratic bowl" if np.isfinite(rough) else ""
+        parts.append(f"{r.label}: {minima} local minim{'um' if minima == 1 else 'a'}{bowl}")
     return "Here, on this grid: " + "; ".join(parts) + "." if parts else ""
 
 
 def curvature_verdict(results: Mapping[str, NetLandscape]) -> str:
     """Which net has the larger |λ_min / λ_max| here (Li et al. found it for the plain net), as a sentence."""
-    ratios = {r.label: r.summary()["ratio"] for r in results.values() if r.summary()["ratio"] is not None}
+    ratios = {r.label: r.curvature.ratio for r in results.values() if r.curvature and np.isfinite(r.curvature.ratio)}
     if len(ratios) < 2:
         return ""
     ordered = sorted(ratios.items(), key=lambda item: item[1])

@@ -38,12 +38,12 @@ def status_line(view: RunView, labels: dict[str, str]) -> None:
     fraction = view.step / view.total_steps if view.total_steps else 0.0
     epochs = view.total_steps // view.steps_per_epoch if view.steps_per_epoch else 0
     epoch = view.step / view.steps_per_epoch if view.steps_per_epoch else 0.0
+    # While it trains or waits: speed, ETA and who watches; once ended, the speed it trained at; a stored run's
+    # replay has no speed
     live = view.status in ("queued", "running")
     watchers = f" · {view.viewers} watching" if view.viewers > 1 and live else ""
-    # speed and ETA while it trains or waits, the speed it trained at once it has ended; a stored run's replay
-    # has neither
-    speed, eta = view.steps_per_second, fmt_seconds(view.eta_seconds)
-    pace = (f" · {speed:.1f} steps/s · ETA {eta}" if live else f" · {speed:.1f} steps/s") if speed else ""
+    eta = f" · ETA {fmt_seconds(view.eta_seconds)}" if live else ""
+    pace = f" · {view.steps_per_second:.1f} steps/s{eta}" if view.steps_per_second else ""
     st.progress(
         min(1.0, fraction),
         text=f"step {view.step}/{view.total_steps} · epoch {epoch:.1f}/{epochs}{pace}{watchers}",
