@@ -375,10 +375,9 @@ def _preset_configs() -> list[Preset]:
         Preset(
             "exploding",
             "Exploding gradients with BatchNorm",
-            "With BatchNorm a deep plain net does not vanish at the start: at step 1 (the heatmap's first "
-            "column) its first layer gets a gradient about a thousand times larger than its last one. That first "
-            "update wrecks the early layers, and from then on their gradients are tiny. The residual net's layers "
-            "stay within a factor of 60 of each other throughout.",
+            "With BatchNorm a deep plain net explodes, not vanishes: at step 1 (the heatmap's first column) its "
+            "first layer's gradient is ~1,000x its last one's. That update wrecks the early layers, which then "
+            "starve. The residual net's layers stay within 60x of each other.",
             LabConfig(a=replace(deep, skip=False), b=deep, train=TrainConfig(warmup_steps=0)),
         ),
         Preset(
