@@ -117,10 +117,13 @@ def measure_app(server: Server, wait: float, params: dict[str, str]) -> dict[str
 
 
 def headless_rate(params: dict[str, str]) -> float:
+    """Steps per second of the engine on `params`' config in this process. The clock starts before the
+    trainer is built, as the app's progress line starts before its worker builds one (the data set is
+    loaded before either: `load_dataset` is cached here, and the app sends it to the worker)."""
     cfg, _ = decode(params)
+    t0 = time.perf_counter()
     trainer = Trainer(cfg.models(), cfg.train, cfg.data)
     history = trainer.history()
-    t0 = time.perf_counter()
     for records in trainer.run():
         history.add(records)
     return trainer.total_steps / (time.perf_counter() - t0)

@@ -173,7 +173,9 @@ class LiveRun(Task):
         state = self._seed.state if self._seed else None
         if self.in_worker:
             every = self.picture_every
-            trainer = RemoteTrainer(req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every)
+            trainer = RemoteTrainer(
+                req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every, self._no_forks
+            )
         else:
             torch.set_num_threads(threads)
             trainer = Trainer(req.models, req.train, req.data, self.stop_event, start=state)
@@ -200,7 +202,8 @@ class LiveRun(Task):
                 self._update_pictures(step)
             if self.on_step is not None:
                 self.on_step(self, records)
-            self._serve_forks()
+            if not isinstance(trainer, RemoteTrainer) or trainer.waiting:  # else at the next step: it waits then
+                self._serve_forks()
             self.scheduler.progress(self.ticket, flops_per_step * step, time.perf_counter() - self._started)
             granted = self.scheduler.checkpoint(self.ticket, self.stop_event)
             if granted and granted != threads:
@@ -274,6 +277,10 @@ class LiveRun(Task):
             self._serve_forks()
         ready.wait(timeout)
         return box[0] if box else ForkSeed(None, None)
+
+    def _no_forks(self) -> bool:
+        """Whether no fork waits for this run's state: its worker may then run a step ahead (`RemoteTrainer`)."""
+        return not self._forks
 
     def _serve_forks(self) -> None:
         with self._lock:

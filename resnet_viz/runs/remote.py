@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 import torch
@@ -139,7 +139,12 @@ class RemoteTrainer(Lockstep):
         start: TrainerState | None = None,
         threads: int = 1,
         picture_every: int = 0,
+        run_ahead: Callable[[], bool] | None = None,
     ) -> None:
+        """`run_ahead`: asked after each step; while it says yes, the worker is told to take its next step
+        before this side hands out the last one's records, so the two overlap (a `LiveRun`: unless a fork
+        waits). Skip changes and stops asked for meanwhile then land a step later (`skip_events` says where),
+        and `capture()` waits for a step the worker did not run ahead from (`waiting`). Without it, lockstep."""
         # the mirror models live on the CPU (the worker may train on CUDA)
         super().__init__(models, train, data, stop, None, torch.device("cpu"))
         self.threads = threads  # intra-op threads of the worker from its next step on
@@ -155,6 +160,8 @@ class RemoteTrainer(Lockstep):
         self._start, self._picture_every = start, picture_every
         self.pictures: dict[str, tuple] = {}  # model -> its latest picture from the worker
         self._worker: Worker | None = None
+        self._run_ahead = run_ahead
+        self.waiting = True  # the worker waits for this side's word between two steps (it can be captured)
 
     # ---- the loop (run by the LiveRun's thread)
 
@@ -184,15 +191,24 @@ class RemoteTrainer(Lockstep):
                     return
                 _, records, mirror = message
                 self._update(mirror)
+                ahead = self._run_ahead is not None and self._run_ahead()
+                if ahead:
+                    self._go(worker)
+                self.waiting = not ahead
                 yield records
-                with self._lock:
-                    alphas, self._pending = self._pending, {}
-                worker.put(("go", self.threads, alphas, self.stop.is_set()))
+                if not ahead:
+                    self._go(worker)
         finally:
             if ended:
                 POOL.give(worker)
             else:  # left mid-run (an error here, or the loop was abandoned): the worker goes too
                 worker.close()
+
+    def _go(self, worker: Worker) -> None:
+        """Tell the worker to take its next step, with the skip changes, threads and stop asked for so far."""
+        with self._lock:
+            alphas, self._pending = self._pending, {}
+        worker.put(("go", self.threads, alphas, self.stop.is_set()))
 
     def _update(self, mirror: Mirror) -> None:
         self.step, self.states = mirror.step, mirror.states
@@ -214,6 +230,8 @@ class RemoteTrainer(Lockstep):
             return self._final
         if self._worker is None:
             raise RuntimeError("capture() before run(): nothing trained yet")
+        if not self.waiting:
+            raise RuntimeError("capture() while the worker runs ahead: wait for a step it waits after")
         self._worker.put(("capture",))
         return self._with_snapshots(self._worker.get()[1])
 

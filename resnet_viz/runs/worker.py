@@ -81,15 +81,24 @@ class _Parts:
         return [dtype, offset, list(tensor.shape)]
 
 
+SCALARS = frozenset({type(None), bool, int, float, str})  # sent as they are (checked by exact type: the bulk)
+
+
 def _pack(obj: Any, parts: _Parts) -> Any:
     """JSON-able form of a message: tensors as [dtype, offset, shape] in their group's flat tensor, dataclasses by
-    (allowed) type name, tuples and dicts with non-string keys tagged so they come back as they were."""
+    (allowed) type name, tuples and dicts with non-string keys tagged so they come back as they were. A step's
+    message is mostly lists of floats (the probes): those go through without a call per value."""
+    kind = type(obj)
+    if kind in SCALARS:
+        return obj
+    if kind is list:
+        return [v if type(v) in SCALARS else _pack(v, parts) for v in obj]
     if isinstance(obj, torch.Tensor):
         return {"$t": parts.add(obj)}
     if isinstance(obj, np.ndarray):  # a picture's arrays: sent as tensors, read back as arrays
         return {"$n": parts.add(torch.from_numpy(np.ascontiguousarray(obj)))}
     if is_dataclass(obj):
-        return {"$d": type(obj).__name__, "f": {f.name: _pack(getattr(obj, f.name), parts) for f in fields(obj)}}
+        return {"$d": kind.__name__, "f": {f.name: _pack(getattr(obj, f.name), parts) for f in fields(obj)}}
     if isinstance(obj, tuple):
         return {"$u": [_pack(v, parts) for v in obj]}
     if isinstance(obj, list):
@@ -98,14 +107,14 @@ def _pack(obj: Any, parts: _Parts) -> Any:
         return {"$m": [[_pack(k, parts), _pack(v, parts)] for k, v in obj.items()]}
     if isinstance(obj, np.generic):
         return obj.item()
-    if obj is None or isinstance(obj, str | int | float):
+    if isinstance(obj, str | int | float):
         return obj
     raise TypeError(f"cannot send a {type(obj).__name__} to or from a training worker")
 
 
 def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
-        return [_unpack(v, tensors) for v in obj]
+        return [v if type(v) in SCALARS else _unpack(v, tensors) for v in obj]
     if not isinstance(obj, dict):
         return obj
     if "$t" in obj:

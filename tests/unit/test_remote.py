@@ -84,6 +84,33 @@ def test_skip_changes_and_captures_land_between_the_same_two_steps():
     assert all(last[n].equal(t) for n, t in here.snapshots["B"][-1].state.items())
 
 
+def test_a_worker_told_to_run_ahead_trains_the_same_run_and_says_where_changes_landed():
+    """With `run_ahead`, the worker takes step k + 1 while this side handles step k's records: the same run
+    (bit for bit), a skip change asked for in step 3's loop body lands at step 5 (the worker was already on
+    step 4), the skip events say so, and no capture is taken while the worker runs ahead."""
+    lockstep = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
+    plain = [r for records in lockstep.run() for r in records]
+    ahead = {"yes": True}
+    there = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1, run_ahead=lambda: ahead["yes"])
+    seen = []
+    for records in there.run():
+        seen += records
+        step = records[0].step
+        if step == 3:
+            assert not there.waiting
+            with pytest.raises(RuntimeError, match="runs ahead"):
+                there.capture()
+            there.set_skip_scale("B", 0.5)
+        if step == 7:
+            ahead["yes"] = False  # e.g. a fork waits: the worker waits after the next step
+        if step == 8:
+            assert there.waiting and there.capture().step == 8
+    assert _losses(seen, "A") == _losses(plain, "A")
+    assert _losses(seen, "B")[:4] == _losses(plain, "B")[:4] and _losses(seen, "B")[4] != _losses(plain, "B")[4]
+    assert there.skip_events == [("B", 5, 0.5)]
+    assert [r.skip_scale for r in seen if r.model == "B"][3:5] == [1.0, 0.5]
+
+
 def test_a_message_carries_its_tensors_as_one_flat_tensor_per_dtype():
     """A snapshot of a pair is hundreds of tensors; safetensors' cost is per tensor, so a message has one per
     dtype. What comes back is equal, of the same dtype and shape, and owns its memory (no view that would keep
