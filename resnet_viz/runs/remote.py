@@ -141,10 +141,11 @@ class RemoteTrainer(Lockstep):
         picture_every: int = 0,
         run_ahead: Callable[[], bool] | None = None,
     ) -> None:
-        """`run_ahead`: asked after each step; while it says yes, the worker is told to take its next step
-        before this side hands out the last one's records, so the two overlap (a `LiveRun`: unless a fork
-        waits). Skip changes and stops asked for meanwhile then land a step later (`skip_events` says where),
-        and `capture()` waits for a step the worker did not run ahead from (`waiting`). Without it, lockstep."""
+        """`run_ahead`: asked at each step; while it says yes, the worker holds the word to go on for one step
+        more than it is taking, so it never waits for this side (a `LiveRun`: unless a fork waits for the run's
+        state). Skip changes, thread counts and stops asked for meanwhile then land up to two steps later
+        (`skip_events` says where), and `capture()` needs a step after which the worker waits (`waiting`).
+        Without it, lockstep: the worker waits after every step until this side has handled it."""
         # the mirror models live on the CPU (the worker may train on CUDA)
         super().__init__(models, train, data, stop, None, torch.device("cpu"))
         self.threads = threads  # intra-op threads of the worker from its next step on
@@ -161,12 +162,13 @@ class RemoteTrainer(Lockstep):
         self.pictures: dict[str, tuple] = {}  # model -> its latest picture from the worker
         self._worker: Worker | None = None
         self._run_ahead = run_ahead
-        self.waiting = True  # the worker waits for this side's word between two steps (it can be captured)
+        self._gone_on = 0  # "go"s sent this run; the n-th lets the worker take its next step after step message n
+        self.waiting = True  # after the step just yielded, the worker waits for this side's word (it can be captured)
 
     # ---- the loop (run by the LiveRun's thread)
 
     def run(self) -> Iterator[list[StepRecord]]:
-        """The worker's records, step by step; between two yields the worker waits (like `Trainer.run`)."""
+        """The worker's records, step by step; in lockstep the worker waits between two yields (like `Trainer.run`)."""
         self._worker = worker = POOL.take()
         ended = False  # the worker finished this run (done or failed) and can train the next one
         try:
@@ -175,6 +177,7 @@ class RemoteTrainer(Lockstep):
             setup = (self.configs, self.train, self.dataset, self._start, alphas, self.threads, self._picture_every)
             worker.put(setup)
             self._start = None  # the worker has it
+            received = 0  # step messages
             while True:
                 message = worker.get()
                 if message[0] == "failed":
@@ -190,25 +193,26 @@ class RemoteTrainer(Lockstep):
                         self.models[key].load_state_dict(weights)
                     return
                 _, records, mirror = message
+                received += 1
                 self._update(mirror)
-                ahead = self._run_ahead is not None and self._run_ahead()
-                if ahead:
-                    self._go(worker)
-                self.waiting = not ahead
+                if self._run_ahead is not None and self._run_ahead():
+                    self._go(worker, received + 1)  # for this step and the next: it goes on without waiting
+                self.waiting = self._gone_on < received
                 yield records
-                if not ahead:
-                    self._go(worker)
+                self._go(worker, received)
         finally:
             if ended:
                 POOL.give(worker)
             else:  # left mid-run (an error here, or the loop was abandoned): the worker goes too
                 worker.close()
 
-    def _go(self, worker: Worker) -> None:
-        """Tell the worker to take its next step, with the skip changes, threads and stop asked for so far."""
-        with self._lock:
-            alphas, self._pending = self._pending, {}
-        worker.put(("go", self.threads, alphas, self.stop.is_set()))
+    def _go(self, worker: Worker, upto: int) -> None:
+        """Send "go"s up to the `upto`-th, the first with the skip changes, threads and stop asked for so far."""
+        while self._gone_on < upto:
+            with self._lock:
+                alphas, self._pending = self._pending, {}
+            worker.put(("go", self.threads, alphas, self.stop.is_set()))
+            self._gone_on += 1
 
     def _update(self, mirror: Mirror) -> None:
         self.step, self.states = mirror.step, mirror.states

@@ -14,8 +14,10 @@ threads); then, lock-step, one message each way per step:
   ("done", Mirror, TrainerState) at the end; ("failed", message) if training raised. A TrainerState goes
   without its snapshots: the server has them from the mirrors;
 - server -> worker: ("capture",) for a fork; ("go", threads, alphas, stop) to take the next step.
-The worker waits for "go" after each step, so captures and skip changes land between the same two
-steps as with an in-process `Trainer`, and a fork stays bit-identical. Then it waits for the next run.
+The worker reads a "go" after each step. In lockstep the server sends it after handling the step, so
+captures and skip changes land between the same two steps as with an in-process `Trainer`, and a fork
+stays bit-identical; a server that lets it run ahead sends it a step early (`RemoteTrainer`'s
+`run_ahead`), and one still unread when the run ends is dropped. Then it waits for the next run.
 """
 
 from __future__ import annotations
@@ -231,6 +233,9 @@ def main() -> None:
     warm()
     try:
         while True:
-            train_one(inp, out, get(inp))
+            setup = get(inp)
+            while setup[0] == "go":  # sent ahead for a step the last run did not take (it ended or stopped first)
+                setup = get(inp)
+            train_one(inp, out, setup)
     except (EOFError, BrokenPipeError):  # the server closed the pipe or went away: nothing left to do
         return

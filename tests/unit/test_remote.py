@@ -85,9 +85,10 @@ def test_skip_changes_and_captures_land_between_the_same_two_steps():
 
 
 def test_a_worker_told_to_run_ahead_trains_the_same_run_and_says_where_changes_landed():
-    """With `run_ahead`, the worker takes step k + 1 while this side handles step k's records: the same run
-    (bit for bit), a skip change asked for in step 3's loop body lands at step 5 (the worker was already on
-    step 4), the skip events say so, and no capture is taken while the worker runs ahead."""
+    """With `run_ahead`, the worker holds the word for one step more than it takes, so it never waits for this
+    side: the same run (bit for bit); a skip change asked for in step 3's loop body lands at step 6 (the worker
+    had the word for steps 4 and 5) and the skip events say so; no capture while it runs ahead, and one once
+    it waits again. A stop leaves a word unread, which the worker drops before its next run."""
     lockstep = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
     plain = [r for records in lockstep.run() for r in records]
     ahead = {"yes": True}
@@ -102,13 +103,24 @@ def test_a_worker_told_to_run_ahead_trains_the_same_run_and_says_where_changes_l
                 there.capture()
             there.set_skip_scale("B", 0.5)
         if step == 7:
-            ahead["yes"] = False  # e.g. a fork waits: the worker waits after the next step
+            ahead["yes"] = False  # e.g. a fork waits: the worker uses the word it holds, then waits
         if step == 8:
-            assert there.waiting and there.capture().step == 8
+            assert not there.waiting
+        if step == 9:
+            assert there.waiting and there.capture().step == 9
     assert _losses(seen, "A") == _losses(plain, "A")
-    assert _losses(seen, "B")[:4] == _losses(plain, "B")[:4] and _losses(seen, "B")[4] != _losses(plain, "B")[4]
-    assert there.skip_events == [("B", 5, 0.5)]
-    assert [r.skip_scale for r in seen if r.model == "B"][3:5] == [1.0, 0.5]
+    assert _losses(seen, "B")[:5] == _losses(plain, "B")[:5] and _losses(seen, "B")[5] != _losses(plain, "B")[5]
+    assert there.skip_events == [("B", 6, 0.5)]
+    assert [r.skip_scale for r in seen if r.model == "B"][4:6] == [1.0, 0.5]
+
+    stopped = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1, run_ahead=lambda: True)
+    for records in stopped.run():
+        if records[0].step == 2:
+            stopped.stop.set()
+    assert stopped.step == 4 and stopped.states["A"].status == "stopped"
+    again = RemoteTrainer(PAIR, replace(TRAIN, epochs=1), DataConfig(), threads=1)
+    assert len(list(again.run())) == again.steps_per_epoch
+    assert again._worker is stopped._worker and again._worker.alive
 
 
 def test_a_message_carries_its_tensors_as_one_flat_tensor_per_dtype():
