@@ -131,12 +131,24 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _slice(tensors: dict[str, torch.Tensor], dtype: str, offset: int, shape: list[int]) -> torch.Tensor:
-    """A message tensor: its own copy (not a view that would keep the whole flat tensor alive)."""
+    """A message tensor: its own copy (not a view that would keep the whole flat tensor alive).
+
+    NumPy makes the copy where it has the dtype: torch's `clone` splits a copy over the process's OpenMP threads,
+    and in the server, beside a worker that keeps the cores busy, their spinning took 0.40 s of CPU for the
+    default pair's messages, against 0.02 s on one thread."""
     size = math.prod(shape)
     flat = tensors[dtype]
     if not 0 <= offset <= offset + size <= flat.numel():
         raise ValueError(f"a tensor of {size} values at {offset} lies outside the message's {flat.numel()}")
-    return flat[offset : offset + size].view(shape).clone()
+    part = flat[offset : offset + size].view(shape)
+    if part.dtype in NUMPY_DTYPES:
+        return torch.from_numpy(part.numpy().copy())
+    return part.clone()
+
+
+NUMPY_DTYPES = frozenset(
+    {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool}
+)
 
 
 def _types() -> dict[str, type]:

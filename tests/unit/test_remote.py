@@ -133,6 +133,7 @@ def test_a_message_carries_its_tensors_as_one_flat_tensor_per_dtype():
         "mask": torch.tensor([True, False]),
         "empty": torch.zeros(0, 5),
         "b": torch.arange(6, dtype=torch.float32),
+        "half": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),  # a dtype NumPy has not: copied by torch
         "picture": np.linspace(0, 1, 12).reshape(3, 4),  # a picture's array: back as an array
     }
     stream = io.BytesIO()
@@ -149,12 +150,13 @@ def test_a_message_carries_its_tensors_as_one_flat_tensor_per_dtype():
         "torch.int64": [1],
         "torch.bool": [2],
         "torch.float64": [12],
+        "torch.bfloat16": [2],
     }
     stream.seek(0)
     kind, [got], rest = worker.get(stream)
     assert (kind, rest) == ("step", (1, None))
     assert isinstance(got["picture"], np.ndarray) and np.array_equal(got["picture"], sent["picture"])
-    for name in ("w", "n", "mask", "empty", "b"):
+    for name in ("w", "n", "mask", "empty", "b", "half"):
         t = got[name]
         assert t.dtype == sent[name].dtype and t.shape == sent[name].shape and t.equal(sent[name])
         assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
