@@ -131,6 +131,12 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return _types()[obj["$d"]](**{k: _unpack(v, tensors) for k, v in obj["f"].items()})
 
 
+# the dtypes NumPy has, in which `_slice` copies a message's tensors
+NUMPY_DTYPES = frozenset(
+    {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool}
+)
+
+
 def _slice(tensors: dict[str, torch.Tensor], dtype: str, offset: int, shape: list[int]) -> torch.Tensor:
     """A message tensor: its own copy (not a view that would keep the whole flat tensor alive).
 
@@ -145,11 +151,6 @@ def _slice(tensors: dict[str, torch.Tensor], dtype: str, offset: int, shape: lis
     if part.dtype in NUMPY_DTYPES:
         return torch.from_numpy(part.numpy().copy())
     return part.clone()
-
-
-NUMPY_DTYPES = frozenset(
-    {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool}
-)
 
 
 def _types() -> dict[str, type]:

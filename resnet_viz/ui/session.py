@@ -73,7 +73,7 @@ def _preload(processes: bool) -> None:
     importlib.import_module("resnet_viz.attribution")
     importlib.import_module("resnet_viz.limits")
     importlib.import_module("resnet_viz.landscape")
-    # Everything loaded so far (Streamlit, torch, Plotly, pandas, Captum, SciPy: millions of objects) lives as
+    # Everything loaded so far (Streamlit, torch, Plotly, pandas, Captum, SciPy: about 400,000 objects) lives as
     # long as the server: out of the collector's sight, a full collection no longer walks it. One took 200-320
     # ms, on whichever thread set it off; at a run's end that was the thread reading the run's last message.
     gc.collect()
