@@ -203,6 +203,9 @@ class Lockstep:
         self.steps_per_epoch = steps_per_epoch(len(self.dataset.y_train), train.batch_size)
         self.total_steps = self.steps_per_epoch * train.epochs
         self.step = 0  # optimizer steps done
+        # between two yielded steps, training waits for the caller (so `capture()` and skip changes land there);
+        # an in-process trainer always does, a worker told to run ahead does not (`runs.remote.RemoteTrainer`)
+        self.waiting = True
 
 
 class Trainer(Lockstep):

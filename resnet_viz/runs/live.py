@@ -202,7 +202,7 @@ class LiveRun(Task):
                 self._update_pictures(step)
             if self.on_step is not None:
                 self.on_step(self, records)
-            if not isinstance(trainer, RemoteTrainer) or trainer.waiting:  # else at the next step: it waits then
+            if trainer.waiting:  # else at the next step: a worker running ahead waits after it
                 self._serve_forks()
             self.scheduler.progress(self.ticket, flops_per_step * step, time.perf_counter() - self._started)
             granted = self.scheduler.checkpoint(self.ticket, self.stop_event)

@@ -163,7 +163,6 @@ class RemoteTrainer(Lockstep):
         self._worker: Worker | None = None
         self._run_ahead = run_ahead
         self._gone_on = 0  # "go"s sent this run; the n-th lets the worker take its next step after step message n
-        self.waiting = True  # after the step just yielded, the worker waits for this side's word (it can be captured)
 
     # ---- the loop (run by the LiveRun's thread)
 
