@@ -375,9 +375,8 @@ def _preset_configs() -> list[Preset]:
         Preset(
             "exploding",
             "Exploding gradients with BatchNorm",
-            "With BatchNorm a deep plain net explodes, not vanishes: at step 1 (the heatmap's first column) its "
-            "first layer's gradient is ~1,000x its last one's. That update wrecks the early layers, which then "
-            "starve. The residual net's layers stay within 60x of each other.",
+            "A deep plain net with BatchNorm explodes: at step 1 its first layer's gradient is ~1,000x its last "
+            "one's (the heatmap's first column), then its early layers starve. The residual net stays balanced.",
             LabConfig(a=replace(deep, skip=False), b=deep, train=TrainConfig(warmup_steps=0)),
         ),
         Preset(
