@@ -11,7 +11,7 @@ from resnet_viz.runs import BACKGROUND, LiveRun, Replay, RunRefused, RunRequest
 from resnet_viz.store import StoreError
 from resnet_viz.ui.data_upload import upload_panel
 from resnet_viz.ui.run_code import model_panel, python_panel
-from resnet_viz.ui.run_panel import charts, skip_sliders, status_line, view_of
+from resnet_viz.ui.run_panel import charts, skip_sliders, status_line, view_at_end
 from resnet_viz.ui.session import SessionJobs, session_jobs
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.store import format_time, run_option, run_store, store_problem
@@ -61,7 +61,7 @@ def labels_of(run: LiveRun | Replay) -> dict[str, str]:
 def live_panel(jobs: SessionJobs) -> None:
     """Everything that moves while training: redrawn by its fragment timer, the rest of the page stays."""
     run = jobs.lab
-    view = view_of(run)
+    view = view_at_end(run, REFRESH_SECONDS)  # a run's end shows when it comes, not at the next refresh
     labels = labels_of(run)
     if isinstance(run, Replay):
         stored = run.run

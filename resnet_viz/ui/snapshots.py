@@ -27,7 +27,7 @@ from resnet_viz.runs.defaults import default_pair
 from resnet_viz.store import StoredRun, StoreError
 from resnet_viz.training import Snapshot
 
-from .run_panel import status_line, view_of
+from .run_panel import status_line, view_at_end, view_of
 from .session import SessionJobs, session_jobs
 from .store import run_name, run_option, run_store
 from .text import safe_text
@@ -163,7 +163,7 @@ def _default_pair(jobs: SessionJobs, page: str) -> Handle | None:
 
 def _progress(run: LiveRun, page: str) -> None:
     """The default pair while it trains (one training for the whole server); a rerun when it ends."""
-    view = run.view()
+    view = view_at_end(run, REFRESH_SECONDS)
     labels = {k: model_label(k, c) for k, c in run.request.models.items()}
     status_line(view, labels)
     if run.done and st.session_state.get(f"{page}.watching") == run.id:

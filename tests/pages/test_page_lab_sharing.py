@@ -84,6 +84,40 @@ def test_a_reloaded_tab_reattaches_to_its_run():
     assert run.join(120) and run.status == "finished"
 
 
+def test_a_run_that_ends_before_the_next_refresh_is_drawn_ended(monkeypatch):
+    """The lab redraws on a 1 s timer, so a run's end showed up to a second after it came. A tab whose run's
+    ETA falls before its next refresh now waits for the end (the ETA and a margin, no longer) and draws it."""
+    from dataclasses import replace
+
+    from resnet_viz.runs import RunRequest
+    from resnet_viz.ui import run_panel
+
+    service = run_service()
+    models, train, data = {"A": ModelConfig(depth=8, width=8)}, TrainConfig(epochs=1), DataConfig()
+    held = [service.scheduler.ticket(estimate(models, train, data), WATCHED) for _ in range(service.scheduler.cores)]
+    for ticket in held:  # the run never trains: its view and its end are the test's
+        assert service.scheduler.acquire(ticket, threading.Event())
+    try:
+        run = service.request(RunRequest(models, train, data), "a tab")
+        base, eta, waited, ended = run.view(), [0.4], [], threading.Event()
+        monkeypatch.setattr(
+            run, "view", lambda: replace(base, status="finished" if ended.is_set() else "running", eta_seconds=eta[0])
+        )
+        monkeypatch.setattr(run, "join", lambda timeout: waited.append(timeout) or ended.set() or True)
+        assert run_panel.view_at_end(run, 1.0).status == "finished"
+        assert waited == [0.4 + run_panel.END_WAIT_MARGIN_SECONDS]
+        ended.clear()
+        for eta[0] in (1.5, float("nan")):  # ends after the next refresh, or no speed measured yet: no wait
+            assert run_panel.view_at_end(run, 1.0).status == "running"
+        assert len(waited) == 1
+        monkeypatch.undo()
+    finally:
+        service.release(run, "a tab", grace=False)
+        for ticket in held:
+            service.scheduler.release(ticket)
+    assert run.join(60) and run.status == "stopped"
+
+
 def test_tabs_watching_one_run_build_its_figures_once_per_rebuild_interval(monkeypatch):
     """A class redraws one run every second, each tab at its own moment and version: one tab builds."""
     from types import SimpleNamespace
