@@ -101,7 +101,8 @@ def measure_app(server: Server, wait: float, params: dict[str, str]) -> dict[str
         finished = page.evaluate("window.__finished") - clicked
         cpu = {k: round(v - cpu0[k], 1) for k, v in cpu_by_process(server).items()}
         redraws = page.evaluate("window.__redraws")
-        text = page.get_by_text(re.compile(r"steps/s · ETA")).first.inner_text()
+        # the progress line: once the run has ended it gives the speed it trained at (and no ETA)
+        text = page.get_by_text(re.compile(r"^step \d+/\d+ · .* steps/s")).first.inner_text()
         app_rate = float(re.search(r"([\d.]+) steps/s", text).group(1))
         browser.close()
     times = [t for t, _ in redraws]
