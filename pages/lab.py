@@ -11,7 +11,7 @@ from resnet_viz.runs import BACKGROUND, LiveRun, Replay, RunRefused, RunRequest
 from resnet_viz.store import StoreError
 from resnet_viz.ui.data_upload import upload_panel
 from resnet_viz.ui.run_code import model_panel, python_panel
-from resnet_viz.ui.run_panel import charts, skip_sliders, status_line, view_at_end
+from resnet_viz.ui.run_panel import charts, drawn_by_page, skip_sliders, status_line, view_at_end
 from resnet_viz.ui.session import SessionJobs, session_jobs
 from resnet_viz.ui.shell import require_shell
 from resnet_viz.ui.store import format_time, run_option, run_store, store_problem
@@ -200,7 +200,8 @@ def main() -> None:
         # This run draws the first points (two make a line). It waits here, with the rest of the page sent:
         # thirty tabs whose clicks all wake at step 2 then have only the charts left to draw (one GIL).
         run.wait_for_step(2, FIRST_POINTS_WAIT_SECONDS)
-    st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(jobs)
+    with drawn_by_page():
+        st.fragment(run_every=REFRESH_SECONDS if running else None)(live_panel)(jobs)
     if run.done:
         downloads(run)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -293,6 +295,22 @@ def view_of(handle: Handle) -> RunView:
 
 
 END_WAIT_MARGIN_SECONDS = 0.5  # waited beyond a run's ETA for its end: its last message and its save
+_PAGE_DRAWS = "run_panel.page_draws"  # session flag: the page's own run is drawing its live fragment
+
+
+@contextmanager
+def drawn_by_page() -> Iterator[None]:
+    """Around a live fragment's call in its page's own run (its first draw), where `view_at_end` does not wait.
+
+    That run has laid the page out for a running run (Train locked, no downloads), so an end found inside
+    the fragment would rerun the whole page from within it; AppTest then leaves the sidebar's elements out
+    of every later run of the session (Chromium does not). The fragment's refreshes wait, and its next one
+    after an end reruns the page as it always has."""
+    st.session_state[_PAGE_DRAWS] = True
+    try:
+        yield
+    finally:
+        st.session_state.pop(_PAGE_DRAWS, None)
 
 
 def view_at_end(handle: Handle, refresh: float) -> RunView:
@@ -303,6 +321,7 @@ def view_at_end(handle: Handle, refresh: float) -> RunView:
     CPU: the tab's script thread waits on the run's end, for at most the ETA and a margin."""
     view = view_of(handle)
     ending = isinstance(handle, LiveRun) and view.status == "running" and view.eta_seconds < refresh
+    ending = ending and not st.session_state.get(_PAGE_DRAWS)
     if ending and handle.join(view.eta_seconds + END_WAIT_MARGIN_SECONDS):
         view = handle.view()
     return view

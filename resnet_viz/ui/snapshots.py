@@ -27,7 +27,7 @@ from resnet_viz.runs.defaults import default_pair
 from resnet_viz.store import StoredRun, StoreError
 from resnet_viz.training import Snapshot
 
-from .run_panel import status_line, view_at_end, view_of
+from .run_panel import drawn_by_page, status_line, view_at_end, view_of
 from .session import SessionJobs, session_jobs
 from .store import run_name, run_option, run_store
 from .text import safe_text
@@ -251,7 +251,8 @@ def choose_models(page: str, every_family: bool = False) -> tuple[dict[str, Chos
     started = isinstance(run, Replay) or (run.trainer is not None and all(run.trainer.snapshots.values()))
     if not started or (source == DEFAULT and not run.done):  # the default pair is analysed once trained
         st.session_state[f"{page}.watching"] = run.id
-        st.fragment(run_every=REFRESH_SECONDS)(_progress)(run, page)
+        with drawn_by_page():
+            st.fragment(run_every=REFRESH_SECONDS)(_progress)(run, page)
         return None
     if not _analysable(run.request.data, every_family):
         return None

@@ -147,14 +147,10 @@ def test_a_running_setup_is_a_table_and_its_widgets_come_back_with_their_values(
     next(b for b in at.button if b.label == "Stop").click().run()
 
 
-def test_lab_charts_are_one_live_board_that_keeps_its_identity_as_the_run_goes_on(monkeypatch):
+def test_lab_charts_are_one_live_board_that_keeps_its_identity_as_the_run_goes_on():
     """One element, keyed "lab.charts", holds the five charts and their captions, and its figures change in
     place (the page calls Plotly.react). `st.plotly_chart` put the figure in the element's id, so every refresh
     was a new plot in Chromium; an element per chart, caption and column was a dozen deltas per refresh."""
-    from resnet_viz.ui import run_panel
-
-    # This run ends within a second of the click, which the lab would wait for: the first board is drawn mid-run.
-    monkeypatch.setattr(run_panel, "view_at_end", lambda handle, refresh: run_panel.view_of(handle))
     at = open_page("pages/lab.py", {**TINY, "seed": "12"})
     next(b for b in at.button if b.label == "Train").click().run()
     (board,) = live_boards(at)

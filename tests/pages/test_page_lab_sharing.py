@@ -109,7 +109,11 @@ def test_a_run_that_ends_before_the_next_refresh_is_drawn_ended(monkeypatch):
         ended.clear()
         for eta[0] in (1.5, float("nan")):  # ends after the next refresh, or no speed measured yet: no wait
             assert run_panel.view_at_end(run, 1.0).status == "running"
+        eta[0] = 0.4
+        with run_panel.drawn_by_page():  # the page's own run (its layout drawn for a running run) does not wait
+            assert run_panel.view_at_end(run, 1.0).status == "running"
         assert len(waited) == 1
+        assert run_panel.view_at_end(run, 1.0).status == "finished" and len(waited) == 2  # its refresh does
         monkeypatch.undo()
     finally:
         service.release(run, "a tab", grace=False)
