@@ -94,7 +94,7 @@ def _pack(obj: Any, parts: _Parts) -> Any:
     kind = type(obj)
     if kind in SCALARS:
         return obj
-    if kind is list:
+    if isinstance(obj, list):
         return [v if type(v) in SCALARS else _pack(v, parts) for v in obj]
     if isinstance(obj, torch.Tensor):
         return {"$t": parts.add(obj)}
@@ -104,8 +104,6 @@ def _pack(obj: Any, parts: _Parts) -> Any:
         return {"$d": kind.__name__, "f": {f.name: _pack(getattr(obj, f.name), parts) for f in fields(obj)}}
     if isinstance(obj, tuple):
         return {"$u": [_pack(v, parts) for v in obj]}
-    if isinstance(obj, list):
-        return [_pack(v, parts) for v in obj]
     if isinstance(obj, dict):
         return {"$m": [[_pack(k, parts), _pack(v, parts)] for k, v in obj.items()]}
     if isinstance(obj, np.generic):
