@@ -53,9 +53,11 @@ def reattach(jobs: SessionJobs, cfg: LabConfig) -> None:
         )
 
 
-def labels_of(run: LiveRun | Replay) -> dict[str, str]:
-    """Each model's name on the charts and sliders ("A · plain 20")."""
-    return {k: model_label(k, c) for k, c in run.request.models.items()}
+def labels_of(run: LiveRun | Replay, live: bool = True) -> dict[str, str]:
+    """Each model's name on the charts ("A · plain 20"; "A · plain 20 (α=0.5 live)" once its slider moved).
+
+    `live=False`: the name it started with, for its own slider (whose label does not follow its value)."""
+    return {k: model_label(k, c, run.skip_scale(k) if live else None) for k, c in run.request.models.items()}
 
 
 def live_panel(jobs: SessionJobs) -> None:
@@ -195,7 +197,7 @@ def main() -> None:
     if running:
         st.session_state["lab.watching"] = run.id
     if isinstance(run, LiveRun):
-        skip_sliders(jobs, run, labels_of(run))
+        skip_sliders(jobs, run, labels_of(run, live=False))
     if clicked:
         # This run draws the first points (two make a line). It waits here, with the rest of the page sent:
         # thirty tabs whose clicks all wake at step 2 then have only the charts left to draw (one GIL).

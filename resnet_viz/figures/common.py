@@ -35,16 +35,21 @@ MAX_HEATMAP_COLUMNS = 240
 pio.templates.default = "plotly_white"
 
 
-def model_label(key: str, cfg: ModelConfig) -> str:
+def model_label(key: str, cfg: ModelConfig, alpha: float | None = None) -> str:
     """'A · plain 56' / 'B · residual 56 (pre-act)' / 'A · residual 10 (post-LN)': what every chart's legend and
     table calls a model. Transformers always say where their LayerNorm sits (Xiong et al. 2020). A model keyed
-    by its kind (the depth study's and the Limits grids' "plain" and "residual") is named once: 'plain 56'."""
+    by its kind (the depth study's and the Limits grids' "plain" and "residual") is named once: 'plain 56'.
+
+    `alpha`: the skip scale in force now (or at the step shown), where the live slider may have moved it. A
+    value other than the config's own is named: 'A · plain 20 (α=0.5 live)' is a net that started plain and
+    has had half its identity shortcut added back; it is no longer the plain net its kind names."""
     kind = "residual" if cfg.skip and cfg.skip_scale > 0 else "plain"
     if cfg.family == "transformer":
         extras = [cfg.order + "-LN"] if cfg.norm == "layer" else []
     else:
         extras = [cfg.order + "-act"] if cfg.order == "pre" else []
     extras += ["no norm"] if cfg.norm == "none" else []
+    extras += [f"α={alpha:g} live"] if alpha is not None and abs(alpha - cfg.alpha) > 1e-9 else []
     tail = f" ({', '.join(extras)})" if extras else ""
     return f"{kind} {cfg.depth}{tail}" if key == kind else f"{key} · {kind} {cfg.depth}{tail}"
 

@@ -117,7 +117,7 @@ def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
             return {
                 key: ChosenModel(
                     key,
-                    model_label(key, cfg),
+                    model_label(key, cfg, stored.final_skip_scale(key)),
                     cfg,
                     _cached(stored.key, key, -1, lambda key=key: stored.model(key)),
                     stored.states[key].step,
@@ -144,7 +144,8 @@ def _from_handle(run: Handle, page: str) -> dict[str, ChosenModel]:
     for key, cfg in configs.items():
         snapshot = next(s for s in snapshots[key] if s.step == step)
         model = _cached(run.id, key, step, lambda key=key, s=snapshot: load_model(configs[key], s.state, s.skip_scale))
-        chosen[key] = ChosenModel(key, model_label(key, models[key]), cfg, model, step, seed, saved, snapshots[key])
+        label = model_label(key, models[key], snapshot.skip_scale)  # the α in force at this step
+        chosen[key] = ChosenModel(key, label, cfg, model, step, seed, saved, snapshots[key])
     return chosen
 
 

@@ -117,6 +117,24 @@ def test_stop_and_reset():
     assert at.session_state[SESSION_KEY].lab is None
 
 
+def test_a_plain_net_whose_skip_was_raised_live_is_not_called_plain_alone():
+    """Its legend said "A · plain 8" after α went from 0 to 0.5: a net with half its shortcut back."""
+    at = open_page("pages/lab.py", {"a.depth": "8", "a.width": "8", "epochs": "200"})
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[SESSION_KEY].lab
+    slider = at.slider(key=f"lab.live.{job.id}.A")
+    assert slider.label == "Live skip scale α of A · plain 8"
+    slider.set_value(0.5).run()
+    job.wait_for_step(job.view().step + 2, 60)  # the change is in force and on the chart
+    at.run()
+    names = {t.name for fig in plotly_figures(at) for t in fig.data if t.name}
+    assert "A · plain 8 (α=0.5 live)" in names and "A · plain 8" not in names
+    assert "B · residual 8" in names  # B's α was not moved: its name stays
+    assert at.slider(key=f"lab.live.{job.id}.A").label == "Live skip scale α of A · plain 8"  # the slider's own
+    next(b for b in at.button if b.label == "Stop").click().run()
+    job.join(60)
+
+
 def _setup_table(at) -> str | None:
     return next((m.value for m in at.markdown if m.value.startswith("| | Model A | Model B |")), None)
 

@@ -66,6 +66,15 @@ def test_model_labels_name_a_model_keyed_by_its_kind_once():
     assert figures.common.model_label("plain", deep) == "plain · residual 56"  # a key that is not its kind stays
 
 
+def test_a_skip_scale_moved_live_is_named_and_one_left_alone_is_not():
+    plain = ModelConfig(depth=20, skip=False)
+    assert figures.common.model_label("A", plain, 0.5) == "A · plain 20 (α=0.5 live)"  # half the shortcut back
+    assert figures.common.model_label("A", plain, 0.0) == "A · plain 20"  # its own α
+    assert figures.common.model_label("B", ModelConfig(depth=20), 1.0) == "B · residual 20"
+    pre = ModelConfig(depth=20, order="pre")
+    assert figures.common.model_label("B", pre, 0.25) == "B · residual 20 (pre-act, α=0.25 live)"
+
+
 def test_reliability_legend_names_each_models_bars_in_its_colour():
     """The legend showed "before" and "after temperature scaling" in A's colour only, under B's blue bars."""
     rows = [
