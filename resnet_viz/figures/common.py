@@ -58,6 +58,11 @@ def color(key: str, index: int = 0) -> str:
     return COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
 
 
+MODEBAR = {"orientation": "v"}
+"""Plotly's mode bar (shown on hover) upright at the right edge, within the top margin: across the top it
+covered the end of a long title in a half-width column ("... validation (dashed)")."""
+
+
 def look(title: str, *, height: int = 420, legend_y: float = 1.03) -> dict:
     """Title, size, margins, legend and zoom memory that every figure shares, as layout properties."""
     return {
@@ -68,6 +73,7 @@ def look(title: str, *, height: int = 420, legend_y: float = 1.03) -> dict:
         "legend": {"orientation": "h", "yanchor": "bottom", "y": legend_y, "xanchor": "left", "x": 0.0},
         "uirevision": "keep",
         "hovermode": "closest",
+        "modebar": MODEBAR,
     }
 
 

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
+from resnet_viz.figures.common import MODEBAR
 from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from, setting_label, setup_markdown
 from resnet_viz.models import FAMILY_NORMS, ModelConfig
 from resnet_viz.options import OPTIONS, Range
@@ -60,12 +61,12 @@ WIDTH_HELP = {
 }
 
 
-# Plotly's own options. A short mode bar (save, zoom, pan, reset): on hover it covers the end of a long
-# title in a half-width column, and the buttons dropped here are rarely used.
+# Plotly's own options. A short mode bar (save, zoom, pan, reset), upright (`figures.MODEBAR`): across the
+# top it covered the end of a long title in a half-width column. The buttons dropped here are rarely used.
 CHART_CONFIG = {
     "displaylogo": False,
     "toImageButtonOptions": {"format": "png"},
-    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "toggleSpikelines"],
 }
 
 
@@ -88,7 +89,7 @@ def relabelled_key(key: str, options: Sequence[Any], *labelled_by: object) -> st
 
 def chart(fig: go.Figure, caption: str, key: str) -> None:
     """A Plotly chart at full width with its one-line 'what to look for' caption."""
-    st.plotly_chart(fig, key=key, config=CHART_CONFIG)
+    st.plotly_chart(fig.update_layout(modebar=MODEBAR), key=key, config=CHART_CONFIG)
     st.caption(caption)
 
 

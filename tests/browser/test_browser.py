@@ -75,6 +75,13 @@ def test_preset_train_switch_pages_and_stop(server, browser):
         arg=line,
     )
     assert page.evaluate("() => document.querySelector('.js-plotly-plot') === window.__lossPlot")
+    # Plotly's mode bar, shown on hover, stays off the title (across the top it covered "(dashed)").
+    loss = page.locator(".js-plotly-plot").first
+    loss.hover()
+    expect(loss.locator(".modebar")).to_be_visible()
+    bar, title = loss.locator(".modebar").bounding_box(), loss.locator(".gtitle").bounding_box()
+    apart = bar["x"] >= title["x"] + title["width"] or bar["y"] >= title["y"] + title["height"]
+    assert apart and bar["height"] > bar["width"], (bar, title)  # upright, beside the title
 
     page.get_by_role("link", name="Home").click()
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()
