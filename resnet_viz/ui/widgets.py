@@ -62,11 +62,13 @@ WIDTH_HELP = {
 
 
 # Plotly's own options. A short mode bar (save, zoom, pan, reset), upright (`figures.MODEBAR`): across the
-# top it covered the end of a long title in a half-width column. The buttons dropped here are rarely used.
+# top it covered the end of a long title in a half-width column. The buttons dropped here are rarely used,
+# but for Plotly.js 3's "Share chart..." (on the live board), which uploads the chart to Plotly Cloud: a
+# classroom's charts, of its own uploaded data too, stay on its server.
 CHART_CONFIG = {
     "displaylogo": False,
     "toImageButtonOptions": {"format": "png"},
-    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "toggleSpikelines"],
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "sendChartToCloud"],
 }
 
 

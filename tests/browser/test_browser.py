@@ -82,6 +82,8 @@ def test_preset_train_switch_pages_and_stop(server, browser):
     bar, title = loss.locator(".modebar").bounding_box(), loss.locator(".gtitle").bounding_box()
     apart = bar["x"] >= title["x"] + title["width"] or bar["y"] >= title["y"] + title["height"]
     assert apart and bar["height"] > bar["width"], (bar, title)  # upright, beside the title
+    buttons = loss.locator(".modebar-btn").evaluate_all("(bs) => bs.map((b) => b.getAttribute('data-title'))")
+    assert sorted(buttons) == ["Download plot as a PNG", "Pan", "Reset axes", "Zoom"], buttons  # no "Share chart..."
 
     page.get_by_role("link", name="Home").click()
     expect(page.get_by_role("heading", name="Why skip connections matter")).to_be_visible()

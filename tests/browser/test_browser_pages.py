@@ -218,4 +218,11 @@ def test_receptive_fields_screenshot(server, browser):
     expect(page.get_by_text("Page not found")).to_have_count(0)
     no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "receptive_fields.png"), full_page=True)
+    # st.plotly_chart's mode bar as the live board's: upright, and without Plotly Cloud's "Share chart..."
+    chart = page.locator(".js-plotly-plot").first
+    chart.hover()
+    expect(chart.locator(".modebar")).to_be_visible()
+    bar = chart.locator(".modebar").bounding_box()
+    buttons = chart.locator(".modebar-btn").evaluate_all("(bs) => bs.map((b) => b.getAttribute('data-title'))")
+    assert bar["height"] > bar["width"] and "Share chart..." not in buttons, (bar, buttons)
     page.context.close()
