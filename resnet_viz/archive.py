@@ -2,7 +2,10 @@
 
 One writer serves `RunStore.export` and the CLI's ``--out``: manifest.json, config.json, summary.json,
 records.json (what import reads), steps.csv and layers.csv (for people and spreadsheets) and one
-``<model>.safetensors`` per model.
+``<model>.safetensors`` per model (its final weights). A run with weight snapshots along training adds
+snapshots.json (their steps and each model's skip scale at each) and one ``<model>.snapshots.safetensors``
+per model (tensors named ``<step>/<name>``): the step slider and the training path of the analysis pages,
+wherever the run is imported.
 
 Reading is for untrusted uploads. Every member is read through ``read(name, cap)``: a folder member is
 size-checked before it is read, a zip member is decompressed in chunks and refused as soon as it
@@ -25,7 +28,8 @@ from pathlib import Path, PurePosixPath
 from .training import History, StepRecord
 
 MANIFEST = "manifest.json"
-MAX_MEMBERS = 32  # an export has 6 files plus one per model; anything near this is not an export
+MAX_MEMBERS = 32  # an export has 6 files, 1-2 per model and snapshots.json; anything near this is not an export
+SNAPSHOT_INDEX = "snapshots.json"
 CHUNK = 1 << 20  # decompression step: a refused member costs at most this much beyond its cap
 _CENTRAL_ENTRY = b"PK\x01\x02"  # zip central-directory signature: counts members before zipfile parses them
 
@@ -64,8 +68,11 @@ def write_run_folder(
     history: History,
     skip_events: Sequence[SkipEvent],
     weights: Mapping[str, bytes],
+    snapshot_index: Mapping[str, object] | None = None,
+    snapshots: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write a run as the exported folder; `weights` maps each model to its safetensors bytes."""
+    """Write a run as the exported folder; `weights` maps each model to its safetensors bytes, `snapshots` to
+    the safetensors of its snapshots (written with their `snapshot_index` when there are any)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -75,7 +82,16 @@ def write_run_folder(
     history.layers_frame().to_csv(out / "layers.csv", index=False)
     for model, blob in weights.items():
         (out / f"{model}.safetensors").write_bytes(blob)
+    if snapshot_index and snapshots:
+        (out / SNAPSHOT_INDEX).write_text(json.dumps(snapshot_index))
+        for model, blob in snapshots.items():
+            (out / snapshot_file(model)).write_bytes(blob)
     return out
+
+
+def snapshot_file(model: str) -> str:
+    """The exported file of a model's snapshots (model names have no dots: it cannot be another's weights)."""
+    return f"{model}.snapshots.safetensors"
 
 
 def zip_folder(folder: Path) -> bytes:
@@ -95,6 +111,9 @@ class FolderMembers:
         if not self.folder.is_dir():
             raise ArchiveError(f"{self.folder}: not a folder (export writes a folder)")
         self.label = str(self.folder)
+
+    def has(self, name: str) -> bool:
+        return (self.folder / name).is_file()
 
     def read(self, name: str, cap: int) -> bytes:
         path = self.folder / name
@@ -175,6 +194,9 @@ class ZipMembers:
             self._members[path.name] = info
         if len(roots) > 1:
             raise ArchiveError("files in several folders: an export is one folder of files")
+
+    def has(self, name: str) -> bool:
+        return name in self._members
 
     def read(self, name: str, cap: int) -> bytes:
         info = self._members.get(name)

@@ -42,7 +42,17 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .archive import MANIFEST, ArchiveError, FolderMembers, ZipMembers, history_json, write_run_folder, zip_folder
+from .archive import (
+    MANIFEST,
+    SNAPSHOT_INDEX,
+    ArchiveError,
+    FolderMembers,
+    ZipMembers,
+    history_json,
+    snapshot_file,
+    write_run_folder,
+    zip_folder,
+)
 from .data import DataConfig, Dataset, load_dataset
 from .datasets import registry
 from .datasets.base import DatasetError
@@ -416,13 +426,23 @@ def _shapes(cfg: ModelConfig) -> dict[str, tuple[torch.dtype, torch.Size]]:
     return {k: (v.dtype, v.shape) for k, v in _meta_net(cfg).state_dict().items()}
 
 
-def _parse_weights(blob: bytes, cfg: ModelConfig, where: str) -> dict[str, torch.Tensor]:
-    """Tensors from safetensors bytes (never a pickle), checked against the net the config builds."""
+def _load_tensors(blob: bytes, where: str) -> dict[str, torch.Tensor]:
+    """Tensors from safetensors bytes (never a pickle)."""
     try:
-        state = load_safetensors(blob)
+        return load_safetensors(blob)
     except Exception as exc:  # safetensors raises its own error types for any malformed header
         raise StoreError(f"{where}: not a valid safetensors file ({type(exc).__name__}: {exc})") from exc
-    expected = _shapes(cfg)
+
+
+def _parse_weights(blob: bytes, cfg: ModelConfig, where: str) -> dict[str, torch.Tensor]:
+    """Tensors from safetensors bytes, checked against the net the config builds."""
+    return _check_state(_load_tensors(blob, where), _shapes(cfg), where)
+
+
+def _check_state(
+    state: dict[str, torch.Tensor], expected: Mapping[str, tuple[torch.dtype, torch.Size]], where: str
+) -> dict[str, torch.Tensor]:
+    """`state` if it has exactly the `expected` tensor names, dtypes and shapes (`_shapes` of a config)."""
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     _expect(
         not missing and not extra,
@@ -972,12 +992,7 @@ class RunStore:
         run_key_ = _key(trainer.configs, trainer.train, trainer.dataset.config, events)
         summaries = trained_summaries(trainer, history)
         blob = zlib.compress(history_json(history, events).encode(), 6)
-        keep = set(snapshots_to_keep(trainer))
-        kept = {(k, s.step): s for k, snaps in trainer.snapshots.items() for s in snaps if s.step in keep}  # one a step
-        snapshots = [
-            (k, step, s.skip_scale, save_safetensors({n: t.detach().cpu().contiguous() for n, t in s.state.items()}))
-            for (k, step), s in kept.items()
-        ]
+        snapshots = snapshot_rows(trainer)
         try:
             weights = model_weights(trainer)
             self._write(run_key_, time.time(), config, summaries, blob, weights, "trained", len(events), snapshots)
@@ -1294,6 +1309,11 @@ class RunStore:
         _expect(run is not None, str(folder), f"no run {short_key(key)} in {self.path}", "refused")
         with self._open() as conn:
             weights = dict(conn.execute("SELECT model, data FROM weights WHERE key = ?", (key,)).fetchall())
+            rows = (
+                conn.execute("SELECT model, step, skip_scale, data FROM snapshots WHERE key = ?", (key,)).fetchall()
+                if _has_table(conn, "snapshots")
+                else []
+            )
         manifest = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -1303,7 +1323,10 @@ class RunStore:
             "models": list(run.configs),
         }
         config = _config_dict(run.configs, run.train, run.data)
-        return write_run_folder(Path(folder), manifest, config, run.summaries, run.history, run.skip_events, weights)
+        index, snapshots = snapshot_files(rows, list(run.configs))
+        return write_run_folder(
+            Path(folder), manifest, config, run.summaries, run.history, run.skip_events, weights, index, snapshots
+        )
 
     def export_zip(self, key: str) -> bytes:
         """The exported folder of a run as a zip (one top folder ``resnet-viz-run-<key>``): what `import_zip` takes."""
@@ -1413,6 +1436,10 @@ class RunStore:
             name = f"{k}.safetensors"
             weights[k] = read(name, plan.weights[k])
             _parse_weights(weights[k], cfg, f"{label}: {name}")
+        snapshots = []
+        if members.has(SNAPSHOT_INDEX):  # exports from before snapshots were exported have none
+            index = _json_loads(read(SNAPSHOT_INDEX, SMALL_JSON_CAP), f"{label}: {SNAPSHOT_INDEX}")
+            snapshots = _parse_snapshots(index, read, configs, plan, history, events, label)
         config = _config_dict(configs, train, data)
         text = history_json(history, events)
         trained = _key(configs, train, data, events)
@@ -1421,7 +1448,7 @@ class RunStore:
         key = _content_key(config, summaries, text, weights)
         if not self.has(key):  # the same content imported before: nothing to change
             blob = zlib.compress(text.encode(), 6)
-            self._write(key, float(created), config, summaries, blob, weights, "imported", len(events))
+            self._write(key, float(created), config, summaries, blob, weights, "imported", len(events), snapshots)
         return key
 
 
@@ -1455,4 +1482,104 @@ def export_trained(trainer: Trainer, history: History, folder: Path | str) -> Pa
     }
     config = _config_dict(trainer.configs, trainer.train, data)
     summaries = trained_summaries(trainer, history)
-    return write_run_folder(Path(folder), manifest, config, summaries, history, events, model_weights(trainer))
+    index, snapshots = snapshot_files(snapshot_rows(trainer), list(trainer.configs))
+    weights = model_weights(trainer)
+    return write_run_folder(Path(folder), manifest, config, summaries, history, events, weights, index, snapshots)
+
+
+SnapshotRow = tuple[str, int, float, bytes]  # (model, step, skip scale then, safetensors of its state_dict)
+
+
+def snapshot_rows(trainer: Trainer) -> list[SnapshotRow]:
+    """The snapshots a finished run keeps (`snapshots_to_keep`), one a model and step, as the store holds them."""
+    keep = set(snapshots_to_keep(trainer))
+    kept = {(k, s.step): s for k, snaps in trainer.snapshots.items() for s in snaps if s.step in keep}  # one a step
+    return [
+        (k, step, s.skip_scale, save_safetensors({n: t.detach().cpu().contiguous() for n, t in s.state.items()}))
+        for (k, step), s in kept.items()
+    ]
+
+
+def snapshot_files(rows: Sequence[SnapshotRow], models: Sequence[str]) -> tuple[dict[str, object], dict[str, bytes]]:
+    """A run's snapshots as an export carries them: the index (the steps every model has, and each model's skip
+    scale at each) and one safetensors file per model, its tensors named ``<step>/<name>``. Empty without any."""
+    steps = _common_steps([(model, step) for model, step, _, _ in rows], dict.fromkeys(models))
+    if not steps:
+        return {}, {}
+    wanted = set(steps)
+    alphas: dict[str, dict[int, float]] = {m: {} for m in models}
+    tensors: dict[str, dict[str, torch.Tensor]] = {m: {} for m in models}
+    for model, step, alpha, blob in rows:
+        if step in wanted and model in tensors:
+            alphas[model][step] = float(alpha)
+            tensors[model].update({f"{step}/{name}": t for name, t in load_safetensors(blob).items()})
+    index = {"steps": steps, "skip_scales": {m: [alphas[m][step] for step in steps] for m in models}}
+    return index, {m: save_safetensors(t) for m, t in tensors.items()}
+
+
+_STEP_PREFIX = re.compile(r"([0-9]{1,9})/(.+)", re.DOTALL)
+
+
+def _parse_snapshots(
+    index: object,
+    read: Callable[[str, int], bytes],
+    configs: Mapping[str, ModelConfig],
+    plan: _Plan,
+    history: History,
+    events: Sequence[tuple[str, int, float]],
+    label: str,
+) -> list[SnapshotRow]:
+    """An import's snapshots (`snapshot_files`), checked as training writes them: steps strictly between the
+    first and the last, at most `max_snapshots`, each model's tensors exactly its config's, a skip scale its
+    config or a recorded live change gave it, and no more bytes than the store keeps of a run it trains."""
+    where = f"{label}: {SNAPSHOT_INDEX}"
+    fields = {"steps", "skip_scales"}
+    _expect(isinstance(index, dict) and set(index) == fields, where, 'must hold "steps" and "skip_scales" only')
+    steps, scales = index["steps"], index["skip_scales"]
+    last = min(max((r.step for r in history.records if r.model == k), default=0) for k in configs)
+    most = plan.train.max_snapshots
+    ok = isinstance(steps, list) and 0 < len(steps) <= most and all(type(step) is int for step in steps)
+    _expect(
+        ok and steps == sorted(set(steps)) and steps[0] > 0 and steps[-1] < last,
+        f"{where}: steps",
+        f"must be 1 to {most} whole steps in increasing order, each between 0 and the last step ({last})",
+    )
+    _expect(
+        isinstance(scales, dict) and set(scales) == set(configs),
+        f"{where}: skip_scales",
+        f"must give each model's list: {', '.join(configs)}",
+    )
+    rows: list[SnapshotRow] = []
+    stored = 0
+    for key, cfg in configs.items():
+        allowed = sorted({cfg.alpha} | {alpha for model, _, alpha in events if model == key})
+        values = scales[key]
+        known = all(_is_number(v) and v in allowed for v in values) if isinstance(values, list) else False
+        _expect(
+            known and len(values) == len(steps),
+            f"{where}: skip_scales.{key}",
+            f"must be {len(steps)} values, one a step, each {key}'s configured or recorded skip scale ({allowed})",
+        )
+        name = snapshot_file(key)
+        cap = min(len(steps) * plan.weights[key], 2 * MAX_SNAPSHOT_BYTES)  # a real one: its tensors and a header
+        state = _load_tensors(read(name, cap), f"{label}: {name}")
+        by_step: dict[int, dict[str, torch.Tensor]] = {step: {} for step in steps}
+        for full, tensor in state.items():
+            match = _STEP_PREFIX.fullmatch(full)
+            _expect(
+                match is not None and int(match[1]) in by_step,
+                f"{label}: {name}",
+                f"tensor {full[:80]!r} is not named <step>/<name> with a step of {SNAPSHOT_INDEX}",
+            )
+            by_step[int(match[1])][match[2]] = tensor
+        expected = _shapes(cfg)
+        for step, alpha in zip(steps, values, strict=True):
+            one = _check_state(by_step[step], expected, f"{label}: {name} at step {step}")
+            stored += sum(t.numel() * t.element_size() for t in one.values())
+            rows.append((key, step, float(alpha), save_safetensors(one)))
+    _expect(
+        stored <= MAX_SNAPSHOT_BYTES,
+        where,
+        f"{stored >> 20} MB of snapshots; a run keeps at most {MAX_SNAPSHOT_BYTES >> 20} MB",
+    )
+    return rows

@@ -167,4 +167,7 @@ EXPORTED = {
     "layers.csv",
     "plain.safetensors",
     "residual.safetensors",
+    "snapshots.json",  # the weight snapshots along training: steps and skip scales, then one file per model
+    "plain.snapshots.safetensors",
+    "residual.snapshots.safetensors",
 }

@@ -232,7 +232,7 @@ def test_a_small_zip_of_256_mib_records_is_refused_quickly_with_bounded_memory(g
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for path in sorted(folder.iterdir()):
-            if path.name != "records.json":
+            if path.name != "records.json" and "snapshots" not in path.name:  # snapshots are optional: < 1 MB
                 archive.write(path, f"run/{path.name}")
         with archive.open("run/records.json", "w") as member:
             chunk = b"0.0," * (2**20 // 4)

@@ -16,6 +16,7 @@ from resnet_viz.data import DataConfig
 from resnet_viz.figures import limits as figs
 from resnet_viz.figures.common import color
 from resnet_viz.models import ModelConfig
+from resnet_viz.store import IMPORTED_PREFIX, RunStore
 from resnet_viz.training import TrainConfig, train_models
 from resnet_viz.ui.snapshots import FRESH, STORED
 from resnet_viz.ui.store import run_store
@@ -85,6 +86,22 @@ def test_a_model_with_non_finite_weights_is_refused_not_measured():
         "plain 8 has non-finite weights at this step (its training diverged): it has no errors, calibration or "
         "robustness to measure. Choose another source."
     ]
+
+
+def test_an_imported_run_has_the_step_slider_of_the_run_it_was_exported_from(tmp_path):
+    """Exports carried final weights only: an imported run had no "Training step" slider."""
+    models = {"plain": ModelConfig(depth=8, width=8, skip=False), "residual": ModelConfig(depth=8, width=8)}
+    trainer, history = train_models(models, TrainConfig(epochs=1, seed=32), DataConfig())
+    elsewhere = RunStore(tmp_path / "teacher")
+    exported = elsewhere.export_zip(elsewhere.save(trainer, history))
+    key = run_store().import_zip(exported, "run.zip")
+    assert key.startswith(IMPORTED_PREFIX)
+    at = open_page(PAGE, state={"limits.source": STORED, "limits.stored": key, "limits.analysis": "Cost"})
+    steps = at.select_slider(key="limits.step")
+    assert steps.options == [str(s) for s in ["init", *range(1, 11)]]  # init, the 9 between, the final 10
+    steps.set_value(5).run()
+    at.radio(key="limits.analysis").set_value("Calibration").run()
+    assert not at.exception and not at.error and list(at.dataframe[0].value.model) == ["plain 8", "residual 8"]
 
 
 def test_init_grid_runs_through_the_run_service_and_draws():

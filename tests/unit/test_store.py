@@ -202,6 +202,47 @@ def test_export_import_round_trip(store, trained, tmp_path):
     assert store.import_run(folder).startswith(store_module.IMPORTED_PREFIX) and len(store.list_runs()) == 2
 
 
+def test_export_carries_the_snapshots_and_import_restores_each_step_exactly(store, trained, tmp_path):
+    """An imported run had its final weights only: no "Training step" slider, no training path."""
+    trainer, history = trained
+    key = store.save(trainer, history)
+    folder = store.export(key, tmp_path / "export")
+    index = json.loads((folder / "snapshots.json").read_text())
+    assert index["steps"] == list(range(1, 10)) and index["skip_scales"] == {"plain": [0.0] * 9, "residual": [1.0] * 9}
+    other = RunStore(tmp_path / "other")
+    run = other.get(other.import_run(folder))
+    assert run.imported and run.snapshot_steps == store.get(key).snapshot_steps == list(range(1, 10))
+    for model, live in trainer.snapshots.items():
+        replayed = run.snapshots(model)
+        assert [(s.step, s.skip_scale) for s in replayed] == [(s.step, s.skip_scale) for s in live]
+        assert all(torch.equal(g.state[n], w.state[n]) for g, w in zip(replayed, live, strict=True) for n in w.state)
+    # An export written before snapshots were exported still imports, with its final weights only.
+    for name in ("snapshots.json", "plain.snapshots.safetensors", "residual.snapshots.safetensors"):
+        (folder / name).unlink()
+    old = RunStore(tmp_path / "old")
+    assert old.get(old.import_run(folder)).snapshot_steps == []
+
+
+def test_an_import_with_more_snapshot_bytes_than_the_store_keeps_is_refused(store, trained, tmp_path, monkeypatch):
+    folder = store.export(store.save(*trained), tmp_path / "export")
+    per_step = sum(4 * t.numel() for m in trained[0].models.values() for t in m.state_dict().values())
+    monkeypatch.setattr(store_module, "MAX_SNAPSHOT_BYTES", 8 * per_step)  # the export holds 9 steps
+    other = RunStore(tmp_path / "other")
+    with pytest.raises(StoreError, match="snapshots.json: .* MB of snapshots; a run keeps at most"):
+        other.import_run(folder)
+    assert other.list_runs() == []
+
+
+def test_a_run_trained_without_the_store_is_exported_with_its_snapshots(trained, tmp_path):
+    trainer, history = trained
+    folder = store_module.export_trained(trainer, history, tmp_path / "out")
+    run = RunStore(tmp_path / "store").get(RunStore(tmp_path / "store").import_run(folder))
+    assert run.snapshot_steps == list(range(1, 10))
+    step5 = next(s for s in run.snapshots("residual") if s.step == 5)
+    want = next(s for s in trainer.snapshots["residual"] if s.step == 5)
+    assert all(torch.equal(step5.state[n], want.state[n]) for n in want.state)
+
+
 def _edit_json(name, edit):
     def apply(folder):
         path = folder / name
@@ -223,6 +264,24 @@ def _wrong_shapes(folder):
     state = load_file(str(folder / "plain.safetensors"))
     state["stem.conv.weight"] = torch.zeros(8, 1, 5, 5)
     save_file(state, str(folder / "plain.safetensors"))
+
+
+def _snapshot_named(name):
+    def apply(folder):
+        path = folder / "plain.snapshots.safetensors"
+        state = load_file(str(path))
+        first = next(n for n in state if n.startswith("1/"))
+        state[name(first)] = state.pop(first)
+        save_file(state, str(path))
+
+    return apply
+
+
+def _snapshot_wrong_shape(folder):
+    path = folder / "plain.snapshots.safetensors"
+    state = load_file(str(path))
+    state["3/stem.conv.weight"] = torch.zeros(8, 1, 5, 5)
+    save_file(state, str(path))
 
 
 def _pickle_as_safetensors(folder):
@@ -260,6 +319,19 @@ def _rename_model(folder):
         (_write("plain.safetensors", pickle.dumps({"a": 1})), "plain.safetensors", "not a valid safetensors file"),
         (lambda folder: (folder / "residual.safetensors").unlink(), "residual.safetensors", "missing"),
         (_rename_model, "config.json", "model name"),
+        (_edit_json("snapshots.json", lambda i: i["steps"].append(10)), "snapshots.json: steps", "last step (10)"),
+        (_edit_json("snapshots.json", lambda i: i.update(steps=[2, 1, *i["steps"][2:]])), "steps", "increasing"),
+        (_edit_json("snapshots.json", lambda i: i.update(extra=1)), "snapshots.json", '"skip_scales" only'),
+        (_edit_json("snapshots.json", lambda i: i["skip_scales"].pop("plain")), "skip_scales", "each model"),
+        (_edit_json("snapshots.json", lambda i: i["skip_scales"]["plain"].__setitem__(4, 0.5)), "plain", "[0.0]"),
+        (_edit_json("snapshots.json", lambda i: i["skip_scales"]["plain"].pop()), "skip_scales.plain", "9 values"),
+        (_snapshot_wrong_shape, "plain.snapshots.safetensors at step 3", "stem.conv.weight"),
+        (_snapshot_named(lambda n: "12" + n[1:]), "plain.snapshots.safetensors", "<step>/<name>"),
+        (_snapshot_named(lambda n: n[2:]), "plain.snapshots.safetensors", "<step>/<name>"),
+        (_snapshot_named(lambda n: "１/" + n[2:]), "plain.snapshots.safetensors", "<step>/<name>"),  # a fullwidth 1
+        (_write("plain.snapshots.safetensors", pickle.dumps({"a": 1})), "plain.snapshots", "not a valid safetensors"),
+        (lambda f: (f / "residual.snapshots.safetensors").unlink(), "residual.snapshots.safetensors", "missing"),
+        (_write("plain.snapshots.safetensors", bytes(2**21)), "plain.snapshots.safetensors", "more than a run"),
     ],
 )
 def test_import_rejects_malformed_or_foreign_files(store, trained, tmp_path, tamper, file, problem):
