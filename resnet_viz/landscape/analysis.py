@@ -441,8 +441,8 @@ class NetAnalysis:
                 why = "a net at its initialisation has no training path"
             elif not self.target.snapshots:
                 why = (
-                    "no weight snapshots come with these weights (an imported run, or one stored before runs kept "
-                    "their snapshots, has its final weights only)"
+                    "no weight snapshots come with these weights (a run stored before runs kept their snapshots, "
+                    "or imported from an export made before exports carried them, has its final weights only)"
                 )
             else:
                 why = f"it needs at least {MIN_POINTS} weight snapshots up to this step; there are {len(self.path) + 1}"
