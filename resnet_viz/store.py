@@ -1576,10 +1576,10 @@ def _parse_snapshots(
         for step, alpha in zip(steps, values, strict=True):
             one = _check_state(by_step[step], expected, f"{label}: {name} at step {step}")
             stored += sum(t.numel() * t.element_size() for t in one.values())
+            _expect(  # checked as they come: what a refused import holds stays near the store's own bound
+                stored <= MAX_SNAPSHOT_BYTES,
+                where,
+                f"more than {MAX_SNAPSHOT_BYTES >> 20} MB of snapshots; a run keeps at most that",
+            )
             rows.append((key, step, float(alpha), save_safetensors(one)))
-    _expect(
-        stored <= MAX_SNAPSHOT_BYTES,
-        where,
-        f"{stored >> 20} MB of snapshots; a run keeps at most {MAX_SNAPSHOT_BYTES >> 20} MB",
-    )
     return rows
