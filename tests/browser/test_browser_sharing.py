@@ -115,8 +115,10 @@ def test_two_tabs_share_a_run_and_moving_alpha_forks_it_for_the_mover_only(serve
     assert [mine["A · plain 8"][s] for s in steps_a] == pytest.approx(
         [theirs["A · plain 8"][s] for s in steps_a], rel=1e-5
     )
-    # Model B: the shared history up to the fork step, the mover's own (α = 0) after it.
-    b_mine, b_theirs = mine["B · residual 8"], theirs["B · residual 8"]
+    # Model B: the shared history up to the fork step, the mover's own (α = 0) after it, and named so there only.
+    assert set(mine) == {"A · plain 8", "B · residual 8 (α=0 live)"}
+    assert set(theirs) == {"A · plain 8", "B · residual 8"}
+    b_mine, b_theirs = mine["B · residual 8 (α=0 live)"], theirs["B · residual 8"]
     steps_b = sorted(set(b_mine) & set(b_theirs))
     up_to = [s for s in steps_b if s <= fork]
     after = [s for s in steps_b if s > fork]
