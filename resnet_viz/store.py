@@ -603,12 +603,22 @@ def _check_summaries(
             )
 
 
-def _content_key(config: dict, summaries: dict, history_text: str, weights: Mapping[str, bytes]) -> str:
-    """IMPORTED_PREFIX + sha256 of everything stored: an imported run never lands on a config key."""
+def _content_key(
+    config: dict,
+    summaries: dict,
+    history_text: str,
+    weights: Mapping[str, bytes],
+    snapshots: Sequence[tuple[str, int, float, bytes]] = (),
+) -> str:
+    """IMPORTED_PREFIX + sha256 of everything stored: an imported run never lands on a config key. The snapshots
+    count too (a run without any keeps the key it had before they were exported): else a file with other
+    snapshots, imported first, would stand for the genuine one, whose import then changed nothing."""
     digest = sha256(json.dumps({"config": config, "summaries": summaries}, sort_keys=True).encode())
     digest.update(history_text.encode())
     for model in sorted(weights):
         digest.update(model.encode() + b"\0" + sha256(weights[model]).digest())
+    for model, step, alpha, blob in sorted(snapshots):
+        digest.update(f"{model}\0{step}\0{alpha!r}\0".encode() + sha256(blob).digest())
     return IMPORTED_PREFIX + digest.hexdigest()
 
 
@@ -1445,7 +1455,7 @@ class RunStore:
         trained = _key(configs, train, data, events)
         if self._holds(trained, text, weights):  # this server's own run, exported and brought back: no copy
             return trained
-        key = _content_key(config, summaries, text, weights)
+        key = _content_key(config, summaries, text, weights, snapshots)
         if not self.has(key):  # the same content imported before: nothing to change
             blob = zlib.compress(text.encode(), 6)
             self._write(key, float(created), config, summaries, blob, weights, "imported", len(events), snapshots)

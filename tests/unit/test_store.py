@@ -216,6 +216,12 @@ def test_export_carries_the_snapshots_and_import_restores_each_step_exactly(stor
         replayed = run.snapshots(model)
         assert [(s.step, s.skip_scale) for s in replayed] == [(s.step, s.skip_scale) for s in live]
         assert all(torch.equal(g.state[n], w.state[n]) for g, w in zip(replayed, live, strict=True) for n in w.state)
+    # Other snapshots are another run: a file imported first cannot stand for the genuine one.
+    state = load_file(str(folder / "plain.snapshots.safetensors"))
+    state["5/stem.conv.weight"] = state["5/stem.conv.weight"] + 1.0
+    save_file(state, str(folder / "plain.snapshots.safetensors"))
+    forged = RunStore(tmp_path / "forged")
+    assert forged.import_run(folder) != run.key and forged.import_run(folder) == forged.list_runs()[0].key
     # An export written before snapshots were exported still imports, with its final weights only.
     for name in ("snapshots.json", "plain.snapshots.safetensors", "residual.snapshots.safetensors"):
         (folder / name).unlink()
