@@ -257,6 +257,26 @@ def test_a_small_zip_of_256_mib_records_is_refused_quickly_with_bounded_memory(g
     print(f"zip bomb refused: RSS growth {result['growth_mb']:.1f} MB, {result['cpu_s']:.2f} s CPU")
 
 
+def test_a_small_zip_of_256_mib_snapshots_is_refused_after_its_cap(genuine, target, tmp_path):
+    # The snapshots (exported since session 30) are read like the rest: capped by what the config implies
+    # for the steps snapshots.json names (a member declaring more is refused unread; one that lies about its
+    # size is cut off after a chunk, as the records test above shows).
+    folder = genuine[1]
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.name != "plain.snapshots.safetensors":
+                archive.write(path, f"run/{path.name}")
+        with archive.open("run/plain.snapshots.safetensors", "w") as member:
+            for _ in range(256):
+                member.write(bytes(2**20))
+    assert bomb.stat().st_size < 2 * 2**20  # the genuine files and 256 MiB of zeros
+    before = [r.key for r in target.list_runs()]
+    with pytest.raises(StoreError, match=r"bomb.zip: plain.snapshots.safetensors: 268435456 bytes, more than a run"):
+        target.import_zip(bomb.read_bytes(), "bomb.zip")
+    assert [r.key for r in target.list_runs()] == before
+
+
 def test_weights_of_a_genuine_export_survive_the_round_trip(genuine, trained, target):
     trainer, _ = trained
     key = target.import_zip(zip_folder(genuine[1]), "run.zip")
