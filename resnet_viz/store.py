@@ -710,7 +710,8 @@ def snapshots_to_keep(trainer: Trainer, budget: int = MAX_SNAPSHOT_BYTES) -> lis
         {s.step for s in snaps if 0 < s.step < trainer.states[key].step} for key, snaps in trainer.snapshots.items()
     ]
     steps = sorted(set.intersection(*between)) if between else []
-    per_step = sum(4 * sum(t.numel() for t in m.state_dict().values()) for m in trainer.models.values())
+    # Bytes as stored (BatchNorm's int64 step counters take 8): import checks the same sum against the same bound.
+    per_step = sum(t.numel() * t.element_size() for m in trainer.models.values() for t in m.state_dict().values())
     fits = min(len(steps), budget // max(per_step, 1))
     if fits <= 1:
         return steps[-1:] if fits == 1 else []

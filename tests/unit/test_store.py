@@ -103,7 +103,8 @@ def test_snapshots_are_kept_and_restore_each_step_exactly(store, trained):
 
 def test_snapshots_are_thinned_to_the_budget_and_shared_by_every_model(trained):
     trainer, _ = trained
-    per_step = sum(4 * sum(t.numel() for t in m.state_dict().values()) for m in trainer.models.values())
+    per_step = sum(t.numel() * t.element_size() for m in trainer.models.values() for t in m.state_dict().values())
+    assert per_step > 4 * sum(t.numel() for m in trainer.models.values() for t in m.state_dict().values())  # int64
     assert store_module.snapshots_to_keep(trainer) == list(range(1, 10))
     assert store_module.snapshots_to_keep(trainer, 3 * per_step) == [1, 5, 9]  # evenly spread, the last kept
     assert store_module.snapshots_to_keep(trainer, per_step) == [9]
