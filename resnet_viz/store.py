@@ -1588,7 +1588,7 @@ def _parse_snapshots(
             one = _check_state(by_step[step], expected, f"{label}: {name} at step {step}")
             stored += sum(t.numel() * t.element_size() for t in one.values())
             _expect(  # checked as they come: what a refused import holds stays near the store's own bound
-                stored <= MAX_SNAPSHOT_BYTES,
+                stored <= MAX_SNAPSHOT_BYTES + MAX_SNAPSHOT_BYTES // 100,  # 1%: runs kept before int64s counted 8
                 where,
                 f"more than {MAX_SNAPSHOT_BYTES >> 20} MB of snapshots; a run keeps at most that",
             )
