@@ -62,7 +62,7 @@ def lesions_section(chosen: dict[str, ChosenModel], data: DataConfig, labels: di
         figs.lesion_k_figure(result.k_random, labels),
         "What to look for: the residual net's error grows smoothly with the number of deleted blocks "
         f"({'downsampling blocks included' if result.include_downsampling else 'downsampling blocks spared'}; "
-        "Veit et al. Fig. 5): many paths share the work.",
+        "Veit et al. Fig. 5): many paths share the work. " + lesions.sampling_note(result),
         K + "k",
     )
     if paths.empty:

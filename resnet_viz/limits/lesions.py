@@ -253,6 +253,21 @@ def _path_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, through
 MATTERS_POINTS = 10.0  # an error increase (points) from one deletion that the lesion verdict names the block of
 
 
+def sampling_note(result: LesionResult) -> str:
+    """For the k-deletions chart's caption: how many sets of k blocks each point averages, so that a reader
+    knows a band over a few random sets is not the whole spread (the fewest and most, k > 1; k = 1 is every
+    single deletion)."""
+    counts = result.k_random[result.k_random.k > 1].subsets
+    if counts.empty:
+        return ""
+    low, high = int(counts.min()), int(counts.max())
+    many = f"{low}" if low == high else f"{low} to {high}"
+    return (
+        f"Each point for k > 1 averages {many} sets of k blocks (random ones where there are more; all where "
+        "there are fewer), and its band runs from the best to the worst of them: a few random sets, not every one."
+    )
+
+
 def verdict(result: LesionResult, labels: Mapping[str, str]) -> str:
     """For the single-block chart's caption: each model's median and largest error increase when one block
     other than a downsampling one is deleted (Veit et al. 2016, Fig. 3 shows small increases for a residual

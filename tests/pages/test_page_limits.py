@@ -49,6 +49,8 @@ def test_model_analyses_draw_every_chart_with_a_caption():
         drawn = _titles(at)
         assert len(drawn) == len(titles) and all(t in d for t, d in zip(titles, drawn, strict=True)), drawn
         assert sum(c.value.startswith("What to look for") for c in at.caption) == len(titles)
+        if analysis == "Lesions":  # the k chart says how few sets of k blocks each point averages
+            assert any("Each point for k > 1 averages 1 to 4 sets of k blocks" in c.value for c in at.caption)
     at.radio(key="limits.analysis").set_value("Calibration").run()
     summary = at.dataframe[0].value
     assert list(summary.model) == ["A · plain 20", "B · residual 20"] and (summary.ece >= 0).all()

@@ -98,6 +98,9 @@ def test_lesions_reference_veit_et_al(trained):
     one = k.iloc[0]
     assert one.subsets == len(eligible) == 7
     assert (one.min_error, one.max_error) == pytest.approx((eligible.error.min(), eligible.error.max()))
+    # The caption says how few sets a point averages: C(7, k) for k = 2..6 is 21, 35, 35, 21, 7; 4 are drawn
+    # where there are more, and k = 7 has one set.
+    assert lesions.sampling_note(result).startswith("Each point for k > 1 averages 1 to 4 sets of k blocks")
 
 
 def test_path_lengths_are_binomial_and_short_paths_carry_more_gradient(trained):
