@@ -608,7 +608,7 @@ def _content_key(
     summaries: dict,
     history_text: str,
     weights: Mapping[str, bytes],
-    snapshots: Sequence[tuple[str, int, float, bytes]] = (),
+    snapshots: Sequence[SnapshotRow] = (),
 ) -> str:
     """IMPORTED_PREFIX + sha256 of everything stored: an imported run never lands on a config key. The snapshots
     count too (a run without any keeps the key it had before they were exported): else a file with other
@@ -1021,7 +1021,7 @@ class RunStore:
         weights: Mapping[str, bytes],
         origin: Literal["trained", "imported"],
         skip_changes: int,
-        snapshots: Sequence[tuple[str, int, float, bytes]] = (),
+        snapshots: Sequence[SnapshotRow] = (),
     ) -> None:
         """`snapshots`: (model, step, skip scale, safetensors) of the steps kept between the first and the last."""
         with self._open() as conn, self._transaction(conn):
@@ -1465,10 +1465,12 @@ class RunStore:
 
 def model_weights(trainer: Trainer) -> dict[str, bytes]:
     """Each model's final state_dict as safetensors bytes (what the store and an exported folder keep)."""
-    return {
-        k: save_safetensors({n: t.detach().cpu().contiguous() for n, t in m.state_dict().items()})
-        for k, m in trainer.models.items()
-    }
+    return {k: _state_bytes(m.state_dict()) for k, m in trainer.models.items()}
+
+
+def _state_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
+    """A state_dict as safetensors bytes (CPU, contiguous): how the store and an export keep weights."""
+    return save_safetensors({n: t.detach().cpu().contiguous() for n, t in state.items()})
 
 
 def trained_summaries(trainer: Trainer, history: History) -> dict[str, dict[str, object]]:
@@ -1505,10 +1507,7 @@ def snapshot_rows(trainer: Trainer) -> list[SnapshotRow]:
     """The snapshots a finished run keeps (`snapshots_to_keep`), one a model and step, as the store holds them."""
     keep = set(snapshots_to_keep(trainer))
     kept = {(k, s.step): s for k, snaps in trainer.snapshots.items() for s in snaps if s.step in keep}  # one a step
-    return [
-        (k, step, s.skip_scale, save_safetensors({n: t.detach().cpu().contiguous() for n, t in s.state.items()}))
-        for (k, step), s in kept.items()
-    ]
+    return [(k, step, s.skip_scale, _state_bytes(s.state)) for (k, step), s in kept.items()]
 
 
 def snapshot_files(rows: Sequence[SnapshotRow], models: Sequence[str]) -> tuple[dict[str, object], dict[str, bytes]]:

@@ -29,10 +29,14 @@ FALLBACK_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 MAX_POINTS = 600  # per trace; longer traces are thinned evenly (first and last point kept)
 MAX_HEATMAP_COLUMNS = 240
 
-# Every figure uses Plotly's "plotly_white" look. It is set once as Plotly's default rather than per
-# figure: validating a named template in `update_layout` costs about 20 ms per figure, which a live
-# run's refresh (six figures a second per run) spent holding the GIL the training thread needs.
-pio.templates.default = "plotly_white"
+# Every figure uses Plotly's "plotly_white" look, with the mode bar (shown on hover) upright at the right
+# edge, within the top margin: across the top it covered the end of a long title in a half-width column
+# ("... validation (dashed)"). It is set once as Plotly's default rather than per figure: validating a
+# named template in `update_layout` costs about 20 ms per figure, which a live run's refresh (six figures
+# a second per run) spent holding the GIL the training thread needs.
+pio.templates["resnet_viz"] = go.layout.Template(pio.templates["plotly_white"])
+pio.templates["resnet_viz"].layout.modebar.orientation = "v"
+pio.templates.default = "resnet_viz"
 
 
 def model_label(key: str, cfg: ModelConfig, alpha: float | None = None) -> str:
@@ -58,11 +62,6 @@ def color(key: str, index: int = 0) -> str:
     return COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
 
 
-MODEBAR = {"orientation": "v"}
-"""Plotly's mode bar (shown on hover) upright at the right edge, within the top margin: across the top it
-covered the end of a long title in a half-width column ("... validation (dashed)")."""
-
-
 def look(title: str, *, height: int = 420, legend_y: float = 1.03) -> dict:
     """Title, size, margins, legend and zoom memory that every figure shares, as layout properties."""
     return {
@@ -73,7 +72,6 @@ def look(title: str, *, height: int = 420, legend_y: float = 1.03) -> dict:
         "legend": {"orientation": "h", "yanchor": "bottom", "y": legend_y, "xanchor": "left", "x": 0.0},
         "uirevision": "keep",
         "hovermode": "closest",
-        "modebar": MODEBAR,
     }
 
 

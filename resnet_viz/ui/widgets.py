@@ -12,7 +12,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz.data import DATASETS, FILE_DATASETS, UPLOAD, DataConfig
-from resnet_viz.figures.common import MODEBAR
 from resnet_viz.lab import PRESETS, LabConfig, UrlIssue, decode, encode, preset_from, setting_label, setup_markdown
 from resnet_viz.models import FAMILY_NORMS, ModelConfig
 from resnet_viz.options import OPTIONS, Range
@@ -61,10 +60,10 @@ WIDTH_HELP = {
 }
 
 
-# Plotly's own options. A short mode bar (save, zoom, pan, reset), upright (`figures.MODEBAR`): across the
-# top it covered the end of a long title in a half-width column. The buttons dropped here are rarely used,
-# but for Plotly.js 3's "Share chart..." (on the live board), which uploads the chart to Plotly Cloud: a
-# classroom's charts, of its own uploaded data too, stay on its server.
+# Plotly's own options. A short mode bar (save, zoom, pan, reset), upright by the shared template
+# (`figures.common`). The buttons dropped here are rarely used, but for Plotly.js 3's "Share chart..." (on
+# the live board), which uploads the chart to Plotly Cloud: a classroom's charts, of its own uploaded data
+# too, stay on its server.
 CHART_CONFIG = {
     "displaylogo": False,
     "toImageButtonOptions": {"format": "png"},
@@ -91,7 +90,7 @@ def relabelled_key(key: str, options: Sequence[Any], *labelled_by: object) -> st
 
 def chart(fig: go.Figure, caption: str, key: str) -> None:
     """A Plotly chart at full width with its one-line 'what to look for' caption."""
-    st.plotly_chart(fig.update_layout(modebar=MODEBAR), key=key, config=CHART_CONFIG)
+    st.plotly_chart(fig, key=key, config=CHART_CONFIG)
     st.caption(caption)
 
 
