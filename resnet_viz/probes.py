@@ -17,9 +17,18 @@ a hooked module) and puts one tensor hook on each block output on armed steps. I
 (detached, no inplace), so a probed run computes exactly what an unprobed one does. Norms are computed
 with `torch._foreach_norm` where they can be, and sums of squares and of a tensor's values as BLAS dot
 products (under half the time of `vector_norm` and `sum` on CPU), and read back to Python once per step.
+
+A branch that ends in a BatchNorm in training mode (post order, the lab's default) needs no pass over its
+response at all: BN's output is gamma * x_hat + beta per channel, where x_hat sums to 0 and its squares to
+n * var / (var + eps) (Ioffe & Szegedy 2015, Algorithm 1), so the response's sum and sum of squares follow
+exactly from gamma, beta and the 1 / sqrt(var + eps) BN computed, which its autograd node keeps. Reading
+each response again cost ~110 us a block in a training step (a cold pass over memory; 3% of a depth-56
+step), against ~13 us for the same dot products timed alone.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +38,50 @@ from .models import block_names, layer_names
 
 METRICS = ("grad_norm", "update_ratio", "block_grad_norm", "act_std")
 LAYER_METRICS = ("grad_norm", "update_ratio")  # indexed by layer_names; the others by block_names
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)  # a response ending in one of these has its moments from BN
+
+
+@dataclass
+class _NormOutput:
+    """A response that is a training-mode BatchNorm's output: what its sum and sum of squares follow from."""
+
+    gamma: torch.Tensor  # BN's weight, the parameter itself: read in `before_step`, before the step moves it
+    beta: torch.Tensor  # BN's bias, likewise
+    invstd: torch.Tensor  # per channel, 1 / sqrt(batch variance + eps) as BN computed it in this forward
+    eps: float  # BN's eps
+    size: int  # values in the response (batch x channels x pixels)
+
+
+def _norm_layout(outputs: list[_NormOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per channel of the concatenated BatchNorm outputs: its values n, its BN's eps, and which output it is in."""
+    device, f64 = outputs[0].gamma.device, torch.float64
+    channels = torch.tensor([o.gamma.numel() for o in outputs], device=device)
+    n = torch.tensor([o.size / o.gamma.numel() for o in outputs], dtype=f64, device=device)
+    eps = torch.tensor([o.eps for o in outputs], dtype=f64, device=device)
+    owner = torch.arange(len(outputs), device=device)
+    return n.repeat_interleave(channels), eps.repeat_interleave(channels), owner.repeat_interleave(channels)
+
+
+def _norm_moments(
+    outputs: list[_NormOutput], layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and sum of squares of each BatchNorm output, in float64, from its statistics alone (`layout`:
+    `_norm_layout(outputs)`).
+
+    Per channel of n values, y = gamma * x_hat + beta with sum(x_hat) = 0 and sum(x_hat^2) = n * var / (var +
+    eps) = n * (1 - eps * invstd^2) (Ioffe & Szegedy 2015, Algorithm 1), so sum(y) = n * beta and sum(y^2) =
+    n * (gamma^2 * (1 - eps * invstd^2) + beta^2). A dead channel (var 0) gives gamma^2 * 0, as BN's output
+    does: exact, unlike a batch variance recovered from the running statistics' update.
+    """
+    n, eps, owner = layout
+    gamma = torch.cat([o.gamma.detach() for o in outputs]).to(torch.float64)
+    beta = torch.cat([o.beta.detach() for o in outputs]).to(torch.float64)
+    invstd = torch.cat([o.invstd for o in outputs]).to(torch.float64)
+    spread = (1 - eps * invstd * invstd).clamp_min(0)
+    zeros = torch.zeros(len(outputs), dtype=torch.float64, device=n.device)
+    total = zeros.index_add(0, owner, n * beta)
+    squares = zeros.index_add(0, owner, n * (gamma * gamma * spread + beta * beta))
+    return total, squares
 
 
 def _momentum_buffers(optimizer: torch.optim.Optimizer | None) -> bool:
@@ -52,9 +105,13 @@ class Probe:
         self.weights = [model.get_submodule(n).weight for n in self.layers]
         self._optimizer = optimizer if _momentum_buffers(optimizer) else None
         self.armed = False
-        self._sums: list[torch.Tensor] = []  # per block response on the armed step: its sum
-        self._squares: list[torch.Tensor] = []  # ... its sum of squares
-        self._sizes: list[int] = []  # ... its number of values
+        # per block response on the armed step, in forward order: (its sum, its sum of squares, its size) as
+        # dot products, or a BatchNorm output's statistics (`_NormOutput`)
+        self._responses: list[tuple[torch.Tensor, torch.Tensor, int] | _NormOutput] = []
+        self._moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # sums, squares, sizes
+        # each affine BatchNorm's weight (by id) -> its bias: a response's BN is found from its autograd node
+        self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # `_layout`'s
+        self._biases = {id(m.weight): m.bias for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.affine}
         self._block_grads: list[torch.Tensor] = []  # per block, last first: the squared norm of dL/d(output)
         self._ones: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # sums as dot products
         self._before: list[torch.Tensor] = []  # the weights before the step (without momentum buffers)
@@ -67,12 +124,28 @@ class Probe:
     def response(self, f: torch.Tensor) -> None:
         """A block's residual branch f(x) (`models.BlockObserver`), in forward order."""
         if self.armed and torch.is_grad_enabled():
+            norm = self._norm_output(f)
+            if norm is not None:
+                self._responses.append(norm)
+                return
             # std from a sum and a sum of squares, each a dot product (a third of the time of Tensor.std()
             # here; float32 agrees to ~1e-6), the arithmetic done once for all blocks in `read`
             x = f.detach().reshape(-1)
-            self._sums.append(torch.dot(x, self._ones_like(x)))
-            self._squares.append(torch.dot(x, x))
-            self._sizes.append(x.numel())
+            self._responses.append((torch.dot(x, self._ones_like(x)), torch.dot(x, x), x.numel()))
+
+    def _norm_output(self, f: torch.Tensor) -> _NormOutput | None:
+        """`f`'s BatchNorm statistics when `f` is the output of an affine BatchNorm in training mode, else None.
+
+        Read from f's autograd node, which keeps BN's weight and 1 / sqrt(var + eps) for backward (CPU's
+        kernel; cuDNN's node is another, and its responses take the dot products)."""
+        node = f.grad_fn
+        if node is None or node.name() != "NativeBatchNormBackward0" or not node._saved_training:
+            return None
+        gamma = node._saved_weight
+        beta = self._biases.get(id(gamma)) if gamma is not None else None
+        if beta is None:
+            return None
+        return _NormOutput(gamma, beta, node._saved_result2, node._saved_eps, f.numel())
 
     def output(self, out: torch.Tensor) -> None:
         """A block's output: the gradient flowing back through it is read in backward."""
@@ -93,11 +166,13 @@ class Probe:
     def arm(self) -> None:
         """Measure the next forward/backward/step."""
         self.armed = True
-        self._sums, self._squares, self._sizes, self._block_grads = [], [], [], []
+        self._responses, self._moments, self._block_grads = [], None, []
 
     def before_step(self) -> None:
-        """After backward, before the optimizer step: read gradients, keep the weights."""
+        """After backward, before the optimizer step: read gradients, keep the weights, and the responses'
+        moments (a BatchNorm's gamma and beta as the forward used them)."""
         if self.armed:
+            self._moments = self._response_moments()
             self._grad_norms = torch._foreach_norm([w.grad for w in self.weights])
             if self._optimizer is not None:
                 self._sizes_before = torch._foreach_norm([w.detach() for w in self.weights])
@@ -130,12 +205,37 @@ class Probe:
             size = torch.stack(torch._foreach_norm(self._before))
         return update / size.clamp_min(1e-12)
 
+    def _response_moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Each response's sum, sum of squares and size in forward order (float64), or None without responses."""
+        if not self._responses:
+            return None
+        device, f64 = self.weights[0].device, torch.float64
+        is_norm = [isinstance(r, _NormOutput) for r in self._responses]
+        norms = [r for r, n in zip(self._responses, is_norm, strict=True) if n]
+        dots = [r for r, n in zip(self._responses, is_norm, strict=True) if not n]
+        parts = [_norm_moments(norms, self._layout(norms))] if norms else []
+        if dots:
+            parts.append((torch.stack([d[0] for d in dots]).to(f64), torch.stack([d[1] for d in dots]).to(f64)))
+        total, squares = (torch.cat([p[i] for p in parts]) for i in (0, 1))
+        if norms and dots:  # norms first, then the others: back to forward order
+            order = sorted(range(len(is_norm)), key=lambda i: not is_norm[i])
+            where = torch.tensor(order, device=device).argsort()
+            total, squares = total[where], squares[where]
+        sizes = [r.size if isinstance(r, _NormOutput) else r[2] for r in self._responses]
+        return total, squares, torch.tensor(sizes, dtype=f64, device=device)
+
+    def _layout(self, norms: list[_NormOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_norm_layout(norms)`, kept: it is the same at every step but an epoch's last, shorter batch."""
+        key = tuple((o.size, o.gamma.numel(), o.eps) for o in norms)
+        if key not in self._layouts:
+            self._layouts[key] = _norm_layout(norms)
+        return self._layouts[key]
+
     def _response_stds(self) -> list[float]:
         """Sample std of each block's response from its sums: var = (sum x^2 - (sum x)^2 / n) / (n - 1)."""
-        if not self._sums:
+        if self._moments is None:
             return []
-        total, squares = torch.stack(self._sums), torch.stack(self._squares)
-        n = torch.tensor(self._sizes, dtype=total.dtype, device=total.device)
+        total, squares, n = self._moments
         return ((squares - total * total / n) / (n - 1).clamp_min(1)).clamp_min(0).sqrt().tolist()
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.lab import PRESETS
 from resnet_viz.models import ConfigError, ModelConfig, block_names, build_model, layer_names
+from resnet_viz.probes import Probe
 from resnet_viz.training import TrainConfig, Trainer, lr_at, model_at, summarize, train_models
 
 
@@ -46,6 +47,74 @@ def test_probes_agree_with_independent_autograd(tiny_train):
     w0 = weights[1].detach()
     update = tiny_train.lr * (grads[1] + tiny_train.weight_decay * w0)
     assert probes["update_ratio"][1] == pytest.approx((update.norm() / w0.norm()).item(), rel=1e-3)
+
+
+def _probed_and_measured_stds(cfg: ModelConfig, dead_channel: bool = False) -> tuple[list[float], list[float]]:
+    """act_std of one probed training step, and each block's response std measured directly (forward hooks on
+    `block.response()` in a second forward of the same weights and batch: BN normalises with the batch's own
+    statistics in training mode, so both forwards compute the same responses)."""
+    ds = load_dataset(DataConfig())
+    model = build_model(cfg, seed=0).train()
+    if dead_channel:  # first block's last conv: output channel 0 constant, so its BN input has variance 0
+        with torch.no_grad():
+            model.get_submodule(block_names(model)[0]).conv2.weight[0].zero_()
+    probe = Probe(model)
+    probe.arm()
+    x, y = ds.x_train[:128], ds.y_train[:128]
+    F.cross_entropy(model(x), y).backward()
+    probe.before_step()
+    probed = probe.read()["act_std"]
+    probe.close()
+    measured = []
+    for name in block_names(model):
+        model.get_submodule(name).response().register_forward_hook(lambda m, i, o: measured.append(o.std().item()))
+    with torch.no_grad():
+        model(x)
+    return probed, measured
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(depth=14, width=8),  # post order, BatchNorm: the std from BN's statistics
+        ModelConfig(depth=14, width=8, skip=False),
+        ModelConfig(depth=11, width=8, block="bottleneck"),
+        ModelConfig(depth=14, width=8, zero_init_last=True),  # gamma 0: every response is beta, std 0
+        ModelConfig(depth=14, width=8, order="pre"),  # ends in a convolution: dot products
+        ModelConfig(depth=14, width=8, norm="none"),
+    ],
+    ids=["post-bn", "plain-bn", "bottleneck", "zero-init-last", "pre", "no-norm"],
+)
+def test_response_std_from_batchnorm_statistics_or_dot_products_is_the_measured_std(cfg):
+    """Ioffe & Szegedy 2015, Algorithm 1: per channel, BN's output gamma * x_hat + beta has mean beta and
+    variance gamma^2 * var / (var + eps); the probe sums those instead of reading each response again."""
+    probed, measured = _probed_and_measured_stds(cfg)
+    assert probed == pytest.approx(measured, rel=1e-5, abs=1e-6)
+    if cfg.zero_init_last:
+        assert max(probed) < 1e-6
+
+
+def test_a_dead_channel_in_a_batchnorm_response_counts_as_beta_alone():
+    """A channel whose BN input is constant (variance 0) outputs beta exactly; the std from BN's statistics
+    agrees with the measured one (the running variance's update could not give this: it is off by ~1e-6)."""
+    cfg = ModelConfig(depth=8, width=8)
+    probed, measured = _probed_and_measured_stds(cfg, dead_channel=True)
+    assert probed == pytest.approx(measured, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize(("order", "reads_responses"), [("post", False), ("pre", True)])
+def test_batchnorm_responses_are_not_read_again(monkeypatch, order, reads_responses):
+    """A post-order branch ends in BN: its std comes from BN's statistics, with no pass over the response (the
+    dot products' vector of ones is never asked for); a pre-order branch ends in a convolution and is read."""
+    asked = []
+    monkeypatch.setattr(Probe, "_ones_like", lambda self, x: asked.append(x.numel()) or torch.ones_like(x))
+    model = build_model(ModelConfig(depth=8, width=8, order=order), seed=0).train()
+    probe = Probe(model)
+    probe.arm()
+    model(torch.randn(16, 1, 8, 8)).sum().backward()
+    probe.before_step()
+    assert len(probe.read()["act_std"]) == 3
+    assert bool(asked) is reads_responses
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
