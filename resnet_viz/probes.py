@@ -53,13 +53,18 @@ class _NormOutput:
 
 
 def _norm_layout(outputs: list[_NormOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per channel of the concatenated BatchNorm outputs: its values n, its BN's eps, and which output it is in."""
+    """What `_norm_moments` needs besides the statistics, fixed for a given set of outputs (float64): a matrix
+    whose row i holds each channel's number of values n where the channel is output i's (0 elsewhere), so one
+    product sums channels to outputs; -eps per channel; and each output's size."""
     device, f64 = outputs[0].gamma.device, torch.float64
     channels = torch.tensor([o.gamma.numel() for o in outputs], device=device)
     n = torch.tensor([o.size / o.gamma.numel() for o in outputs], dtype=f64, device=device)
-    eps = torch.tensor([o.eps for o in outputs], dtype=f64, device=device)
-    owner = torch.arange(len(outputs), device=device)
-    return n.repeat_interleave(channels), eps.repeat_interleave(channels), owner.repeat_interleave(channels)
+    eps = torch.tensor([-o.eps for o in outputs], dtype=f64, device=device)
+    owner = torch.arange(len(outputs), device=device).repeat_interleave(channels)
+    sums = torch.zeros(len(outputs), len(owner), dtype=f64, device=device)
+    sums[owner, torch.arange(len(owner), device=device)] = n.repeat_interleave(channels)
+    sizes = torch.tensor([o.size for o in outputs], dtype=f64, device=device)
+    return sums, eps.repeat_interleave(channels), sizes
 
 
 def _norm_moments(
@@ -71,16 +76,17 @@ def _norm_moments(
     Per channel of n values, y = gamma * x_hat + beta with sum(x_hat) = 0 and sum(x_hat^2) = n * var / (var +
     eps) = n * (1 - eps * invstd^2) (Ioffe & Szegedy 2015, Algorithm 1), so sum(y) = n * beta and sum(y^2) =
     n * (gamma^2 * (1 - eps * invstd^2) + beta^2). A dead channel (var 0) gives gamma^2 * 0, as BN's output
-    does: exact, unlike a batch variance recovered from the running statistics' update.
+    does: exact, unlike a batch variance recovered from the running statistics' update. Few tensor ops, each
+    over every channel at once: where two models train in threads of one process, each op waits its turn for
+    the GIL, so their count matters more than their size.
     """
-    n, eps, owner = layout
-    gamma = torch.cat([o.gamma.detach() for o in outputs]).to(torch.float64)
-    beta = torch.cat([o.beta.detach() for o in outputs]).to(torch.float64)
-    invstd = torch.cat([o.invstd for o in outputs]).to(torch.float64)
-    spread = (1 - eps * invstd * invstd).clamp_min(0)
-    zeros = torch.zeros(len(outputs), dtype=torch.float64, device=n.device)
-    total = zeros.index_add(0, owner, n * beta)
-    squares = zeros.index_add(0, owner, n * (gamma * gamma * spread + beta * beta))
+    sums, neg_eps, _ = layout
+    with torch.no_grad():
+        stats = torch.cat([o.gamma for o in outputs] + [o.beta for o in outputs] + [o.invstd for o in outputs])
+    gamma, beta, invstd = stats.to(torch.float64).view(3, -1).unbind()
+    spread = (invstd * invstd).mul_(neg_eps).add_(1).clamp_(min=0)  # var / (var + eps)
+    squares = (gamma * gamma).mul_(spread).addcmul_(beta, beta)
+    total, squares = (sums @ torch.stack([beta, squares]).T).T.unbind()
     return total, squares
 
 
@@ -213,9 +219,11 @@ class Probe:
         is_norm = [isinstance(r, _NormOutput) for r in self._responses]
         norms = [r for r, n in zip(self._responses, is_norm, strict=True) if n]
         dots = [r for r, n in zip(self._responses, is_norm, strict=True) if not n]
+        if not dots:  # the usual case: every block ends in BatchNorm
+            layout = self._layout(norms)
+            return (*_norm_moments(norms, layout), layout[2])
         parts = [_norm_moments(norms, self._layout(norms))] if norms else []
-        if dots:
-            parts.append((torch.stack([d[0] for d in dots]).to(f64), torch.stack([d[1] for d in dots]).to(f64)))
+        parts.append((torch.stack([d[0] for d in dots]).to(f64), torch.stack([d[1] for d in dots]).to(f64)))
         total, squares = (torch.cat([p[i] for p in parts]) for i in (0, 1))
         if norms and dots:  # norms first, then the others: back to forward order
             order = sorted(range(len(is_norm)), key=lambda i: not is_norm[i])

@@ -49,7 +49,9 @@ def test_probes_agree_with_independent_autograd(tiny_train):
     assert probes["update_ratio"][1] == pytest.approx((update.norm() / w0.norm()).item(), rel=1e-3)
 
 
-def _probed_and_measured_stds(cfg: ModelConfig, dead_channel: bool = False) -> tuple[list[float], list[float]]:
+def _probed_and_measured_stds(
+    cfg: ModelConfig, dead_channel: bool = False, eval_norm: bool = False
+) -> tuple[list[float], list[float]]:
     """act_std of one probed training step, and each block's response std measured directly (forward hooks on
     `block.response()` in a second forward of the same weights and batch: BN normalises with the batch's own
     statistics in training mode, so both forwards compute the same responses)."""
@@ -58,6 +60,8 @@ def _probed_and_measured_stds(cfg: ModelConfig, dead_channel: bool = False) -> t
     if dead_channel:  # first block's last conv: output channel 0 constant, so its BN input has variance 0
         with torch.no_grad():
             model.get_submodule(block_names(model)[0]).conv2.weight[0].zero_()
+    if eval_norm:  # the second block's BN normalises with its running statistics: that response takes the dots
+        model.get_submodule(block_names(model)[1]).bn2.eval()
     probe = Probe(model)
     probe.arm()
     x, y = ds.x_train[:128], ds.y_train[:128]
@@ -92,6 +96,14 @@ def test_response_std_from_batchnorm_statistics_or_dot_products_is_the_measured_
     assert probed == pytest.approx(measured, rel=1e-5, abs=1e-6)
     if cfg.zero_init_last:
         assert max(probed) < 1e-6
+
+
+def test_blocks_whose_std_comes_from_batchnorm_and_blocks_read_again_keep_their_order():
+    """One BN in eval mode among training ones: its block's std takes the dot products, the others BN's
+    statistics, and each std stays with its own block."""
+    probed, measured = _probed_and_measured_stds(ModelConfig(depth=14, width=8), eval_norm=True)
+    assert probed == pytest.approx(measured, rel=1e-5, abs=1e-6)
+    assert len(set(round(v, 4) for v in probed)) > 1  # distinct values, so a swapped order would show
 
 
 def test_a_dead_channel_in_a_batchnorm_response_counts_as_beta_alone():
