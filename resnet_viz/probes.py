@@ -115,8 +115,8 @@ class Probe:
         # dot products, or a BatchNorm output's statistics (`_NormOutput`)
         self._responses: list[tuple[torch.Tensor, torch.Tensor, int] | _NormOutput] = []
         self._moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # sums, squares, sizes
-        # each affine BatchNorm's weight (by id) -> its bias: a response's BN is found from its autograd node
         self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # `_layout`'s
+        # each affine BatchNorm's weight (by id) -> its bias: a response's BN is found from its autograd node
         self._biases = {id(m.weight): m.bias for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.affine}
         self._block_grads: list[torch.Tensor] = []  # per block, last first: the squared norm of dL/d(output)
         self._ones: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # sums as dot products
@@ -225,7 +225,7 @@ class Probe:
         parts = [_norm_moments(norms, self._layout(norms))] if norms else []
         parts.append((torch.stack([d[0] for d in dots]).to(f64), torch.stack([d[1] for d in dots]).to(f64)))
         total, squares = (torch.cat([p[i] for p in parts]) for i in (0, 1))
-        if norms and dots:  # norms first, then the others: back to forward order
+        if norms:  # norms first, then the others: back to forward order
             order = sorted(range(len(is_norm)), key=lambda i: not is_norm[i])
             where = torch.tensor(order, device=device).argsort()
             total, squares = total[where], squares[where]
