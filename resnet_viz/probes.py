@@ -38,7 +38,6 @@ from .models import block_names, layer_names
 
 METRICS = ("grad_norm", "update_ratio", "block_grad_norm", "act_std")
 LAYER_METRICS = ("grad_norm", "update_ratio")  # indexed by layer_names; the others by block_names
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)  # a response ending in one of these has its moments from BN
 
 
 @dataclass
@@ -117,7 +116,8 @@ class Probe:
         self._moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # sums, squares, sizes
         self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # `_layout`'s
         # each affine BatchNorm's weight (by id) -> its bias: a response's BN is found from its autograd node
-        self._biases = {id(m.weight): m.bias for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.affine}
+        norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine]
+        self._biases = {id(m.weight): m.bias for m in norms}
         self._block_grads: list[torch.Tensor] = []  # per block, last first: the squared norm of dL/d(output)
         self._ones: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # sums as dot products
         self._before: list[torch.Tensor] = []  # the weights before the step (without momentum buffers)

@@ -711,7 +711,7 @@ def snapshots_to_keep(trainer: Trainer, budget: int = MAX_SNAPSHOT_BYTES) -> lis
     ]
     steps = sorted(set.intersection(*between)) if between else []
     # Bytes as stored (BatchNorm's int64 step counters take 8): import checks the same sum against the same bound.
-    per_step = sum(t.numel() * t.element_size() for m in trainer.models.values() for t in m.state_dict().values())
+    per_step = sum(t.nbytes for m in trainer.models.values() for t in m.state_dict().values())
     fits = min(len(steps), budget // max(per_step, 1))
     if fits <= 1:
         return steps[-1:] if fits == 1 else []
@@ -1585,7 +1585,7 @@ def _parse_snapshots(
         expected = _shapes(cfg)
         for step, alpha in zip(steps, values, strict=True):
             one = _check_state(by_step[step], expected, f"{label}: {name} at step {step}")
-            stored += sum(t.numel() * t.element_size() for t in one.values())
+            stored += sum(t.nbytes for t in one.values())
             _expect(  # checked as they come: what a refused import holds stays near the store's own bound
                 stored <= MAX_SNAPSHOT_BYTES + MAX_SNAPSHOT_BYTES // 100,  # 1%: runs kept before int64s counted 8
                 where,
