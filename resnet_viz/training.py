@@ -207,6 +207,22 @@ class Lockstep:
         # an in-process trainer always does, a worker told to run ahead does not (`runs.remote.RemoteTrainer`)
         self.waiting = True
 
+    def _snapshot(self, key: str, step: int) -> Snapshot:
+        """Model `key`'s weights now, at the skip scale in force (each subclass's `skip_scale`)."""
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.models[key].state_dict().items()}
+        return Snapshot(step, state, self.skip_scale(key))
+
+    def _finish(self) -> None:
+        """At the end of a run: each model still running finishes (or stops), with a snapshot of where it got to."""
+        for key, state in self.states.items():
+            if state.status == "running":
+                state.status = "stopped" if self.stop.is_set() else "finished"
+                snaps = self.snapshots[key]
+                if snaps[-1].step != state.step:  # stopped early: keep where it got to
+                    snaps.append(self._snapshot(key, state.step))
+                    if len(snaps) > self.train.max_snapshots:
+                        del snaps[-2]
+
 
 class Trainer(Lockstep):
     """Trains one or more models in lockstep on identical batches."""
@@ -334,10 +350,6 @@ class Trainer(Lockstep):
                 self._alpha[key] = alpha
                 self.skip_events.append((key, step, alpha))
 
-    def _snapshot(self, key: str, step: int) -> Snapshot:
-        state = {k: v.detach().to("cpu", copy=True) for k, v in self.models[key].state_dict().items()}
-        return Snapshot(step, state, self.skip_scale(key))
-
     def _snapshot_running(self, step: int) -> None:
         for key in self.models:
             if self.states[key].status == "running":
@@ -411,14 +423,7 @@ class Trainer(Lockstep):
             for probe in probes.values():
                 probe.close()
             self._close_pool()
-        for key, state in self.states.items():
-            if state.status == "running":
-                state.status = "stopped" if self.stop.is_set() else "finished"
-                snaps = self.snapshots[key]
-                if snaps[-1].step != state.step:  # stopped early: keep where it got to
-                    snaps.append(self._snapshot(key, state.step))
-                    if len(snaps) > self.train.max_snapshots:
-                        del snaps[-2]
+        self._finish()
 
     def _step_validated(
         self,

@@ -174,7 +174,7 @@ class LiveRun(Task):
         if self.in_worker:
             every = self.picture_every
             trainer = RemoteTrainer(
-                req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every, self._no_forks
+                req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every, self._may_run_ahead
             )
         else:
             torch.set_num_threads(threads)
@@ -205,7 +205,13 @@ class LiveRun(Task):
             if trainer.waiting:  # else at the next step: a worker running ahead waits after it
                 self._serve_forks()
             self.scheduler.progress(self.ticket, flops_per_step * step, time.perf_counter() - self._started)
-            granted = self.scheduler.checkpoint(self.ticket, self.stop_event)
+            # Yielding its slot, a run in a worker gives the worker back for the run that takes the slot. A worker
+            # that already took the next step yields after it: it then waits (`_may_run_ahead`), and parks.
+            remote = isinstance(trainer, RemoteTrainer)
+            if remote and not trainer.waiting and self.scheduler.must_yield(self.ticket):
+                continue
+            park = trainer.park if remote and trainer.waiting else None
+            granted = self.scheduler.checkpoint(self.ticket, self.stop_event, park)
             if granted and granted != threads:
                 threads = granted
                 trainer.set_threads(self._cap(threads) if self.in_worker else threads)
@@ -278,9 +284,10 @@ class LiveRun(Task):
         ready.wait(timeout)
         return box[0] if box else ForkSeed(None, None)
 
-    def _no_forks(self) -> bool:
-        """Whether no fork waits for this run's state: its worker may then run a step ahead (`RemoteTrainer`)."""
-        return not self._forks
+    def _may_run_ahead(self) -> bool:
+        """Whether its worker may run a step ahead (`RemoteTrainer`): not while a fork waits for this run's state,
+        nor while it must yield its slot (it parks after a step the worker waits after)."""
+        return not self._forks and not self.scheduler.must_yield(self.ticket)
 
     def _serve_forks(self) -> None:
         with self._lock:
@@ -308,12 +315,13 @@ class LiveRun(Task):
     def wait_for_step(self, step: int, timeout: float) -> bool:
         """Block until the run has reached `step` (or `timeout` passed, or the run ended): the click that starts a
         run then draws its first points itself instead of leaving them to the next refresh, up to a second
-        later. True if the step is reached. A queued run returns at once: its first step may be minutes away."""
+        later. True if the step is reached. A queued run returns at once (its first step may be minutes away),
+        unless the slot it waits for is held by background work, which gives it up at its next step."""
 
         def reached() -> bool:
             return self._history is not None and self._history.last_step() >= step
 
-        if not self.ticket.running and self.scheduler.counts()[0] >= self.scheduler.cores:
+        if not self.scheduler.starts_soon(self.ticket):
             timeout = 0.0
         with self._stepped:
             self._stepped.wait_for(lambda: reached() or self.done, timeout)

@@ -163,6 +163,7 @@ class RemoteTrainer(Lockstep):
         self._worker: Worker | None = None
         self._run_ahead = run_ahead
         self._gone_on = 0  # "go"s sent this run; the n-th lets the worker take its next step after step message n
+        self._parked: TrainerState | None = None  # the state it goes on from, while parked without a worker (`park`)
 
     # ---- the loop (run by the LiveRun's thread)
 
@@ -171,10 +172,7 @@ class RemoteTrainer(Lockstep):
         self._worker = worker = POOL.take()
         ended = False  # the worker finished this run (done or failed) and can train the next one
         try:
-            with self._lock:
-                alphas, self._pending = self._pending, {}  # asked for before the start: from the first step on
-            setup = (self.configs, self.train, self.dataset, self._start, alphas, self.threads, self._picture_every)
-            worker.put(setup)
+            self._setup(worker, self._start)
             self._start = None  # the worker has it
             received = 0  # step messages
             while True:
@@ -198,12 +196,53 @@ class RemoteTrainer(Lockstep):
                     self._go(worker, received + 1)  # for this step and the next: it goes on without waiting
                 self.waiting = self._gone_on < received
                 yield records
-                self._go(worker, received)
+                if self._parked is None:
+                    self._go(worker, received)
+                elif self.stop.is_set():  # stopped while parked: it ends where it got to, with no worker
+                    self._end_parked()
+                    return
+                else:  # its slot is back: a worker goes on from the parked state
+                    start, self._parked = self._parked, None
+                    worker = self._worker = POOL.take()
+                    self._gone_on, self.waiting = received, False  # the setup is its word for the next step
+                    self._setup(worker, start)
         finally:
             if ended:
                 POOL.give(worker)
-            else:  # left mid-run (an error here, or the loop was abandoned): the worker goes too
+            elif self._parked is None:  # left mid-run (an error here, or the loop was abandoned): the worker goes too
                 worker.close()
+
+    def _setup(self, worker: Worker, start: TrainerState | None) -> None:
+        """Start the run in `worker`, from `start` if given, with the skip changes asked for so far."""
+        with self._lock:
+            alphas, self._pending = self._pending, {}  # asked for before the start: from the first step on
+        worker.put((self.configs, self.train, self.dataset, start, alphas, self.threads, self._picture_every))
+
+    def park(self) -> None:
+        """Between two steps the worker waits after: take the run's state from the worker and give the worker
+        back to the pool, so that a watched run that takes this run's slot does not wait seconds for a new
+        process to import torch. The run goes on from that state, in whichever worker is free, at its next step.
+        Bit-identical to a run never parked: state, batches and random numbers all travel (`TrainerState`)."""
+        if not self.waiting or self._worker is None or self._parked is not None:
+            raise RuntimeError("park() needs a worker waiting between two steps")
+        self._worker.put(("park",))
+        message = self._worker.get()
+        if message[0] != "parked":
+            raise RuntimeError(f"the worker answered {message[0]!r} to park")
+        self._parked = self._with_snapshots(message[1])
+        POOL.give(self._worker)
+        self._worker = None
+
+    def _end_parked(self) -> None:
+        """A run stopped while parked ends as the worker would have: from the parked state, each model still
+        running stopped, with a snapshot of where it got to."""
+        state, self._parked = self._parked, None
+        for key, weights in state.models.items():
+            set_skip_scale(self.models[key], state.alphas[key])
+            self.models[key].load_state_dict(weights)
+        self._finish()
+        states = {k: replace(s) for k, s in self.states.items()}
+        self._final = replace(state, states=states, snapshots={k: list(v) for k, v in self.snapshots.items()})
 
     def _go(self, worker: Worker, upto: int) -> None:
         """Send "go"s up to the `upto`-th, the first with the skip changes, threads and stop asked for so far."""
@@ -231,6 +270,8 @@ class RemoteTrainer(Lockstep):
         """The worker's whole training state between the same two steps (after the end: its final state)."""
         if self._final is not None:
             return self._final
+        if self._parked is not None:
+            return self._parked
         if self._worker is None:
             raise RuntimeError("capture() before run(): nothing trained yet")
         if not self.waiting:

@@ -8,7 +8,8 @@ every core; beside another run, one each. The threads never add up to more than 
 
 A run someone is watching (priority 0) goes before background work (priority 1: sweeps, warm-up,
 pairs nobody watches); a background run yields its slot between two steps when a watched run waits
-and no slot is free, and goes on where it stopped when one frees. The estimated memory of the runs
+and no slot is free, and goes on where it stopped when one frees (a run in a worker process gives its
+worker back meanwhile: `RemoteTrainer.park`). The estimated memory of the runs
 training at once stays under the server's budget.
 """
 
@@ -100,15 +101,22 @@ class Scheduler:
             self._replan()
             self._cond.notify_all()
 
-    def checkpoint(self, t: Ticket, stop: threading.Event) -> int:
-        """Between two steps: yield to waiting watched work if background, then the threads to use now."""
+    def must_yield(self, t: Ticket) -> bool:
+        """Whether `t` is background work holding a slot that a waiting watched run needs."""
         with self._cond:
-            must_yield = (
+            return (
                 t.priority == BACKGROUND
+                and t.running
                 and len(self._running) >= self.cores
                 and any(w.priority == WATCHED for w in self._waiting)
             )
-        if must_yield:
+
+    def checkpoint(self, t: Ticket, stop: threading.Event, on_yield: Callable[[], None] | None = None) -> int:
+        """Between two steps: yield to waiting watched work if background, then the threads to use now.
+        `on_yield` runs just before the slot is given up (a run in a worker process parks there)."""
+        if self.must_yield(t):
+            if on_yield is not None:
+                on_yield()
             self.release(t)
             if not self.acquire(t, stop):
                 return 0
@@ -147,6 +155,17 @@ class Scheduler:
             # the running runs share the cores; a queued run starts when the work ahead of it is done
             wait = work / self.flops_per_second if len(self._running) >= self.cores or ahead else 0.0
             return len(ahead) + 1, wait
+
+    def starts_soon(self, t: Ticket) -> bool:
+        """Whether `t` trains now or gets a slot within about a step: first in line, and a slot is free or held
+        by background work, which yields to it between two steps (`checkpoint`) if it is watched."""
+        with self._cond:
+            if t.running:
+                return True
+            ahead = [w for w in self._waiting if w is not t and (w.priority, w.seq) < (t.priority, t.seq)]
+            if ahead:
+                return False
+            return self._fits(t) or (t.priority == WATCHED and any(r.priority == BACKGROUND for r in self._running))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a queue change (or `timeout`): for benchmarks and tests."""

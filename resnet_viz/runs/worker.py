@@ -13,8 +13,10 @@ threads); then, lock-step, one message each way per step:
   every few steps: computed here, where the weights are); ("captured", TrainerState) when asked;
   ("done", Mirror, TrainerState) at the end; ("failed", message) if training raised. A TrainerState goes
   without its snapshots: the server has them from the mirrors;
-- server -> worker: ("capture",) for a fork; ("go", threads, alphas, stop) to take the next step.
-The worker reads a "go" after each step. In lockstep the server sends it after handling the step, so
+- server -> worker: ("capture",) for a fork; ("go", threads, alphas, stop) to take the next step;
+  ("park",) when a background run gives its slot to a watched one: the worker answers ("parked", TrainerState)
+  and leaves the run for the next setup, which may be the same run resumed from that state.
+The worker reads a "go" (or a "park") after each step. In lockstep the server sends it after handling the step, so
 captures and skip changes land between the same two steps as with an in-process `Trainer`, and a fork
 stays bit-identical; a server that lets it run ahead sends it a step early (`RemoteTrainer`'s
 `run_ahead`), and one still unread when the run ends is dropped. Then it waits for the next run.
@@ -204,14 +206,19 @@ def train_one(inp: BinaryIO, out: BinaryIO, setup: tuple) -> None:
         for key, alpha in alphas.items():
             trainer.set_skip_scale(key, alpha)
         sent = {k: len(trainer.snapshots[k]) for k in trainer.models}  # a fork's inherited ones: the server has them
-        for records in trainer.run():
+        run = trainer.run()
+        for records in run:
             picture = pictures.due(trainer.step, trainer.total_steps, picture_every)
             put(out, ("step", records, _mirror(trainer, sent, picture)))
-            while True:  # between two steps: serve captures until told to go on
+            while True:  # between two steps: serve captures until told to go on (or to park)
                 message = get(inp)
                 if message[0] == "capture":
                     put(out, ("captured", _state(trainer)))
                     continue
+                if message[0] == "park":
+                    run.close()
+                    put(out, ("parked", _state(trainer)))
+                    return
                 _, threads_now, alphas, stop = message
                 if threads_now != threads:
                     threads = threads_now

@@ -15,7 +15,7 @@ import torch
 from resnet_viz import pictures
 from resnet_viz.data import DataConfig
 from resnet_viz.models import ModelConfig
-from resnet_viz.runs import LiveRun, RunRequest, RunService, Scheduler, worker
+from resnet_viz.runs import BACKGROUND, LiveRun, RunRequest, RunService, Scheduler, worker
 from resnet_viz.runs.remote import POOL, RemoteTrainer
 from resnet_viz.store import RunStore
 from resnet_viz.training import StepRecord, TrainConfig, Trainer
@@ -121,6 +121,64 @@ def test_a_worker_told_to_run_ahead_trains_the_same_run_and_says_where_changes_l
     again = RemoteTrainer(PAIR, replace(TRAIN, epochs=1), DataConfig(), threads=1)
     assert len(list(again.run())) == again.steps_per_epoch
     assert again._worker is stopped._worker and again._worker.alive
+
+
+def test_a_parked_run_gives_its_worker_back_and_goes_on_bit_identical():
+    """Parked between two steps (a background run giving its slot to a watched one), the run holds no worker: the
+    worker waits in the pool for the next run. When the run goes on, it is the run never parked, bit for bit,
+    though another run trained in that worker meanwhile; a skip change asked for while parked lands at the
+    next step, as it would have."""
+    plain = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
+    unparked = [r for records in plain.run() for r in records]
+    there = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
+    seen = []
+    for records in there.run():
+        seen += records
+        if records[0].step in (3, 7):
+            worker = there._worker
+            there.park()
+            assert there._worker is None and worker in POOL._free and worker.alive
+            assert there.capture().step == records[0].step  # the parked state, with the mirrored snapshots
+            other = RemoteTrainer(PAIR, replace(TRAIN, epochs=1, seed=5), DataConfig(), threads=1)
+            assert len(list(other.run())) == other.steps_per_epoch and other._worker is worker  # trained meanwhile
+    assert there.step == plain.step == plain.total_steps and there.states == plain.states
+    for key in PAIR:
+        assert _losses(seen, key) == _losses(unparked, key)
+        assert [r.probes for r in seen if r.model == key] == [r.probes for r in unparked if r.model == key]
+        assert [s.step for s in there.snapshots[key]] == [s.step for s in plain.snapshots[key]]
+        final, expected = there.models[key].state_dict(), plain.models[key].state_dict()
+        assert all(final[n].equal(expected[n]) for n in expected)
+
+    runs = {}
+    for parks in (False, True):
+        changed, runs[parks] = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1), []
+        for records in changed.run():
+            runs[parks] += records
+            if records[0].step == 3:
+                if parks:
+                    changed.park()
+                changed.set_skip_scale("B", 0.5)
+        assert changed.skip_events == [("B", 4, 0.5)]
+    assert _losses(runs[True], "B") == _losses(runs[False], "B") != _losses(unparked, "B")
+
+
+def test_a_run_stopped_while_parked_ends_where_it_got_to_without_a_worker():
+    there = RemoteTrainer(PAIR, TRAIN, DataConfig(), threads=1)
+    for records in there.run():
+        if records[0].step == 3:
+            there.park()
+            parked = there.capture()
+            there.stop.set()
+            free = list(POOL._free)
+    assert POOL._free == free and there._worker is None  # ended without taking a worker
+    assert there.step == 3 and {s.status for s in there.states.values()} == {"stopped"}
+    final = there.capture()
+    assert final.step == 3 and final.states == there.states
+    for key in PAIR:
+        assert there.snapshots[key][-1].step == 3 and final.snapshots[key][-1].step == 3
+        weights = there.models[key].state_dict()
+        assert all(weights[n].equal(t) for n, t in parked.models[key].items())
+        assert all(t.equal(parked.models[key][n]) for n, t in there.snapshots[key][-1].state.items())
 
 
 def test_a_message_carries_its_tensors_as_one_flat_tensor_per_dtype():
@@ -232,6 +290,31 @@ def test_stop_ends_the_child_between_two_steps(service):
     assert run.join(WAIT) and run.status == "stopped"
     assert 0 < run.view().step < run.view().total_steps
     assert run.trainer._worker.alive and run.trainer._worker in POOL._free  # kept for the next run
+
+
+def test_background_work_parks_and_the_watched_run_trains_in_its_worker(service):
+    """One core, a background run training (e.g. an analysis page's pair nobody watches any more): a watched run
+    asked for then takes its slot and its worker (measured before: 4-7 s for a new process to import torch),
+    and the background run goes on afterwards from where it parked, the same run bit for bit, and is stored."""
+    POOL.close()  # no idle worker: the watched run could only get one from the background run, or a new one
+    started = threading.Event()
+    train = replace(TRAIN, epochs=6)
+    background = service.request(
+        RunRequest(PAIR, train, DataConfig()), "tab-1", BACKGROUND, on_step=lambda *_: started.set()
+    )
+    assert started.wait(WAIT)
+    worker = background.trainer._worker
+    watched = service.request(RunRequest(PAIR, replace(TRAIN, epochs=1, seed=3), DataConfig()), "tab-2")
+    assert watched.join(WAIT) and watched.status == "finished", watched.message
+    assert watched.trainer._worker is worker  # no new process
+    assert background.join(WAIT) and background.status == "finished", background.message
+    assert 0 < watched.view().step < background.view().step  # it waited for the watched run, then finished
+    here = Trainer(PAIR, train, DataConfig())
+    here.set_threads(1)
+    local = [r for records in here.run() for r in records]
+    for key in PAIR:
+        assert _losses(background.history().records, key) == _losses(local, key)
+    assert background.saved, background.save_error
 
 
 def test_a_failure_in_the_child_fails_the_run_with_its_message():

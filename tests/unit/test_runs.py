@@ -197,6 +197,30 @@ def test_background_work_yields_to_a_watched_run():
     assert order == ["watched", "background"]
 
 
+def test_a_watched_run_starts_soon_where_background_work_holds_the_slot():
+    """Train's click waits for the first points (`LiveRun.wait_for_step`) when the run starts within a step: a slot
+    is free, or background work holds it and yields to a watched run; not behind other runs or watched work."""
+    scheduler = Scheduler(cores=1)
+    cost = estimate(PAIR, REQUEST.train, REQUEST.data)
+    first, held = scheduler.ticket(cost, WATCHED), scheduler.ticket(cost, BACKGROUND)
+    assert scheduler.starts_soon(first)  # nothing trains: it will get the free slot as soon as it asks
+    assert scheduler.acquire(held, threading.Event()) and scheduler.starts_soon(held)
+    stop = threading.Event()
+    watched, behind, background = (scheduler.ticket(cost, p) for p in (WATCHED, WATCHED, BACKGROUND))
+    threads = [threading.Thread(target=scheduler.acquire, args=(t, stop)) for t in (watched, behind, background)]
+    for thread in threads:
+        thread.start()
+    assert scheduler.wait_until(lambda: scheduler.counts()[1] == 3, WAIT)
+    assert scheduler.starts_soon(watched)  # the background run gives it the slot at its next step
+    assert not scheduler.starts_soon(behind) and not scheduler.starts_soon(background)
+    held.priority = WATCHED  # someone watches the run that trains: nothing yields
+    assert not scheduler.starts_soon(watched)
+    stop.set()
+    for thread in threads:
+        thread.join(WAIT)
+    scheduler.release(held)
+
+
 def test_threads_never_oversubscribe_the_cores():
     scheduler = Scheduler(cores=2)
     cnn = estimate(PAIR, REQUEST.train, REQUEST.data)
