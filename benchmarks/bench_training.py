@@ -13,6 +13,7 @@ the wall time of each of those presets (both models, headless, as `train_models`
     python -m benchmarks.bench_training             # from the repository root; prints one JSON object
     python -m benchmarks.bench_training --families  # Transformer and GCN
     python -m benchmarks.bench_training --pair      # the default lab pair: compute floor against the engine
+    python -m benchmarks.bench_training --sweep     # the depth study's classroom sweep, trained and replayed
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +36,10 @@ import torch.nn.functional as F
 from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.lab import BEYOND, PRESETS, LabConfig
 from resnet_viz.models import ModelConfig, build_model
+from resnet_viz.runs import RunService
+from resnet_viz.runs.remote import POOL
+from resnet_viz.store import RunStore
+from resnet_viz.sweep import SweepConfig, classroom_sweep, run_sweep
 from resnet_viz.training import TrainConfig, Trainer, fit_to_data, lr_at, train_models
 
 EPOCHS = 5
@@ -159,6 +165,23 @@ def pair_floor() -> dict[str, object]:
     }
 
 
+def sweep_seconds() -> dict[str, object]:
+    """The depth study's classroom sweep as the app trains it (the run service, two warm worker processes, an
+    empty store), then again from the store: the times its card on the Depth study page states."""
+    POOL.idle = 2
+    with tempfile.TemporaryDirectory() as folder:
+        service = RunService(RunStore(folder), processes=True)
+        run_sweep(SweepConfig(depths=(8,), seeds=(0, 1), train=TrainConfig(epochs=1)), service)  # warms both workers
+        t0 = time.perf_counter()
+        view = run_sweep(classroom_sweep(), service)
+        t1 = time.perf_counter()
+        run_sweep(classroom_sweep(), service)
+        t2 = time.perf_counter()
+    POOL.close()
+    seconds = {"train_s": round(t1 - t0, 1), "replay_s": round(t2 - t1, 3)}
+    return {"status": view.status, "points": len(view.runs)} | seconds
+
+
 def peak_rss_child() -> None:
     """Child mode: one depth-56 run with probes on every step, then print peak RSS in MB."""
     trainer = Trainer({"m": ModelConfig(depth=56)}, TrainConfig(epochs=10), DataConfig())
@@ -201,6 +224,10 @@ def main() -> None:
     if sys.argv[1:] == ["--pair"]:
         machine = {"threads": 2, "torch": torch.__version__, "load_avg_1min": os.getloadavg()[0]}
         print(json.dumps({"machine": machine, "setup": f"the lab's default pair, median of {REPEATS}"} | pair_floor()))
+        return
+    if sys.argv[1:] == ["--sweep"]:
+        machine = {"cores": os.cpu_count(), "torch": torch.__version__, "load_avg_1min": os.getloadavg()[0]}
+        print(json.dumps({"machine": machine, "setup": "classroom sweep, as the app runs it"} | sweep_seconds()))
         return
     if sys.argv[1:] == ["--families"]:
         machine = {"threads": torch.get_num_threads(), "torch": torch.__version__}

@@ -64,7 +64,7 @@ def run_controls(running: bool) -> None:
     with preset, st.container(border=True):
         st.markdown("**Classroom sweep**")
         st.caption(
-            "Digits at depths 8 to 56, one seed, 10 epochs: about 30 s on an idle 2-core server, and under "
+            "Digits at depths 8 to 56, one seed, 10 epochs: about a minute on an idle 2-core server, and under "
             "a second once it has run (every grid point comes back from the run store)."
         )
         try:

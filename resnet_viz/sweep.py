@@ -82,9 +82,10 @@ class SweepConfig:
 
 
 def classroom_sweep() -> SweepConfig:
-    """Digits at depths 8-56, one seed, 10 epochs: about 30 s on 2 idle cores, replayed in about 0.05 s.
+    """Digits at depths 8-56, one seed, 10 epochs: about a minute on 2 idle cores (50 s in the app's worker
+    processes, `bench_training --sweep`), replayed from the store in about 0.1 s.
 
-    One seed keeps a 4x margin under two minutes for a server that several students share.
+    One seed keeps it to a minute on a server that several students share.
 
     At depth 56 the plain net ends near loss 2 (chance) while the residual one fits the data
     (loss ~0.003): the degradation problem of He et al. 2015, Fig. 1, in a classroom's minute.
