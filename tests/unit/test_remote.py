@@ -298,7 +298,7 @@ def test_background_work_parks_and_the_watched_run_trains_in_its_worker(service)
     and the background run goes on afterwards from where it parked, the same run bit for bit, and is stored."""
     POOL.close()  # no idle worker: the watched run could only get one from the background run, or a new one
     started = threading.Event()
-    train = replace(TRAIN, epochs=6)
+    train = replace(TRAIN, epochs=10)  # 120 steps: still training when the watched run comes and goes
     background = service.request(
         RunRequest(PAIR, train, DataConfig()), "tab-1", BACKGROUND, on_step=lambda *_: started.set()
     )
@@ -307,8 +307,8 @@ def test_background_work_parks_and_the_watched_run_trains_in_its_worker(service)
     watched = service.request(RunRequest(PAIR, replace(TRAIN, epochs=1, seed=3), DataConfig()), "tab-2")
     assert watched.join(WAIT) and watched.status == "finished", watched.message
     assert watched.trainer._worker is worker  # no new process
+    assert not background.done and background.view().step < background.view().total_steps  # it waited, parked
     assert background.join(WAIT) and background.status == "finished", background.message
-    assert 0 < watched.view().step < background.view().step  # it waited for the watched run, then finished
     here = Trainer(PAIR, train, DataConfig())
     here.set_threads(1)
     local = [r for records in here.run() for r in records]
