@@ -8,9 +8,9 @@ every core; beside another run, one each. The threads never add up to more than 
 
 A run someone is watching (priority 0) goes before background work (priority 1: sweeps, warm-up,
 pairs nobody watches); a background run yields its slot between two steps when a watched run waits
-and no slot is free, and goes on where it stopped when one frees (a run in a worker process gives its
-worker back meanwhile: `RemoteTrainer.park`). The estimated memory of the runs
-training at once stays under the server's budget.
+and no slot is free, or when a watched run beside it would get more threads without it, and goes on
+where it stopped when that is over (a run in a worker process gives its worker back meanwhile:
+`RemoteTrainer.park`). The estimated memory of the runs training at once stays under the server's budget.
 """
 
 from __future__ import annotations
@@ -70,8 +70,15 @@ class Scheduler:
     def _fits(self, t: Ticket) -> bool:
         if len(self._running) >= self.cores:
             return False
+        if t.priority == BACKGROUND and self._slows_watched([*self._running, t], self._running):
+            return False
         used = sum(r.estimate.peak_mb for r in self._running)
         return not self._running or used + t.estimate.peak_mb <= self.limits.memory_mb
+
+    def _slows_watched(self, with_it: list[Ticket], without: list[Ticket]) -> bool:
+        """Whether a watched run in `without` would get fewer threads in `with_it` (background work beside it)."""
+        slower, faster = self._shares(with_it), self._shares(without)
+        return any(r.priority == WATCHED and slower[r] < faster[r] for r in without)
 
     def acquire(self, t: Ticket, stop: threading.Event) -> bool:
         """Wait for a slot: first in (priority, arrival) order among the waiting that fit. False if stopped."""
@@ -102,14 +109,14 @@ class Scheduler:
             self._cond.notify_all()
 
     def must_yield(self, t: Ticket) -> bool:
-        """Whether `t` is background work holding a slot that a waiting watched run needs."""
+        """Whether `t` is background work holding a slot that a waiting watched run needs, or cores that a
+        watched run training beside it would use (a pair beside a sweep on two cores got one thread, not two)."""
         with self._cond:
-            return (
-                t.priority == BACKGROUND
-                and t.running
-                and len(self._running) >= self.cores
-                and any(w.priority == WATCHED for w in self._waiting)
-            )
+            if t.priority != BACKGROUND or not t.running:
+                return False
+            if len(self._running) >= self.cores and any(w.priority == WATCHED for w in self._waiting):
+                return True
+            return self._slows_watched(self._running, [r for r in self._running if r is not t])
 
     def checkpoint(self, t: Ticket, stop: threading.Event, on_yield: Callable[[], None] | None = None) -> int:
         """Between two steps: yield to waiting watched work if background, then the threads to use now.
@@ -124,14 +131,14 @@ class Scheduler:
             return t.threads
 
     def _replan(self) -> None:
-        """Threads per running run: MLPs one; CNNs share what is left, at least one each."""
-        mlps = [r for r in self._running if r.estimate.family == "mlp"]
-        cnns = [r for r in self._running if r.estimate.family != "mlp"]
-        for r in mlps:
-            r.threads = 1
-        share = max(1, (self.cores - len(mlps)) // max(1, len(cnns)))
-        for r in cnns:
-            r.threads = share
+        for r, threads in self._shares(self._running).items():
+            r.threads = threads
+
+    def _shares(self, runs: list[Ticket]) -> dict[Ticket, int]:
+        """Threads per run if `runs` train together: MLPs one; CNNs share what is left, at least one each."""
+        cnns = [r for r in runs if r.estimate.family != "mlp"]
+        share = max(1, (self.cores - (len(runs) - len(cnns))) // max(1, len(cnns)))
+        return {r: share if r.estimate.family != "mlp" else 1 for r in runs}
 
     def progress(self, t: Ticket, flops: float, seconds: float) -> None:
         """A run reports work done; keeps the measured throughput for wait estimates."""
@@ -153,7 +160,7 @@ class Scheduler:
             work = sum(max(0.0, r.estimate.train_flops - r.done_flops) for r in self._running)
             work += sum(w.estimate.train_flops - w.done_flops for w in ahead)
             # the running runs share the cores; a queued run starts when the work ahead of it is done
-            wait = work / self.flops_per_second if len(self._running) >= self.cores or ahead else 0.0
+            wait = work / self.flops_per_second if ahead or not self._fits(t) else 0.0
             return len(ahead) + 1, wait
 
     def starts_soon(self, t: Ticket) -> bool:
