@@ -115,7 +115,8 @@ def status_line(view: SweepView) -> None:
     if view.status == "queued":
         st.info(
             f"Queued: place {view.queue_position} in the server's training queue, which this sweep shares with "
-            f"the training lab (the server trains a limited number of runs at once). It starts by itself. {done}."
+            f"the training lab, where runs that someone watches go first (the server trains a limited number of "
+            f"runs at once). It goes on by itself. {done}."
         )
     elif view.status == "running":
         fraction = view.runs_done / view.total_runs if view.total_runs else 0.0
