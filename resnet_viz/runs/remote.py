@@ -185,9 +185,7 @@ class RemoteTrainer(Lockstep):
                     _, mirror, final = message
                     self._update(mirror)
                     self._final = self._with_snapshots(final)
-                    for key, weights in final.models.items():
-                        set_skip_scale(self.models[key], final.alphas[key])
-                        self.models[key].load_state_dict(weights)
+                    self._load(final)
                     return
                 _, records, mirror = message
                 received += 1
@@ -237,12 +235,15 @@ class RemoteTrainer(Lockstep):
         """A run stopped while parked ends as the worker would have: from the parked state, each model still
         running stopped, with a snapshot of where it got to."""
         state, self._parked = self._parked, None
+        self._load(state)
+        self._finish()
+        self._final = replace(self._with_snapshots(state), states={k: replace(s) for k, s in self.states.items()})
+
+    def _load(self, state: TrainerState) -> None:
+        """The mirror models take the worker's weights and skip scales (at the run's end)."""
         for key, weights in state.models.items():
             set_skip_scale(self.models[key], state.alphas[key])
             self.models[key].load_state_dict(weights)
-        self._finish()
-        states = {k: replace(s) for k, s in self.states.items()}
-        self._final = replace(state, states=states, snapshots={k: list(v) for k, v in self.snapshots.items()})
 
     def _go(self, worker: Worker, upto: int) -> None:
         """Send "go"s up to the `upto`-th, the first with the skip changes, threads and stop asked for so far."""
