@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
@@ -48,6 +50,16 @@ class Worker:
             stdout=subprocess.PIPE,
             env=env,
         )
+        self._ready = False  # it has said it is ready (`worker.main`)
+
+    def ready(self) -> bool:
+        """Whether it has imported torch and is ready to train; never blocks."""
+        if not self._ready and self.alive:
+            readable, _, _ = select.select([self.process.stdout], [], [], 0)
+            if readable:
+                with contextlib.suppress(RuntimeError):  # it ended instead: `alive` says so
+                    self._ready = self._read() == ("ready",)
+        return self._ready
 
     def put(self, message: tuple) -> None:
         try:
@@ -56,6 +68,14 @@ class Worker:
             raise self._gone() from None
 
     def get(self) -> tuple:
+        """The next message of a run, past the "ready" when the run came before it."""
+        message = self._read()
+        while message == ("ready",):
+            self._ready = True
+            message = self._read()
+        return message
+
+    def _read(self) -> tuple:
         try:
             return get(self.process.stdout)
         except (EOFError, ValueError):
@@ -85,36 +105,83 @@ class Worker:
 
 
 class WorkerPool:
-    """Warm training workers: `take()` one for a run, `give()` it back after; at most `idle` kept waiting."""
+    """Warm training workers: `take()` one for a run, `give()` it back after; at most `idle` kept waiting.
 
-    def __init__(self, idle: int = 1) -> None:
+    A worker is ready once it has imported torch and trained a first tiny net (`worker.warm`): about 3 s after its
+    start, more while other work holds the cores. A run takes a ready worker when there is one, else waits for
+    the first of the free ones to be ready (the oldest is furthest on: a new one would be later still), or for
+    the worker a parking run is handing back (`returning`). Seen on a fresh server: a student's Train beside a
+    running sweep took a worker started a moment before and waited 3.4 s for it, while the sweep's warm worker
+    came back 0.26 s after the click."""
+
+    LONGEST_WAIT = 30.0  # seconds a run waits for a free worker to be ready before it takes it as it is
+
+    def __init__(self, idle: int = 1, start: Callable[[], Worker] = lambda: Worker()) -> None:
+        """`start`: starts a worker (a test's fake)."""
         self.idle = idle
-        self._free: list[Worker] = []
-        self._lock = threading.Lock()
+        self._start = start
+        self._free: list[Worker] = []  # oldest first
+        self._returning = 0  # workers on their way back from parking runs
+        self._changed = threading.Condition()
 
     def take(self) -> Worker:
-        with self._lock:
-            while self._free:
-                worker = self._free.pop()
-                if worker.alive:
-                    return worker
-        return Worker()
+        deadline = time.monotonic() + self.LONGEST_WAIT
+        with self._changed:
+            while True:
+                for worker in [w for w in self._free if not w.alive]:
+                    self._free.remove(worker)
+                    worker.close()
+                ready = [w for w in self._free if w.ready()]
+                if ready:
+                    self._free.remove(ready[0])
+                    return ready[0]
+                left = deadline - time.monotonic()
+                if left <= 0 or not (self._free or self._returning):
+                    break
+                # A give() wakes this at once; a starting worker's "ready" is looked for every 50 ms.
+                self._changed.wait(min(left, 0.05))
+            if self._free:
+                return self._free.pop(0)
+        return self._start()
 
     def give(self, worker: Worker) -> None:
-        with self._lock:
-            if worker.alive and len(self._free) < self.idle:
-                self._free.append(worker)
-                return
-        worker.close()
+        """Keep `worker` for the next run; past `idle`, one still starting goes first (it is the furthest from
+        ready: on a fresh server, a parked sweep's warm worker was closed to keep two that were importing torch)."""
+        if not worker.alive:
+            worker.close()
+            return
+        with self._changed:
+            self._free.append(worker)
+            surplus = []
+            while len(self._free) > self.idle:
+                starting = [w for w in self._free if not w.ready()]
+                surplus.append(starting[-1] if starting else self._free[0])
+                self._free.remove(surplus[-1])
+            self._changed.notify_all()
+        for extra in surplus:
+            extra.close()
+
+    @contextlib.contextmanager
+    def returning(self) -> Iterator[None]:
+        """While a parking run's worker is on its way back: a run that finds no free worker waits for it."""
+        with self._changed:
+            self._returning += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._returning -= 1
+                self._changed.notify_all()
 
     def warm(self, up_to: int | None = None) -> None:
         """Start idle workers up to `up_to` (default `idle`) now, so the next runs do not wait for torch to import."""
-        with self._lock:
+        with self._changed:
             missing = min(self.idle, self.idle if up_to is None else up_to) - len(self._free)
-            self._free.extend(Worker() for _ in range(max(0, missing)))
+            self._free.extend(self._start() for _ in range(max(0, missing)))
+            self._changed.notify_all()
 
     def close(self) -> None:
-        with self._lock:
+        with self._changed:
             workers, self._free = self._free, []
         for worker in workers:
             worker.close()
@@ -223,12 +290,13 @@ class RemoteTrainer(Lockstep):
         Bit-identical to a run never parked: state, batches and random numbers all travel (`TrainerState`)."""
         if not self.waiting or self._worker is None or self._parked is not None:
             raise RuntimeError("park() needs a worker waiting between two steps")
-        self._worker.put(("park",))
-        message = self._worker.get()
-        if message[0] != "parked":
-            raise RuntimeError(f"the worker answered {message[0]!r} to park")
-        self._parked = self._with_snapshots(message[1])
-        POOL.give(self._worker)
+        with POOL.returning():
+            self._worker.put(("park",))
+            message = self._worker.get()
+            if message[0] != "parked":
+                raise RuntimeError(f"the worker answered {message[0]!r} to park")
+            self._parked = self._with_snapshots(message[1])
+            POOL.give(self._worker)
         self._worker = None
 
     def _end_parked(self) -> None:

@@ -9,10 +9,10 @@ record and state dataclasses). It is a plain subprocess and not `multiprocessing
 
 For each run: the setup (configs, recipe, the loaded data set, a state to resume from, skip scales,
 threads); then, lock-step, one message each way per step:
-- worker -> server: ("step", records, Mirror) after each step (with the family's pictures, `pictures`,
-  every few steps: computed here, where the weights are); ("captured", TrainerState) when asked;
-  ("done", Mirror, TrainerState) at the end; ("failed", message) if training raised. A TrainerState goes
-  without its snapshots: the server has them from the mirrors;
+- worker -> server: ("ready",) once, when it has started up (before any run); ("step", records, Mirror) after
+  each step (with the family's pictures, `pictures`, every few steps: computed here, where the weights are);
+  ("captured", TrainerState) when asked; ("done", Mirror, TrainerState) at the end; ("failed", message) if
+  training raised. A TrainerState goes without its snapshots: the server has them from the mirrors;
 - server -> worker: ("capture",) for a fork; ("go", threads, alphas, stop) to take the next step;
   ("park",) when a background run gives its slot to a watched one: the worker answers ("parked", TrainerState)
   and leaves the run for the next setup, which may be the same run resumed from that state.
@@ -255,6 +255,7 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     try:
+        put(out, ("ready",))  # the pool gives a run a ready worker first (`WorkerPool.take`)
         while True:
             setup = get(inp)
             while setup[0] == "go":  # sent ahead for a step the last run did not take (it ended or stopped first)

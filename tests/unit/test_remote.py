@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from resnet_viz import pictures
-from resnet_viz.data import DataConfig
+from resnet_viz.data import DataConfig, load_dataset
 from resnet_viz.models import ModelConfig
 from resnet_viz.runs import BACKGROUND, LiveRun, RunRequest, RunService, Scheduler, worker
-from resnet_viz.runs.remote import POOL, RemoteTrainer
+from resnet_viz.runs.remote import POOL, RemoteTrainer, Worker, WorkerPool
 from resnet_viz.store import RunStore
 from resnet_viz.training import StepRecord, TrainConfig, Trainer
 
@@ -333,3 +333,114 @@ def test_a_killed_child_fails_the_run_instead_of_hanging():
         for records in trainer.run():
             if records[0].step == 2:
                 os.kill(trainer._worker.process.pid, signal.SIGKILL)
+
+
+class _FakeWorker:
+    """A worker process as the pool sees it: alive, ready or still starting, closed."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.started_up, self.alive, self.closed = ready, True, False
+
+    def ready(self) -> bool:
+        return self.started_up
+
+    def close(self) -> None:
+        self.alive, self.closed = False, True
+
+
+def _pool(*free: _FakeWorker) -> tuple[WorkerPool, list[_FakeWorker]]:
+    """A pool holding `free` (oldest first), and the list of workers it starts itself."""
+    started: list[_FakeWorker] = []
+
+    def start() -> _FakeWorker:
+        started.append(_FakeWorker(ready=False))
+        return started[-1]
+
+    pool = WorkerPool(idle=3, start=start)
+    pool._free = list(free)
+    return pool, started
+
+
+def _take_in_thread(pool: WorkerPool) -> tuple[threading.Thread, list]:
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(pool.take()))
+    thread.start()
+    return thread, got
+
+
+def test_the_pool_gives_a_ready_worker_before_one_still_starting():
+    ready, starting = _FakeWorker(), _FakeWorker(ready=False)
+    pool, started = _pool(ready, starting)  # the newest last
+    assert pool.take() is ready and pool._free == [starting] and not started
+
+
+def test_with_none_ready_a_run_waits_for_the_first_free_one_to_be_ready_not_for_a_new_process():
+    older, newer = _FakeWorker(ready=False), _FakeWorker(ready=False)
+    pool, started = _pool(older, newer)
+    thread, got = _take_in_thread(pool)
+    older.started_up = True  # whenever the taker looks next, this one is ready
+    thread.join(WAIT)
+    assert got == [older] and pool._free == [newer] and not started
+
+
+def test_a_run_finding_no_free_worker_waits_for_one_a_parking_run_hands_back():
+    """On a fresh server a student's Train beside a running sweep took a worker still importing torch (3.4 s)
+    while the sweep's parked worker came back 0.26 s after the click."""
+    pool, started = _pool()
+    back = _FakeWorker()
+    with pool.returning():
+        thread, got = _take_in_thread(pool)
+        pool.give(back)
+    thread.join(WAIT)
+    assert got == [back] and not started
+
+
+def test_with_no_free_worker_and_none_coming_back_a_new_one_starts_at_once():
+    pool, started = _pool()
+    assert pool.take() is started[0] and len(started) == 1
+
+
+def test_a_dead_free_worker_is_closed_and_passed_over():
+    dead, ready = _FakeWorker(), _FakeWorker()
+    dead.alive = False
+    pool, started = _pool(dead, ready)
+    assert pool.take() is ready and dead.closed and pool._free == [] and not started
+
+
+def test_a_worker_never_ready_is_taken_as_it_is_after_the_longest_wait(monkeypatch):
+    stuck = _FakeWorker(ready=False)
+    pool, started = _pool(stuck)
+    monkeypatch.setattr(WorkerPool, "LONGEST_WAIT", 0.0)
+    assert pool.take() is stuck and not started
+
+
+def test_a_real_worker_says_it_is_ready_and_a_run_reads_past_that():
+    """The "ready" message is read by `ready()`, or skipped by the run when it comes first."""
+    pool = WorkerPool(idle=1)
+    first = Worker()
+    pool.give(first)
+    assert pool.take() is first and first.ready()  # the pool waited for its start-up
+    second = Worker()  # not asked whether it is ready: its run's first read skips the message
+    try:
+        second.put(("go", 1, {}, False))  # as if sent ahead for a run that ended: a worker drops it
+        second.put((PAIR, TRAIN, load_dataset(DataConfig()), None, {}, 1, 0))
+        message = second.get()
+        assert message[0] == "step" and second._ready
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_full_pool_keeps_a_worker_given_back_ready_and_closes_one_still_starting():
+    first, second = _FakeWorker(ready=False), _FakeWorker(ready=False)
+    pool, _ = _pool(first, second)
+    pool.idle = 2
+    back = _FakeWorker()
+    pool.give(back)
+    assert pool._free == [first, back] and second.closed and not back.closed
+    another = _FakeWorker()
+    pool.give(another)  # all but one ready: the one still starting goes
+    assert pool._free == [back, another] and first.closed
+    last = _FakeWorker()
+    pool.give(last)  # all ready: the oldest goes
+    assert pool._free == [another, last] and back.closed
