@@ -68,8 +68,11 @@ def run_controls(running: bool) -> None:
             "a second once it has run (every grid point comes back from the run store)."
         )
         try:
-            stored = stored_count(store, classroom_sweep())
-            st.caption(f"{stored} of {len(classroom_sweep().points())} runs already stored.")
+            if running:  # a count drawn with the page would stand still while the sweep stores its runs
+                st.caption("A sweep is running: its progress is below.")
+            else:
+                stored = stored_count(store, classroom_sweep())
+                st.caption(f"{stored} of {len(classroom_sweep().points())} runs already stored.")
         except StoreError:
             pass  # explained at the top of the page
         if st.button(

@@ -323,6 +323,9 @@ def test_a_sweep_waiting_for_a_training_slot_says_it_is_queued(data_dir):
         assert scheduler.wait_until(lambda: scheduler.counts()[1] == 1, 60)  # the sweep's run is queued
         at.run()
         assert any("Queued: place 1" in i.value and "training lab" in i.value for i in at.info), texts(at.info)
+        # the classroom card's stored count would stand still while the sweep stores its runs: it points below
+        assert "A sweep is running: its progress is below." in texts(at.caption)
+        assert "runs already stored" not in texts(at.caption)
         assert not _button(at, "Stop").disabled
         _button(at, "Stop").click().run()
         assert job.status == "stopped"
