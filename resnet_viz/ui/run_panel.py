@@ -37,6 +37,11 @@ def status_line(view: RunView, labels: dict[str, str]) -> None:
         )
     elif view.status == "failed":
         st.error(f"The run failed: {safe_text(view.message)}")
+    elif view.status == "running" and not view.step:  # a bare "step 0/100" read as stuck on a fresh server
+        st.caption(
+            "Starting: the first step comes in a moment (a few seconds when the server has just started and its "
+            "training processes are still loading)."
+        )
     fraction = view.step / view.total_steps if view.total_steps else 0.0
     epochs = view.total_steps // view.steps_per_epoch if view.steps_per_epoch else 0
     epoch = view.step / view.steps_per_epoch if view.steps_per_epoch else 0.0

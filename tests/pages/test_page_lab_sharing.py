@@ -2,7 +2,7 @@
 
 import threading
 
-from harness import open_page
+from harness import open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz.data import DataConfig
@@ -233,18 +233,33 @@ def test_a_panel_serialises_its_figure_once_for_every_tab():
     assert live_chart.charts_of(board) == [sent]
 
 
-def _progress_line(status: str) -> str:
-    """The progress text `status_line` draws for a run of `status` that three tabs watch at 12.5 steps/s."""
+def _status(status: str, step: int = 80) -> AppTest:
+    """`status_line` of a run of `status` at `step` that three tabs watch at 12.5 steps/s."""
 
-    def script(status: str) -> None:
+    def script(status: str, step: int) -> None:
         from resnet_viz.runs.live import RunView
         from resnet_viz.ui.run_panel import status_line
 
-        view = RunView("r", status, "", 80, 100, 10, 12.5, 1.6, 0, 0.0, {}, [], lambda: (None, None), viewers=3)
+        speed = 12.5 if step else 0.0
+        view = RunView("r", status, "", step, 100, 10, speed, 1.6, 0, 0.0, {}, [], lambda: (None, None), viewers=3)
         status_line(view, {})
 
-    at = AppTest.from_function(script, args=(status,)).run()
-    return at.get("progress")[0].proto.text
+    return AppTest.from_function(script, args=(status, step)).run()
+
+
+def _progress_line(status: str) -> str:
+    """The progress text `status_line` draws for a run of `status` that three tabs watch at 12.5 steps/s."""
+    return _status(status).get("progress")[0].proto.text
+
+
+def test_a_run_before_its_first_step_says_it_is_starting():
+    """On a fresh server the first step waits seconds for a training process to load: a bare "step 0/100" read
+    as stuck."""
+    at = _status("running", step=0)
+    assert "Starting: the first step comes in a moment" in texts(at.caption)
+    assert at.get("progress")[0].proto.text == "step 0/100 · epoch 0.0/10 · 3 watching"
+    assert "Starting" not in texts(_status("running").caption)  # from the first step on
+    assert "Starting" not in texts(_status("queued", step=0).caption)  # a queued run says its place instead
 
 
 def test_an_ended_run_shows_its_speed_but_no_eta_or_watchers():
