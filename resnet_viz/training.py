@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +42,9 @@ from .models import (
 )
 from .options import OPTIONS, OptionError
 from .probes import LAYER_METRICS, METRICS, Probe
+
+if TYPE_CHECKING:  # imported where a frame is made: a training worker process never makes one (0.3 s of its start)
+    import pandas as pd
 
 # A cross-entropy this large means logits a million apart: the run has blown up. BatchNorm nets can
 # keep such a loss finite (BN rescales the exploded weights) for many steps, but they do not recover.
@@ -502,12 +504,16 @@ class History:
     def steps_frame(self) -> pd.DataFrame:
         """One row per model and step: model, step, epoch, lr, loss, acc, skip_scale, seconds, val_*."""
         cols = ["model", "step", "epoch", "lr", "loss", "acc", "skip_scale", "seconds", "val_loss", "val_acc"]
+        import pandas as pd
+
         rows = [[getattr(r, c) for c in cols] for r in self.records]
         frame = pd.DataFrame(rows, columns=cols)
         return frame.astype({"val_loss": float, "val_acc": float})
 
     def layers_frame(self) -> pd.DataFrame:
         """Long table: model, step, layer, metric, value, depth_index (position in network order)."""
+        import pandas as pd
+
         model, step, layer, metric, value, index = [], [], [], [], [], []
         for r in self.records:
             if not r.probes:

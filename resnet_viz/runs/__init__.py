@@ -8,11 +8,29 @@
 - `defaults`: the runs a server trains once for everyone (presets, analysis pairs, classroom sweep)
 """
 
-from .budget import Estimate, Limits, RunRefused
-from .live import LiveRun, RunRequest, RunView
-from .scheduler import BACKGROUND, WATCHED, Scheduler
-from .service import Handle, Replay, RunService
+from importlib import import_module
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from .budget import Estimate, Limits, RunRefused
+    from .live import LiveRun, RunRequest, RunView
+    from .scheduler import BACKGROUND, WATCHED, Scheduler
+    from .service import Handle, Replay, RunService
+
+_HOMES = {
+    "BACKGROUND": "scheduler",
+    "WATCHED": "scheduler",
+    "Estimate": "budget",
+    "Handle": "service",
+    "Limits": "budget",
+    "LiveRun": "live",
+    "Replay": "service",
+    "RunRefused": "budget",
+    "RunRequest": "live",
+    "RunService": "service",
+    "RunView": "live",
+    "Scheduler": "scheduler",
+}
 __all__ = [
     "BACKGROUND",
     "WATCHED",
@@ -27,3 +45,12 @@ __all__ = [
     "RunView",
     "Scheduler",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Each name loads its module when first used (PEP 562): a training worker process imports `runs.worker`
+    without the service, the chart tables and the plotting library behind them, which took a quarter of a
+    second of its start-up, and a first click on a fresh server waits for that start-up."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)

@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 
@@ -444,3 +446,16 @@ def test_a_full_pool_keeps_a_worker_given_back_ready_and_closes_one_still_starti
     last = _FakeWorker()
     pool.give(last)  # all ready: the oldest goes
     assert pool._free == [another, last] and back.closed
+
+
+def test_a_worker_process_loads_no_service_frames_or_plots():
+    """A worker's start-up is what a first click on a fresh server waits for: the run service, pandas and Plotly
+    (a quarter to half a second of it) stay out of the worker; every name of `resnet_viz.runs` still loads."""
+    code = (
+        "import sys, resnet_viz.runs.worker, resnet_viz.runs as runs; "
+        "print(sorted(m for m in ('pandas', 'plotly', 'resnet_viz.runs.service') if m in sys.modules)); "
+        "print(all(getattr(runs, name) is not None for name in runs.__all__), "
+        "sorted(runs._HOMES) == sorted(runs.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True True"]
