@@ -131,6 +131,7 @@ class LiveRun(Task):
         self._alphas = dict(alphas or {})
         self._lock = threading.Lock()
         self._stepped = threading.Condition(self._lock)  # notified at every step drawn (`wait_for_step`)
+        self._start_up = False  # its worker is starting up: the first step is seconds away (`wait_for_step`)
         self._history: CompactHistory | None = seed.history if seed else None
         self._tables = ChartTables.of(seed.history.history()) if seed and seed.history else None
         self._pictures: dict[str, tuple] = {}
@@ -174,7 +175,15 @@ class LiveRun(Task):
         if self.in_worker:
             every = self.picture_every
             trainer = RemoteTrainer(
-                req.models, req.train, req.data, self.stop_event, state, self._cap(threads), every, self._may_run_ahead
+                req.models,
+                req.train,
+                req.data,
+                self.stop_event,
+                state,
+                self._cap(threads),
+                every,
+                run_ahead=self._may_run_ahead,
+                on_start_up=self._starting_up,
             )
         else:
             torch.set_num_threads(threads)
@@ -308,6 +317,11 @@ class LiveRun(Task):
             compact = self._history
         return compact.history() if compact is not None else None
 
+    def _starting_up(self) -> None:
+        with self._stepped:
+            self._start_up = True
+            self._stepped.notify_all()
+
     def on_done(self) -> None:
         with self._stepped:  # wakes a click waiting for the first steps of a run that ended without them
             self._stepped.notify_all()
@@ -316,7 +330,8 @@ class LiveRun(Task):
         """Block until the run has reached `step` (or `timeout` passed, or the run ended): the click that starts a
         run then draws its first points itself instead of leaving them to the next refresh, up to a second
         later. True if the step is reached. A queued run returns at once (its first step may be minutes away),
-        unless the slot it waits for is held by background work, which gives it up at its next step."""
+        unless the slot it waits for is held by background work, which gives it up at its next step; so does a
+        run waiting for a worker process to start up (on a fresh server: the page then says it is starting)."""
 
         def reached() -> bool:
             return self._history is not None and self._history.last_step() >= step
@@ -324,7 +339,7 @@ class LiveRun(Task):
         if not self.scheduler.starts_soon(self.ticket):
             timeout = 0.0
         with self._stepped:
-            self._stepped.wait_for(lambda: reached() or self.done, timeout)
+            self._stepped.wait_for(lambda: reached() or self.done or self._start_up, timeout)
             return reached()
 
     def _chart_frames(self) -> tuple[DataFrame, DataFrame]:

@@ -124,8 +124,11 @@ class WorkerPool:
         self._returning = 0  # workers on their way back from parking runs
         self._changed = threading.Condition()
 
-    def take(self) -> Worker:
+    def take(self, on_start_up: Callable[[], None] | None = None) -> Worker:
+        """A worker for a run; `on_start_up` is called once if the run must wait for a worker's start-up (none ready,
+        none coming back from a parking run): seconds, not a step."""
         deadline = time.monotonic() + self.LONGEST_WAIT
+        told = on_start_up is None
         with self._changed:
             while True:
                 for worker in [w for w in self._free if not w.alive]:
@@ -135,6 +138,9 @@ class WorkerPool:
                 if ready:
                     self._free.remove(ready[0])
                     return ready[0]
+                if not told and not self._returning:
+                    on_start_up()
+                    told = True
                 left = deadline - time.monotonic()
                 if left <= 0 or not (self._free or self._returning):
                     break
@@ -207,8 +213,11 @@ class RemoteTrainer(Lockstep):
         threads: int = 1,
         picture_every: int = 0,
         run_ahead: Callable[[], bool] | None = None,
+        on_start_up: Callable[[], None] | None = None,
     ) -> None:
-        """`run_ahead`: asked at each step; while it says yes, the worker holds the word to go on for one step
+        """`on_start_up`: called if the run waits for a worker to start up (`WorkerPool.take`).
+
+        `run_ahead`: asked at each step; while it says yes, the worker holds the word to go on for one step
         more than it is taking, so it never waits for this side (a `LiveRun`: unless a fork waits for the run's
         state). Skip changes, thread counts and stops asked for meanwhile then land up to two steps later
         (`skip_events` says where), and `capture()` needs a step after which the worker waits (`waiting`).
@@ -229,6 +238,7 @@ class RemoteTrainer(Lockstep):
         self.pictures: dict[str, tuple] = {}  # model -> its latest picture from the worker
         self._worker: Worker | None = None
         self._run_ahead = run_ahead
+        self._on_start_up = on_start_up
         self._gone_on = 0  # "go"s sent this run; the n-th lets the worker take its next step after step message n
         self._parked: TrainerState | None = None  # the state it goes on from, while parked without a worker (`park`)
 
@@ -236,7 +246,7 @@ class RemoteTrainer(Lockstep):
 
     def run(self) -> Iterator[list[StepRecord]]:
         """The worker's records, step by step; in lockstep the worker waits between two yields (like `Trainer.run`)."""
-        self._worker = worker = POOL.take()
+        self._worker = worker = POOL.take(self._on_start_up)
         ended = False  # the worker finished this run (done or failed) and can train the next one
         try:
             self._setup(worker, self._start)

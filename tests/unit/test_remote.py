@@ -459,3 +459,28 @@ def test_a_worker_process_loads_no_service_frames_or_plots():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "True True"]
+
+
+def test_the_pool_says_when_a_run_must_wait_for_a_start_up():
+    told: list[str] = []
+    ready = _FakeWorker()
+    pool, _ = _pool(ready)
+    assert pool.take(lambda: told.append("ready one")) is ready and told == []
+    pool, started = _pool()
+    assert pool.take(lambda: told.append("none")) is started[0] and told == ["none"]
+    pool, started = _pool()
+    back = _FakeWorker()
+    with pool.returning():  # a parking run's worker is on its way: a step away, not a start-up
+        thread, got = _take_in_thread(pool)
+        pool.give(back)
+    thread.join(WAIT)
+    assert got == [back] and told == ["none"]
+
+
+def test_a_click_does_not_wait_for_first_points_behind_a_worker_start_up(service):
+    """On a fresh server the click waited its full two seconds for points that could not come before a worker
+    had imported torch, and only then drew the page (which says the run is starting)."""
+    POOL.close()  # no worker: this run's must start up
+    run = service.request(RunRequest(PAIR, TRAIN, DataConfig()), "tab-1")
+    assert run.wait_for_step(2, WAIT) is False and run.view().step == 0
+    assert run.join(WAIT) and run.status == "finished", run.message
