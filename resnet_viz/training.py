@@ -503,9 +503,9 @@ class History:
 
     def steps_frame(self) -> pd.DataFrame:
         """One row per model and step: model, step, epoch, lr, loss, acc, skip_scale, seconds, val_*."""
-        cols = ["model", "step", "epoch", "lr", "loss", "acc", "skip_scale", "seconds", "val_loss", "val_acc"]
         import pandas as pd
 
+        cols = ["model", "step", "epoch", "lr", "loss", "acc", "skip_scale", "seconds", "val_loss", "val_acc"]
         rows = [[getattr(r, c) for c in cols] for r in self.records]
         frame = pd.DataFrame(rows, columns=cols)
         return frame.astype({"val_loss": float, "val_acc": float})

@@ -11,13 +11,21 @@
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .budget import Estimate, Limits, RunRefused
-    from .live import LiveRun, RunRequest, RunView
-    from .scheduler import BACKGROUND, WATCHED, Scheduler
-    from .service import Handle, Replay, RunService
+if TYPE_CHECKING:  # the names for type checkers and editors; at run time `__getattr__` loads them
+    from .budget import Estimate as Estimate
+    from .budget import Limits as Limits
+    from .budget import RunRefused as RunRefused
+    from .live import LiveRun as LiveRun
+    from .live import RunRequest as RunRequest
+    from .live import RunView as RunView
+    from .scheduler import BACKGROUND as BACKGROUND
+    from .scheduler import WATCHED as WATCHED
+    from .scheduler import Scheduler as Scheduler
+    from .service import Handle as Handle
+    from .service import Replay as Replay
+    from .service import RunService as RunService
 
-_HOMES = {
+_HOMES = {  # each exported name -> the module it lives in
     "BACKGROUND": "scheduler",
     "WATCHED": "scheduler",
     "Estimate": "budget",
@@ -31,20 +39,7 @@ _HOMES = {
     "RunView": "live",
     "Scheduler": "scheduler",
 }
-__all__ = [
-    "BACKGROUND",
-    "WATCHED",
-    "Estimate",
-    "Handle",
-    "Limits",
-    "LiveRun",
-    "Replay",
-    "RunRefused",
-    "RunRequest",
-    "RunService",
-    "RunView",
-    "Scheduler",
-]
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> object:
