@@ -473,9 +473,11 @@ class Trainer(Lockstep):
             return None
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if probe is not None:
+        if probe is None:
+            opt.step()
+        else:
             probe.before_step()
-        opt.step()
+            probe.step(opt)
         acc = (logits.detach().argmax(1) == yb).float().mean().item()
         return StepRecord(
             model=key,

@@ -145,6 +145,59 @@ def test_update_ratio_is_the_weights_measured_move_at_every_step(tiny_train, opt
             break
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
+def test_the_probes_sgd_step_is_torchs_bit_for_bit_and_measures_what_it_moved(weight_decay):
+    """An armed probe takes SGD's step itself (norms while each layer is in cache): after four steps (the first
+    creates the momentum buffers) every weight and buffer is exactly what torch.optim.SGD made from the same
+    gradients, and the norms are those of the gradients, the weights before the step and lr x the buffers."""
+    cfg = ModelConfig(depth=8, width=8, shortcut="projection")  # projection convs: weights beyond the main path
+    models = [build_model(cfg, seed=0).train() for _ in range(2)]
+    sgds = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=weight_decay) for m in models]
+    probe = Probe(models[1], sgds[1])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x, y = torch.randn(16, 1, 8, 8, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+        probe.arm()
+        for model, sgd in zip(models, sgds, strict=True):
+            sgd.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+        weights = [models[1].get_submodule(n).weight for n in probe.layers]
+        grads = [w.grad.norm().item() for w in weights]
+        before = [w.detach().clone() for w in weights]
+        probe.before_step()
+        sgds[0].step()
+        probe.step(sgds[1])
+        read = probe.read()
+        for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+            assert torch.equal(a, b)
+            assert torch.equal(sgds[0].state[a]["momentum_buffer"], sgds[1].state[b]["momentum_buffer"])
+        assert read["grad_norm"] == pytest.approx(grads, rel=1e-5)
+        moved = [((w.detach() - b).norm() / b.norm()).item() for w, b in zip(weights, before, strict=True)]
+        assert read["update_ratio"] == pytest.approx(moved, rel=1e-3)
+
+
+def test_the_engine_steps_sgd_through_the_probe_on_armed_steps_only(monkeypatch, tiny_models, digits):
+    """SGD.step runs only on unarmed steps (probes at steps 1, 4, 7 and 10 of 10: six SGD steps per model);
+    Adam always takes its own step, armed or not."""
+    calls = {torch.optim.SGD: 0, torch.optim.Adam: 0}
+
+    def counted(cls: type[torch.optim.Optimizer]) -> None:
+        step = cls.step
+
+        def step_and_count(self: torch.optim.Optimizer, *args: object) -> object:
+            calls[cls] += 1
+            return step(self, *args)
+
+        monkeypatch.setattr(cls, "step", step_and_count)
+
+    counted(torch.optim.SGD)
+    counted(torch.optim.Adam)
+    train_models(tiny_models, TrainConfig(epochs=1, probe_every=3), digits)
+    assert calls == {torch.optim.SGD: 6 * len(tiny_models), torch.optim.Adam: 0}
+    train_models(tiny_models, TrainConfig(epochs=1, probe_every=3, optimizer="adam", lr=1e-3), digits)
+    assert calls[torch.optim.Adam] == 10 * len(tiny_models)
+
+
 def test_probes_do_not_change_training(tiny_models, tiny_train, digits):
     _, with_probes = train_models(tiny_models, tiny_train, digits)
     _, without = train_models(tiny_models, TrainConfig(**{**tiny_train.to_dict(), "probe_every": 0}), digits)
