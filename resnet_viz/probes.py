@@ -56,42 +56,46 @@ class _NormOutput:
     size: int  # values in the response (batch x channels x pixels)
 
 
-def _norm_layout(outputs: list[_NormOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What `_norm_moments` needs besides the statistics, fixed for a given set of outputs (float64): a matrix
-    whose row i holds each channel's number of values n where the channel is output i's (0 elsewhere), so one
-    product sums channels to outputs; -eps per channel; and each output's size."""
-    device, f64 = outputs[0].gamma.device, torch.float64
-    channels = torch.tensor([o.gamma.numel() for o in outputs], device=device)
-    n = torch.tensor([o.size / o.gamma.numel() for o in outputs], dtype=f64, device=device)
-    eps = torch.tensor([-o.eps for o in outputs], dtype=f64, device=device)
-    owner = torch.arange(len(outputs), device=device).repeat_interleave(channels)
-    sums = torch.zeros(len(outputs), len(owner), dtype=f64, device=device)
-    sums[owner, torch.arange(len(owner), device=device)] = n.repeat_interleave(channels)
-    sizes = torch.tensor([o.size for o in outputs], dtype=f64, device=device)
-    return sums, eps.repeat_interleave(channels), sizes
+@dataclass(frozen=True)
+class _Layout:
+    """Where each response's sum and sum of squares come from, fixed for a given set of responses (kept: it is the
+    same at every step but an epoch's last, shorter batch)."""
+
+    norm_at: np.ndarray  # forward positions of the BatchNorm outputs
+    dot_at: np.ndarray  # forward positions of the responses read by dot products
+    starts: np.ndarray  # each BatchNorm output's first channel among all their channels
+    count: np.ndarray  # per channel, its values (batch x pixels), float64
+    neg_eps: np.ndarray  # per channel, -eps of its BatchNorm
+    sizes: np.ndarray  # per response, in forward order, its values (float64)
 
 
-def _norm_moments(
-    outputs: list[_NormOutput], layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and sum of squares of each BatchNorm output, in float64, from its statistics alone (`layout`:
-    `_norm_layout(outputs)`).
+def _layout(responses: list[tuple[torch.Tensor, torch.Tensor, int] | _NormOutput]) -> _Layout:
+    norms = [r for r in responses if isinstance(r, _NormOutput)]
+    channels = np.array([o.gamma.numel() for o in norms], dtype=np.int64)
+    return _Layout(
+        norm_at=np.array([i for i, r in enumerate(responses) if isinstance(r, _NormOutput)], dtype=np.int64),
+        dot_at=np.array([i for i, r in enumerate(responses) if not isinstance(r, _NormOutput)], dtype=np.int64),
+        starts=np.concatenate([[0], np.cumsum(channels)[:-1]]).astype(np.int64),
+        count=np.repeat([o.size / o.gamma.numel() for o in norms], channels).astype(np.float64),
+        neg_eps=np.repeat([-o.eps for o in norms], channels).astype(np.float64),
+        sizes=np.array([r.size if isinstance(r, _NormOutput) else r[2] for r in responses], dtype=np.float64),
+    )
+
+
+def _norm_moments(stats: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and sum of squares of each BatchNorm output, in float64, from its statistics alone (`stats`: every
+    output's gamma, then every beta, then every 1 / sqrt(var + eps), channel by channel).
 
     Per channel of n values, y = gamma * x_hat + beta with sum(x_hat) = 0 and sum(x_hat^2) = n * var / (var +
     eps) = n * (1 - eps * invstd^2) (Ioffe & Szegedy 2015, Algorithm 1), so sum(y) = n * beta and sum(y^2) =
     n * (gamma^2 * (1 - eps * invstd^2) + beta^2). A dead channel (var 0) gives gamma^2 * 0, as BN's output
-    does: exact, unlike a batch variance recovered from the running statistics' update. Few tensor ops, each
-    over every channel at once: where two models train in threads of one process, each op waits its turn for
-    the GIL, so their count matters more than their size.
+    does: exact, unlike a batch variance recovered from the running statistics' update. In NumPy, on the host:
+    a few hundred values, where each torch op would cost more than its arithmetic.
     """
-    sums, neg_eps, _ = layout
-    with torch.no_grad():
-        stats = torch.cat([o.gamma for o in outputs] + [o.beta for o in outputs] + [o.invstd for o in outputs])
-    gamma, beta, invstd = stats.to(torch.float64).view(3, -1).unbind()
-    spread = (invstd * invstd).mul_(neg_eps).add_(1).clamp_(min=0)  # var / (var + eps)
-    squares = (gamma * gamma).mul_(spread).addcmul_(beta, beta)
-    total, squares = (sums @ torch.stack([beta, squares]).T).T.unbind()
-    return total, squares
+    gamma, beta, invstd = stats.reshape(3, -1)
+    spread = np.clip(1 + layout.neg_eps * invstd * invstd, 0, None)  # var / (var + eps)
+    squares = layout.count * (gamma * gamma * spread + beta * beta)
+    return np.add.reduceat(layout.count * beta, layout.starts), np.add.reduceat(squares, layout.starts)
 
 
 def _momentum_buffers(optimizer: torch.optim.Optimizer | None) -> bool:
@@ -134,21 +138,24 @@ class Probe:
         index = {w: i for i, w in enumerate(self.weights)}
         params = optimizer.param_groups[0]["params"] if _steps_itself(optimizer) else []
         self._params: list[tuple[nn.Parameter, int | None]] = [(p, index.get(p)) for p in params]
-        self._moves: list[torch.Tensor] = []  # per layer, ||momentum buffer|| after the step `step` took
         self.armed = False
         # per block response on the armed step, in forward order: (its sum, its sum of squares, its size) as
         # dot products, or a BatchNorm output's statistics (`_NormOutput`)
         self._responses: list[tuple[torch.Tensor, torch.Tensor, int] | _NormOutput] = []
-        self._moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # sums, squares, sizes
-        self._layouts: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # `_layout`'s
+        # what `before_step` kept of them: BatchNorm outputs' statistics and the dot products, as one tensor each
+        self._kept: list[torch.Tensor] = []
+        self._layout: _Layout | None = None  # where each response's values are in `_kept`
+        self._layouts: dict[tuple, _Layout] = {}  # kept by the responses' shapes
         # each affine BatchNorm's weight (by id) -> its bias: a response's BN is found from its autograd node
         norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine]
         self._biases = {id(m.weight): m.bias for m in norms}
         self._block_grads: list[torch.Tensor] = []  # per block, last first: the squared norm of dL/d(output)
         self._ones: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # sums as dot products
         self._before: list[torch.Tensor] = []  # the weights before the step (without momentum buffers)
-        self._sizes_before: list[torch.Tensor] = []  # their norms
-        self._grad_norms: list[torch.Tensor] = []
+        # per layer: gradient norms, weight norms before the step, then the update's norm / `_scale` (SGD's
+        # buffers: lr); brought to the host in one piece by `read`
+        self._layer_norms: list[torch.Tensor] = []
+        self._scale = 1.0
         self._blocks = [model.get_submodule(name) for name in self.blocks]
         for block in self._blocks:
             block.observer = self
@@ -180,9 +187,18 @@ class Probe:
         return _NormOutput(gamma, beta, node._saved_result2, node._saved_eps, f.numel())
 
     def output(self, out: torch.Tensor) -> None:
-        """A block's output: the gradient flowing back through it is read in backward."""
+        """A block's output: the gradient flowing back through it is read in backward, by a pre-hook on the node
+        that made it (the node's first incoming gradient is dL/d(out) when out is its first output; half the
+        registration time of a tensor hook, ~0.5% of a depth-56 step), else by a hook on the tensor."""
         if self.armed and torch.is_grad_enabled() and out.requires_grad:
-            out.register_hook(self._on_block_grad)
+            if out.grad_fn is not None and out.output_nr == 0:
+                out.grad_fn.register_prehook(self._on_block_grads)
+            else:
+                out.register_hook(self._on_block_grad)
+
+    def _on_block_grads(self, grads: tuple[torch.Tensor, ...]) -> None:
+        g = grads[0].reshape(-1)
+        self._block_grads.append(torch.dot(g, g))
 
     def _on_block_grad(self, grad: torch.Tensor) -> None:
         g = grad.reshape(-1)
@@ -198,18 +214,18 @@ class Probe:
     def arm(self) -> None:
         """Measure the next forward/backward/step."""
         self.armed = True
-        self._responses, self._moments, self._block_grads, self._moves = [], None, [], []
+        self._responses, self._kept, self._layout, self._block_grads, self._layer_norms = [], [], None, [], []
 
     def before_step(self) -> None:
         """After backward, before the optimizer step: read gradients, keep the weights, and the responses'
         moments (a BatchNorm's gamma and beta as the forward used them)."""
         if self.armed:
-            self._moments = self._response_moments()
+            self._keep_responses()
             if self._params:  # `step` reads the gradients and weights
                 return
-            self._grad_norms = torch._foreach_norm([w.grad for w in self.weights])
+            self._layer_norms = [torch.stack(torch._foreach_norm([w.grad for w in self.weights]))]
             if self._optimizer is not None:
-                self._sizes_before = torch._foreach_norm([w.detach() for w in self.weights])
+                self._layer_norms.append(torch.stack(torch._foreach_norm([w.detach() for w in self.weights])))
             else:
                 self._before = [w.detach().clone() for w in self.weights]
 
@@ -218,24 +234,29 @@ class Probe:
         same tensor ops in the same order as torch.optim.SGD's single-tensor path (so the weights and buffers are
         bit for bit what SGD would make: tests/unit/test_training.py), with each measured layer's gradient norm,
         weight norm (before its update) and new momentum buffer's norm taken between them, while that layer's
-        tensors are in cache."""
-        if not (self.armed and self._params and optimizer is self._optimizer):
+        tensors are in cache. Squared norms as dot products of flat views (a third of `vector_norm`'s time for the
+        largest layers here), one square root for all."""
+        if not (self.armed and self._params):
             optimizer.step()
             return
+        if optimizer is not self._optimizer:  # `before_step` left the norms to this step
+            raise ValueError("Probe.step: the optimizer must be the one the probe was made with")
         group, state = optimizer.param_groups[0], optimizer.state
         lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
         count = len(self.weights)
-        grads: list[torch.Tensor | None] = [None] * count
-        sizes: list[torch.Tensor | None] = [None] * count
-        moves: list[torch.Tensor | None] = [None] * count
-        norm = torch.linalg.vector_norm
+        squares: list[torch.Tensor | None] = [None] * (3 * count)  # per layer: gradient, weight, buffer
+
+        def square(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1)
+            return torch.dot(flat, flat)
+
         with torch.no_grad():
             for param, i in self._params:
                 grad = param.grad
                 if grad is None:  # SGD skips a parameter without a gradient
                     continue
                 if i is not None:
-                    grads[i], sizes[i] = norm(grad), norm(param)
+                    squares[i], squares[count + i] = square(grad), square(param)
                 if decay != 0:
                     grad = grad.add(param, alpha=decay)
                 buffer = state[param].get("momentum_buffer")
@@ -244,71 +265,81 @@ class Probe:
                 else:
                     buffer.mul_(momentum).add_(grad)  # dampening 0 (`_momentum_buffers`)
                 if i is not None:
-                    moves[i] = norm(buffer)
+                    squares[2 * count + i] = square(buffer)
                 param.add_(buffer, alpha=-lr)
-        self._grad_norms, self._sizes_before, self._moves = grads, sizes, moves  # type: ignore[assignment]
+            self._layer_norms = [torch.stack(squares).sqrt_()]  # type: ignore[arg-type]  # all have gradients
+            self._scale = lr
 
     def read(self) -> dict[str, list[float]] | None:
-        """After the optimizer step: the measurements of this step (None when not armed)."""
+        """After the optimizer step: the measurements of this step (None when not armed). Everything is brought to
+        the host as one tensor (one copy from a GPU) and the arithmetic on a few hundred values done in NumPy."""
         if not self.armed:
             return None
         self.armed = False
-        ratio = self._update_ratio()
+        self._update_norms()
+        count, blocks = len(self.weights), len(self._block_grads)
+        pieces = [*self._layer_norms, *self._kept]
+        if blocks:
+            pieces.insert(len(self._layer_norms), torch.stack(self._block_grads))
+        host = torch.cat(pieces).cpu().numpy().astype(np.float64)
+        grads, sizes, updates = host[: 3 * count].reshape(3, count)
         # Backward visits blocks last-to-first; store them in network order.
+        block_grads = np.sqrt(host[3 * count : 3 * count + blocks][::-1])
         return {
-            "grad_norm": torch.stack(self._grad_norms).tolist(),
-            "update_ratio": ratio.tolist(),
-            "block_grad_norm": torch.stack(self._block_grads[::-1]).sqrt().tolist() if self._block_grads else [],
-            "act_std": self._response_stds(),
+            "grad_norm": grads.tolist(),
+            "update_ratio": (self._scale * updates / np.maximum(sizes, 1e-12)).tolist(),
+            "block_grad_norm": block_grads.tolist(),
+            "act_std": self._response_stds(host[3 * count + blocks :]),
         }
 
-    def _update_ratio(self) -> torch.Tensor:
-        """||w_after - w_before|| / ||w_before|| per layer of the step just taken."""
+    def _update_norms(self) -> None:
+        """Complete `_layer_norms` with the weights' norms before the step and ||w_after - w_before|| / `_scale`,
+        where the step was not taken by `step`."""
+        if self._params:
+            return  # `step` took them all
         if self._optimizer is not None:
-            state, lr = self._optimizer.state, self._optimizer.param_groups[0]["lr"]
-            moves = self._moves or torch._foreach_norm([state[w]["momentum_buffer"] for w in self.weights])
-            update = torch.stack(moves) * lr
-            size = torch.stack(self._sizes_before)
+            state, self._scale = self._optimizer.state, self._optimizer.param_groups[0]["lr"]
+            buffers = [state[w]["momentum_buffer"] for w in self.weights]
+            self._layer_norms.append(torch.stack(torch._foreach_norm(buffers)))
         else:
             after = [w.detach() for w in self.weights]
-            update = torch.stack(torch._foreach_norm(torch._foreach_sub(after, self._before)))
-            size = torch.stack(torch._foreach_norm(self._before))
-        return update / size.clamp_min(1e-12)
+            self._layer_norms.append(torch.stack(torch._foreach_norm(self._before)))
+            self._layer_norms.append(torch.stack(torch._foreach_norm(torch._foreach_sub(after, self._before))))
+            self._scale = 1.0
 
-    def _response_moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """Each response's sum, sum of squares and size in forward order (float64), or None without responses."""
+    def _keep_responses(self) -> None:
+        """The responses' BatchNorm statistics (gamma and beta as the forward used them: before the step moves
+        them) and dot products, each set as one tensor, for `read`."""
         if not self._responses:
-            return None
-        device, f64 = self.weights[0].device, torch.float64
-        is_norm = [isinstance(r, _NormOutput) for r in self._responses]
-        norms = [r for r, n in zip(self._responses, is_norm, strict=True) if n]
-        dots = [r for r, n in zip(self._responses, is_norm, strict=True) if not n]
-        if not dots:  # the usual case: every block ends in BatchNorm
-            layout = self._layout(norms)
-            return (*_norm_moments(norms, layout), layout[2])
-        parts = [_norm_moments(norms, self._layout(norms))] if norms else []
-        parts.append((torch.stack([d[0] for d in dots]).to(f64), torch.stack([d[1] for d in dots]).to(f64)))
-        total, squares = (torch.cat([p[i] for p in parts]) for i in (0, 1))
-        if norms:  # norms first, then the others: back to forward order
-            order = sorted(range(len(is_norm)), key=lambda i: not is_norm[i])
-            where = torch.tensor(order, device=device).argsort()
-            total, squares = total[where], squares[where]
-        sizes = [r.size if isinstance(r, _NormOutput) else r[2] for r in self._responses]
-        return total, squares, torch.tensor(sizes, dtype=f64, device=device)
-
-    def _layout(self, norms: list[_NormOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_norm_layout(norms)`, kept: it is the same at every step but an epoch's last, shorter batch."""
-        key = tuple((o.size, o.gamma.numel(), o.eps) for o in norms)
+            return
+        key = tuple(
+            (r.size, r.gamma.numel(), r.eps) if isinstance(r, _NormOutput) else (r[2],) for r in self._responses
+        )
         if key not in self._layouts:
-            self._layouts[key] = _norm_layout(norms)
-        return self._layouts[key]
+            self._layouts[key] = _layout(self._responses)
+        self._layout = self._layouts[key]
+        norms = [r for r in self._responses if isinstance(r, _NormOutput)]
+        dots = [r for r in self._responses if not isinstance(r, _NormOutput)]
+        with torch.no_grad():
+            if norms:
+                stats = [o.gamma for o in norms] + [o.beta for o in norms] + [o.invstd for o in norms]
+                self._kept.append(torch.cat(stats).float())
+            if dots:
+                self._kept.append(torch.stack([d[0] for d in dots] + [d[1] for d in dots]).float())
 
-    def _response_stds(self) -> list[float]:
+    def _response_stds(self, kept: np.ndarray) -> list[float]:
         """Sample std of each block's response from its sums: var = (sum x^2 - (sum x)^2 / n) / (n - 1)."""
-        if self._moments is None:
+        layout = self._layout
+        if layout is None:
             return []
-        total, squares, n = self._moments
-        return ((squares - total * total / n) / (n - 1).clamp_min(1)).clamp_min(0).sqrt().tolist()
+        total, squares = np.empty(len(layout.sizes)), np.empty(len(layout.sizes))
+        channels = len(layout.count)
+        if channels:
+            total[layout.norm_at], squares[layout.norm_at] = _norm_moments(kept[: 3 * channels], layout)
+        if len(layout.dot_at):
+            total[layout.dot_at], squares[layout.dot_at] = kept[3 * channels :].reshape(2, -1)
+        n = layout.sizes
+        return np.sqrt(np.clip((squares - total * total / n) / np.maximum(n - 1, 1), 0, None)).tolist()
 
     def close(self) -> None:
         """Detach from every block: the model is left exactly as it was found."""

@@ -49,6 +49,20 @@ def test_probes_agree_with_independent_autograd(tiny_train):
     assert probes["update_ratio"][1] == pytest.approx((update.norm() / w0.norm()).item(), rel=1e-3)
 
 
+def test_block_gradient_read_from_the_node_or_from_the_tensor_is_the_gradient_of_that_output():
+    """A block's output that is its node's first output is read by a pre-hook on the node; one that is not (a
+    second output: its node's first incoming gradient is another tensor's) by a hook on the tensor."""
+    probe = Probe(build_model(ModelConfig(depth=8, width=8), seed=0))
+    x = torch.randn(6, 3, requires_grad=True)
+    first, second, _ = torch.unbind(x * 1.0, dim=1)  # one node, three outputs
+    assert (first.output_nr, second.output_nr) == (0, 1)
+    probe.arm()
+    for out in (first, second):
+        probe.output(out)
+    (2 * first + 3 * second).sum().backward()  # dL/d(first) = 2, dL/d(second) = 3 in each of 6 entries
+    assert sorted(g.item() for g in probe._block_grads) == pytest.approx([4 * 6, 9 * 6])
+
+
 def _probed_and_measured_stds(
     cfg: ModelConfig, dead_channel: bool = False, eval_norm: bool = False
 ) -> tuple[list[float], list[float]]:
@@ -174,6 +188,18 @@ def test_the_probes_sgd_step_is_torchs_bit_for_bit_and_measures_what_it_moved(we
         assert read["grad_norm"] == pytest.approx(grads, rel=1e-5)
         moved = [((w.detach() - b).norm() / b.norm()).item() for w, b in zip(weights, before, strict=True)]
         assert read["update_ratio"] == pytest.approx(moved, rel=1e-3)
+
+
+def test_the_probe_takes_only_its_own_optimizers_step():
+    """`before_step` leaves the norms to the probe's SGD step: another optimizer's step there is an error, not a
+    step without measurements."""
+    model = build_model(ModelConfig(depth=8, width=8), seed=0)
+    probe = Probe(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    probe.arm()
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    probe.before_step()
+    with pytest.raises(ValueError, match="the optimizer must be the one the probe was made with"):
+        probe.step(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
 
 
 def test_the_engine_steps_sgd_through_the_probe_on_armed_steps_only(monkeypatch, tiny_models, digits):
