@@ -13,8 +13,8 @@ A `Probe` attaches to one model and measures, on the steps it is armed for:
   check: around 1e-3 is the usual rule of thumb).
 
 The probe is each block's observer (`models.BlockObserver`: no module hooks, which slow every call of
-a hooked module) and puts one tensor hook on each block output on armed steps. It only reads tensors
-(detached, no inplace), so a probed run computes exactly what an unprobed one does. Norms are computed
+a hooked module) and puts one backward hook on each block output's autograd node on armed steps. It only
+reads tensors (detached, no inplace), so a probed run computes exactly what an unprobed one does. Norms are computed
 with `torch._foreach_norm` where they can be, and sums of squares and of a tensor's values as BLAS dot
 products (under half the time of `vector_norm` and `sum` on CPU), and read back to Python once per step.
 
@@ -70,6 +70,7 @@ class _Layout:
 
 
 def _layout(responses: list[tuple[torch.Tensor, torch.Tensor, int] | _NormOutput]) -> _Layout:
+    """The `_Layout` of one step's responses, in forward order."""
     norms = [r for r in responses if isinstance(r, _NormOutput)]
     channels = np.array([o.gamma.numel() for o in norms], dtype=np.int64)
     return _Layout(
