@@ -99,6 +99,13 @@ def _norm_moments(stats: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.nd
     return np.add.reduceat(layout.count * beta, layout.starts), np.add.reduceat(squares, layout.starts)
 
 
+def _square(x: torch.Tensor) -> torch.Tensor:
+    """The squared L2 norm of `x` as a dot product of its flat view (a third of `vector_norm`'s time on the
+    largest layers here)."""
+    flat = x.reshape(-1)
+    return torch.dot(flat, flat)
+
+
 def _momentum_buffers(optimizer: torch.optim.Optimizer | None) -> bool:
     """Whether each step of `optimizer` moves every weight by exactly lr x its momentum buffer: SGD with
     momentum, no dampening, Nesterov or maximize (the buffer then holds grad + weight decay, summed with
@@ -153,10 +160,9 @@ class Probe:
         self._block_grads: list[torch.Tensor] = []  # per block, last first: the squared norm of dL/d(output)
         self._ones: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # sums as dot products
         self._before: list[torch.Tensor] = []  # the weights before the step (without momentum buffers)
-        # per layer: gradient norms, weight norms before the step, then the update's norm / `_scale` (SGD's
-        # buffers: lr); brought to the host in one piece by `read`
+        # per layer: gradient norms, weight norms before the step, then the update's norm (with SGD's momentum
+        # buffers: the buffer's, which lr scales: `_update_scale`); brought to the host in one piece by `read`
         self._layer_norms: list[torch.Tensor] = []
-        self._scale = 1.0
         self._blocks = [model.get_submodule(name) for name in self.blocks]
         for block in self._blocks:
             block.observer = self
@@ -198,8 +204,7 @@ class Probe:
                 out.register_hook(self._on_block_grad)
 
     def _on_block_grads(self, grads: tuple[torch.Tensor, ...]) -> None:
-        g = grads[0].reshape(-1)
-        self._block_grads.append(torch.dot(g, g))
+        self._on_block_grad(grads[0])
 
     def _on_block_grad(self, grad: torch.Tensor) -> None:
         g = grad.reshape(-1)
@@ -235,8 +240,7 @@ class Probe:
         same tensor ops in the same order as torch.optim.SGD's single-tensor path (so the weights and buffers are
         bit for bit what SGD would make: tests/unit/test_training.py), with each measured layer's gradient norm,
         weight norm (before its update) and new momentum buffer's norm taken between them, while that layer's
-        tensors are in cache. Squared norms as dot products of flat views (a third of `vector_norm`'s time for the
-        largest layers here), one square root for all."""
+        tensors are in cache. Squared norms (`_square`), one square root for all."""
         if not (self.armed and self._params):
             optimizer.step()
             return
@@ -246,18 +250,13 @@ class Probe:
         lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
         count = len(self.weights)
         squares: list[torch.Tensor | None] = [None] * (3 * count)  # per layer: gradient, weight, buffer
-
-        def square(x: torch.Tensor) -> torch.Tensor:
-            flat = x.reshape(-1)
-            return torch.dot(flat, flat)
-
         with torch.no_grad():
             for param, i in self._params:
                 grad = param.grad
                 if grad is None:  # SGD skips a parameter without a gradient
                     continue
                 if i is not None:
-                    squares[i], squares[count + i] = square(grad), square(param)
+                    squares[i], squares[count + i] = _square(grad), _square(param)
                 if decay != 0:
                     grad = grad.add(param, alpha=decay)
                 buffer = state[param].get("momentum_buffer")
@@ -266,10 +265,9 @@ class Probe:
                 else:
                     buffer.mul_(momentum).add_(grad)  # dampening 0 (`_momentum_buffers`)
                 if i is not None:
-                    squares[2 * count + i] = square(buffer)
+                    squares[2 * count + i] = _square(buffer)
                 param.add_(buffer, alpha=-lr)
             self._layer_norms = [torch.stack(squares).sqrt_()]  # type: ignore[arg-type]  # all have gradients
-            self._scale = lr
 
     def read(self) -> dict[str, list[float]] | None:
         """After the optimizer step: the measurements of this step (None when not armed). Everything is brought to
@@ -279,34 +277,36 @@ class Probe:
         self.armed = False
         self._update_norms()
         count, blocks = len(self.weights), len(self._block_grads)
-        pieces = [*self._layer_norms, *self._kept]
-        if blocks:
-            pieces.insert(len(self._layer_norms), torch.stack(self._block_grads))
+        block_squares = [torch.stack(self._block_grads)] if blocks else []
+        pieces = [*self._layer_norms, *block_squares, *self._kept]
         host = torch.cat(pieces).cpu().numpy().astype(np.float64)
         grads, sizes, updates = host[: 3 * count].reshape(3, count)
         # Backward visits blocks last-to-first; store them in network order.
         block_grads = np.sqrt(host[3 * count : 3 * count + blocks][::-1])
         return {
             "grad_norm": grads.tolist(),
-            "update_ratio": (self._scale * updates / np.maximum(sizes, 1e-12)).tolist(),
+            "update_ratio": (self._update_scale() * updates / np.maximum(sizes, 1e-12)).tolist(),
             "block_grad_norm": block_grads.tolist(),
             "act_std": self._response_stds(host[3 * count + blocks :]),
         }
 
     def _update_norms(self) -> None:
-        """Complete `_layer_norms` with the weights' norms before the step and ||w_after - w_before|| / `_scale`,
-        where the step was not taken by `step`."""
+        """Complete `_layer_norms` with the weights' norms before the step and the update's, where the step was not
+        taken by `step`."""
         if self._params:
             return  # `step` took them all
         if self._optimizer is not None:
-            state, self._scale = self._optimizer.state, self._optimizer.param_groups[0]["lr"]
-            buffers = [state[w]["momentum_buffer"] for w in self.weights]
+            buffers = [self._optimizer.state[w]["momentum_buffer"] for w in self.weights]
             self._layer_norms.append(torch.stack(torch._foreach_norm(buffers)))
         else:
             after = [w.detach() for w in self.weights]
             self._layer_norms.append(torch.stack(torch._foreach_norm(self._before)))
             self._layer_norms.append(torch.stack(torch._foreach_norm(torch._foreach_sub(after, self._before))))
-            self._scale = 1.0
+
+    def _update_scale(self) -> float:
+        """What the third set of `_layer_norms` is multiplied by to be ||w_after - w_before||: lr for SGD's momentum
+        buffers (the step moved each weight by lr x its buffer), else 1."""
+        return self._optimizer.param_groups[0]["lr"] if self._optimizer is not None else 1.0
 
     def _keep_responses(self) -> None:
         """The responses' BatchNorm statistics (gamma and beta as the forward used them: before the step moves
