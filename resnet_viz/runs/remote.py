@@ -15,7 +15,6 @@ one when it starts, and a worker that finished a run trains the next one.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import subprocess
 import sys
@@ -43,12 +42,16 @@ class Worker:
     """One `python -m resnet_viz.runs.worker` process and its pipes."""
 
     def __init__(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # each run sets its own thread count
+        """Started with the server's own environment, as the headless engine runs: each run sets its thread
+        count itself (`worker.train_one`). It once started with OMP_NUM_THREADS=1, and trained the default pair
+        at 0.79-0.84 of the headless engine against 0.90-0.98 without it (measured in turn, no Streamlit): with
+        that variable set, libgomp keeps the team threads of the run's main thread (two, after
+        `torch.set_num_threads(2)`) spinning after each parallel region, on the cores the pair's two model
+        threads step on (OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=0 undid the loss as well)."""
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from resnet_viz.runs.worker import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
         )
         self._ready = False  # it has said it is ready (`worker.main`)
 
