@@ -44,10 +44,10 @@ class Worker:
     def __init__(self) -> None:
         """Started with the server's own environment, as the headless engine runs: each run sets its thread
         count itself (`worker.train_one`). It once started with OMP_NUM_THREADS=1, and trained the default pair
-        at 0.79-0.84 of the headless engine against 0.90-0.98 without it (measured in turn, no Streamlit): with
-        that variable set, libgomp keeps the team threads of the run's main thread (two, after
-        `torch.set_num_threads(2)`) spinning after each parallel region, on the cores the pair's two model
-        threads step on (OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=0 undid the loss as well)."""
+        at 0.79-0.84 of the headless engine against 0.90-0.98 without it (measured in turn, no Streamlit). The time
+        went to OpenMP threads waiting busily on the cores the pair's two model threads step on: beside that
+        variable, OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=0 (no busy wait) gave it back, and
+        OMP_WAIT_POLICY=active (busy wait only) made the pair 1.6x slower still."""
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from resnet_viz.runs.worker import main; main()"],
             stdin=subprocess.PIPE,

@@ -435,8 +435,8 @@ def test_a_real_worker_says_it_is_ready_and_a_run_reads_past_that():
 
 
 def test_a_worker_trains_in_the_servers_own_openmp_environment(monkeypatch):
-    """No OpenMP override in a worker: OMP_NUM_THREADS=1 there made libgomp's threads spin beside the pair's model
-    threads (the default pair at 0.79-0.84 of the headless engine, 0.90-0.98 without it; see `Worker`)."""
+    """No OpenMP override in a worker: with OMP_NUM_THREADS=1 there, OpenMP threads waited busily beside the pair's
+    model threads (the default pair at 0.79-0.84 of the headless engine, 0.90-0.98 without it; see `Worker`)."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # one the server has: the worker has it too
     w = Worker()
