@@ -21,7 +21,7 @@ from typing import Protocol
 import streamlit as st
 
 from resnet_viz.lab import LabConfig
-from resnet_viz.runs import Handle, RunService
+from resnet_viz.runs import Handle, RunService, Scheduler
 from resnet_viz.runs.budget import estimate
 from resnet_viz.runs.defaults import SERVER_PAIR, SHAPES_PAIR
 from resnet_viz.runs.remote import POOL
@@ -55,19 +55,29 @@ def run_service() -> RunService:
     # a student opening Attributions, then Receptive fields, starts two default pairs a second apart,
     # and the second waited ~4 s for a cold worker to import torch.
     POOL.idle = max(1, min(2, service.scheduler.cores))
-    threading.Thread(target=_preload, args=(processes,), name="resnet-viz-preload", daemon=True).start()
+    threading.Thread(
+        target=_preload, args=(processes, service.scheduler), name="resnet-viz-preload", daemon=True
+    ).start()
     return service
 
 
-def _preload(processes: bool) -> None:
+PRELOAD_WAIT_SECONDS = 120.0  # the rest of the start-up waits at most this long for the first runs to end
+
+
+def _preload(processes: bool, scheduler: Scheduler) -> None:
     """What the first Train click would otherwise wait for, done when the server starts: a training
-    worker process (it imports torch and builds a first net), the analysis pages' libraries, the
-    default pairs' data sets and their cost estimates (the first meta-device pass takes 1.7 s)."""
+    worker process (it imports torch and builds a first net), the default pairs' data sets and their cost
+    estimates (the first meta-device pass takes 1.7 s); then the analysis pages' libraries and a second worker.
+
+    Those last wait while a run trains: on a cold server whose first request was a shared link, a student's
+    first run trained beside a second worker importing torch and Captum and SciPy importing under the
+    server's GIL, at half the engine's speed."""
     if processes:
         POOL.warm(up_to=1)  # the first run's worker first: each start-up takes a core for ~3 s
     for pair in (SERVER_PAIR, SHAPES_PAIR):  # a first Train click waits for its config's estimate
         req = pair.request
         estimate(req.models, req.train, req.data)
+    scheduler.wait_until(lambda: scheduler.counts() == (0, 0), PRELOAD_WAIT_SECONDS)
     # The analysis pages' libraries: importing Captum and SciPy holds the GIL for about 2 s, which
     # froze every tab (and a class's first Train clicks) when the first student opened Attributions.
     importlib.import_module("resnet_viz.attribution")

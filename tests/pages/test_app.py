@@ -2,13 +2,18 @@
 
 import ast
 import gc
+import threading
 from pathlib import Path
 
 import pytest
 from harness import live_boards, open_page, plotly_figures, trace_array
 
+from resnet_viz.data import DataConfig
 from resnet_viz.lab import PRESETS
-from resnet_viz.runs import Replay
+from resnet_viz.runs import WATCHED, Replay, Scheduler
+from resnet_viz.runs.budget import estimate
+from resnet_viz.runs.defaults import SERVER_PAIR
+from resnet_viz.training import TrainConfig
 from resnet_viz.ui import live_chart
 from resnet_viz.ui.session import SESSION_KEY, _preload
 from resnet_viz.ui.store import run_store
@@ -225,7 +230,34 @@ def test_the_servers_start_up_puts_what_it_loaded_out_of_the_collectors_sight():
     what it loaded, so collections walk only what came after."""
     gc.unfreeze()
     try:
-        _preload(processes=False)
+        _preload(processes=False, scheduler=Scheduler(cores=1))
         assert gc.get_freeze_count() > 100_000
+    finally:
+        gc.unfreeze()
+
+
+def test_the_start_up_loads_the_analysis_libraries_only_once_no_run_trains(monkeypatch):
+    """On a cold server the first run trained at half the engine's speed beside the start-up's second worker and
+    its imports under the GIL: those wait for the scheduler to have nothing training or queued."""
+    scheduler = Scheduler(cores=1)
+    running = scheduler.ticket(estimate(SERVER_PAIR.request.models, TrainConfig(epochs=1), DataConfig()), WATCHED)
+    assert scheduler.acquire(running, threading.Event())
+    waiting = threading.Event()
+    wait_until = scheduler.wait_until
+
+    def noted(predicate, timeout):
+        waiting.set()
+        return wait_until(predicate, timeout)
+
+    monkeypatch.setattr(scheduler, "wait_until", noted)
+    gc.unfreeze()
+    try:
+        preload = threading.Thread(target=_preload, args=(False, scheduler))
+        preload.start()
+        assert waiting.wait(60)
+        assert preload.is_alive() and gc.get_freeze_count() == 0  # blocked: the run still trains
+        scheduler.release(running)
+        preload.join(60)
+        assert not preload.is_alive() and gc.get_freeze_count() > 100_000
     finally:
         gc.unfreeze()
