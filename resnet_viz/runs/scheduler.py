@@ -175,7 +175,8 @@ class Scheduler:
             return self._fits(t) or (t.priority == WATCHED and any(r.priority == BACKGROUND for r in self._running))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Block until `predicate()` holds after a queue change (or `timeout`): for benchmarks and tests."""
+        """Block until `predicate()` holds after a queue change (or `timeout`): the server's start-up waits so for
+        its first runs to end (`ui.session._preload`); benchmarks and tests for a queue state."""
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
