@@ -14,9 +14,11 @@ A `Probe` attaches to one model and measures, on the steps it is armed for:
 
 The probe is each block's observer (`models.BlockObserver`: no module hooks, which slow every call of
 a hooked module) and puts one backward hook on each block output's autograd node on armed steps. It only
-reads tensors (detached, no inplace), so a probed run computes exactly what an unprobed one does. Norms are computed
-with `torch._foreach_norm` where they can be, and sums of squares and of a tensor's values as BLAS dot
-products (under half the time of `vector_norm` and `sum` on CPU), and read back to Python once per step.
+reads tensors (detached, no inplace), so a probed run computes exactly what an unprobed one does. With SGD on
+the CPU the probe takes the optimizer's step itself (`Probe.step`, bit for bit SGD's) and reads each layer's
+norms between its ops, while its tensors are in cache; otherwise with `torch._foreach_norm`. Sums of squares
+and of a tensor's values are BLAS dot products (under half the time of `vector_norm` and `sum` on CPU), and
+everything is read back to the host once per step, where NumPy does the arithmetic on a few hundred values.
 
 With SGD on the CPU the probe takes the optimizer's step itself on armed steps (`Probe.step`): SGD's own
 arithmetic, op for op, with each layer's gradient, weight and momentum-buffer norms taken while that layer's

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 from harness import live_boards, open_page, plotly_figures, trace_array
 
-from resnet_viz.data import DataConfig
 from resnet_viz.lab import PRESETS
 from resnet_viz.runs import WATCHED, Replay, Scheduler
 from resnet_viz.runs.budget import estimate
 from resnet_viz.runs.defaults import SERVER_PAIR
-from resnet_viz.training import TrainConfig
 from resnet_viz.ui import live_chart
 from resnet_viz.ui.session import SESSION_KEY, _preload
 from resnet_viz.ui.store import run_store
@@ -239,8 +237,8 @@ def test_the_servers_start_up_puts_what_it_loaded_out_of_the_collectors_sight():
 def test_the_start_up_loads_the_analysis_libraries_only_once_no_run_trains(monkeypatch):
     """On a cold server the first run trained at half the engine's speed beside the start-up's second worker and
     its imports under the GIL: those wait for the scheduler to have nothing training or queued."""
-    scheduler = Scheduler(cores=1)
-    running = scheduler.ticket(estimate(SERVER_PAIR.request.models, TrainConfig(epochs=1), DataConfig()), WATCHED)
+    scheduler, pair = Scheduler(cores=1), SERVER_PAIR.request
+    running = scheduler.ticket(estimate(pair.models, pair.train, pair.data), WATCHED)
     assert scheduler.acquire(running, threading.Event())
     waiting = threading.Event()
     wait_until = scheduler.wait_until
